@@ -1,0 +1,30 @@
+# Two entry points: `make demo` (the main job) and `make test`. Both create or refresh .venv first.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The CPU wheel of this version lies on the development machines; an unpinned torch would pull a
+# multi-GB CUDA build, so on a machine without a GPU the CPU wheel goes in first.
+CPU_TORCH ?= torch==2.13.0
+
+.PHONY: venv demo test lint clean
+
+$(VENV)/.stamp: pyproject.toml Makefile
+	test -x $(PY) || python3 -m venv $(VENV)
+	if ! command -v nvidia-smi >/dev/null 2>&1 && ! $(PY) -c "import torch" >/dev/null 2>&1; then \
+		$(PY) -m pip install -q "$(CPU_TORCH)"; fi
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+venv: $(VENV)/.stamp
+
+demo: venv
+	$(PY) -m assocmem bench delta-rule
+
+test: venv
+	$(PY) -m ruff check assocmem tests
+	$(PY) -m pytest -q
+
+lint: venv
+	$(PY) -m ruff check assocmem tests
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -1,0 +1,28 @@
+"""Shared fixtures: fresh buffers are filled with NaN, so an output a kernel forgets to write fails loudly."""
+
+import pytest
+import torch
+
+_real_empty = torch.empty
+_real_empty_like = torch.empty_like
+_real_new_empty = torch.Tensor.new_empty
+
+
+def _nan_fill(x):
+    if x.is_floating_point() and x.numel():
+        x.fill_(float("nan"))
+    return x
+
+
+@pytest.fixture(autouse=True)
+def nan_filled_empty(monkeypatch):
+    monkeypatch.setattr(torch, "empty", lambda *a, **kw: _nan_fill(_real_empty(*a, **kw)))
+    monkeypatch.setattr(torch, "empty_like", lambda *a, **kw: _nan_fill(_real_empty_like(*a, **kw)))
+    monkeypatch.setattr(torch.Tensor, "new_empty", lambda self, *a, **kw: _nan_fill(_real_new_empty(self, *a, **kw)))
+    yield
+
+
+@pytest.fixture(autouse=True)
+def seeded():
+    torch.manual_seed(0)
+    yield
