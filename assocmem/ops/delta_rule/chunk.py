@@ -1,14 +1,14 @@
 """The chunkwise WY/UT delta rule in PyTorch: forward, hand-written backward, one autograd.Function.
 
-Legend: B batch, H heads, N chunks per sequence, C chunk size, K key size, V value size.
-Inside this file tensors are laid out head-major, `x_BHNCK`, and computed in float32 (float64 when
-the inputs are float64, for gradient checks). The derivation is in README.md beside this file.
+Legend: N chunks per sequence, G = B * H independent recurrences, C chunk size, K key size, V value
+size. Inside this file tensors are laid out chunk-major, `x_NGCK`, so that the slice of one chunk is
+contiguous, and computed in float32 (float64 when the inputs are float64, for gradient checks).
+The derivation is in README.md beside this file.
 
-Only the state recurrence across chunks is a Python loop (two small matmuls per chunk); everything
+Only the state recurrence across chunks is a Python loop (a few fused matmuls per chunk); everything
 inside a chunk is batched over all chunks at once. The backward keeps no autograd graph: it recomputes
 the chunk-start states from the inputs, so memory grows linearly in T.
 """
-
 
 import torch
 
@@ -22,44 +22,38 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def _to_chunks(x: torch.Tensor, chunk_size: int, dtype: torch.dtype) -> torch.Tensor:
-    """[B, T, H, ...] -> [B, H, N, C, ...], zero-padded to a whole number of chunks."""
+    """[B, T, H, ...] -> [N, B*H, C, ...], zero-padded to a whole number of chunks."""
     B, T, H = x.shape[:3]
     N = -(-T // chunk_size)
-    x = x.to(dtype).transpose(1, 2)
     if N * chunk_size != T:
-        x = torch.cat([x, x.new_zeros(B, H, N * chunk_size - T, *x.shape[3:])], dim=2)
-    return x.reshape(B, H, N, chunk_size, *x.shape[3:])
+        x = torch.cat([x, x.new_zeros(B, N * chunk_size - T, *x.shape[2:])], dim=1)
+    x = x.reshape(B, N, chunk_size, H, *x.shape[3:]).movedim(3, 1).movedim(2, 0)
+    return x.reshape(N, B * H, chunk_size, *x.shape[4:]).to(dtype, memory_format=torch.contiguous_format)
 
 
-def _from_chunks(x_BHNC: torch.Tensor, T: int, dtype: torch.dtype) -> torch.Tensor:
-    """[B, H, N, C, ...] -> [B, T, H, ...], dropping the padding."""
-    B, H, N, C = x_BHNC.shape[:4]
-    x = x_BHNC.reshape(B, H, N * C, *x_BHNC.shape[4:])[:, :, :T]
-    return x.transpose(1, 2).contiguous().to(dtype)
+def _from_chunks(x_NGC: torch.Tensor, B: int, T: int, dtype: torch.dtype) -> torch.Tensor:
+    """[N, B*H, C, ...] -> [B, T, H, ...], dropping the padding."""
+    N, G, C = x_NGC.shape[:3]
+    x = x_NGC.reshape(N, B, G // B, C, *x_NGC.shape[3:]).movedim(0, 1).movedim(2, 3)
+    return x.reshape(B, N * C, G // B, *x_NGC.shape[3:])[:, :T].to(dtype, memory_format=torch.contiguous_format)
 
 
-def _wy_representation(k_BHNCK, v_BHNCV, beta_BHNC):
+def _state_in(state, B, H, K, V, dtype, device):
+    """[B, H, K, V] (or None) -> a fresh [B*H, K, V] tensor in the compute dtype."""
+    if state is None:
+        return torch.zeros(B * H, K, V, dtype=dtype, device=device)
+    return state.reshape(B * H, K, V).to(dtype, copy=True)
+
+
+def _wy_representation(k_NGCK, kT_NGKC, v_NGCV, beta_NGC):
     """Per chunk: A = (I + strict_tril(diag(beta) K K^T))^-1, W = A (beta*K), U = A (beta*V)."""
-    C = k_BHNCK.shape[-2]
-    kb_BHNCK = k_BHNCK * beta_BHNC[..., None]
-    vb_BHNCV = v_BHNCV * beta_BHNC[..., None]
-    eye_CC = torch.eye(C, dtype=k_BHNCK.dtype, device=k_BHNCK.device)
-    lower_BHNCC = torch.tril(kb_BHNCK @ k_BHNCK.transpose(-1, -2), diagonal=-1) + eye_CC
-    A_BHNCC = torch.linalg.solve_triangular(lower_BHNCC, eye_CC.expand_as(lower_BHNCC), upper=False, unitriangular=True)
-    return A_BHNCC, kb_BHNCK, vb_BHNCV, A_BHNCC @ kb_BHNCK, A_BHNCC @ vb_BHNCV
-
-
-def _chunk_states(k_BHNCK, W_BHNCK, U_BHNCV, state_BHKV):
-    """The sequential part: chunk-start states S_n and the values actually written, V'_n = U_n - W_n S_n."""
-    N = k_BHNCK.shape[2]
-    states_BHNKV = state_BHKV.new_empty(*state_BHKV.shape[:2], N, *state_BHKV.shape[2:])
-    vnew_BHNCV = U_BHNCV.new_empty(U_BHNCV.shape)
-    for n in range(N):
-        states_BHNKV[:, :, n] = state_BHKV
-        vnew_BHCV = U_BHNCV[:, :, n] - W_BHNCK[:, :, n] @ state_BHKV
-        vnew_BHNCV[:, :, n] = vnew_BHCV
-        state_BHKV = state_BHKV + k_BHNCK[:, :, n].transpose(-1, -2) @ vnew_BHCV
-    return states_BHNKV, vnew_BHNCV, state_BHKV
+    C = k_NGCK.shape[-2]
+    kb_NGCK = k_NGCK * beta_NGC[..., None]
+    vb_NGCV = v_NGCV * beta_NGC[..., None]
+    eye_CC = torch.eye(C, dtype=k_NGCK.dtype, device=k_NGCK.device)
+    lower_NGCC = torch.tril(kb_NGCK @ kT_NGKC, diagonal=-1) + eye_CC
+    A_NGCC = torch.linalg.solve_triangular(lower_NGCC, eye_CC.expand_as(lower_NGCC), upper=False, unitriangular=True)
+    return A_NGCC, kb_NGCK, vb_NGCV, A_NGCC @ kb_NGCK, A_NGCC @ vb_NGCV
 
 
 def chunk_delta_rule_fwd(q, k, v, beta, scale: float, initial_state, chunk_size: int):
@@ -71,21 +65,23 @@ def chunk_delta_rule_fwd(q, k, v, beta, scale: float, initial_state, chunk_size:
     B, T, H, K = q.shape
     V = v.shape[-1]
     dtype = _compute_dtype(q.dtype)
-    q_BHNCK = _to_chunks(q, chunk_size, dtype) * scale
-    k_BHNCK = _to_chunks(k, chunk_size, dtype)
-    v_BHNCV = _to_chunks(v, chunk_size, dtype)
-    beta_BHNC = _to_chunks(beta, chunk_size, dtype)
-    _, _, _, W_BHNCK, U_BHNCV = _wy_representation(k_BHNCK, v_BHNCV, beta_BHNC)
+    q_NGCK = _to_chunks(q, chunk_size, dtype) * scale
+    k_NGCK = _to_chunks(k, chunk_size, dtype)
+    v_NGCV = _to_chunks(v, chunk_size, dtype)
+    beta_NGC = _to_chunks(beta, chunk_size, dtype)
+    # Keys are read transposed three times; one contiguous copy beats three strided ones.
+    kT_NGKC = k_NGCK.transpose(-1, -2).contiguous()
+    _, _, _, W_NGCK, U_NGCV = _wy_representation(k_NGCK, kT_NGKC, v_NGCV, beta_NGC)
+    causal_NGCC = torch.tril(q_NGCK @ kT_NGKC)
 
-    if initial_state is None:
-        state_BHKV = q.new_zeros(B, H, K, V, dtype=dtype)
-    else:
-        state_BHKV = initial_state.to(dtype, copy=True)
-    states_BHNKV, vnew_BHNCV, final_BHKV = _chunk_states(k_BHNCK, W_BHNCK, U_BHNCV, state_BHKV)
-
-    causal_BHNCC = torch.tril(q_BHNCK @ k_BHNCK.transpose(-1, -2))
-    o_BHNCV = q_BHNCK @ states_BHNKV + causal_BHNCC @ vnew_BHNCV
-    return _from_chunks(o_BHNCV, T, v.dtype), final_BHKV
+    state_GKV = _state_in(initial_state, B, H, K, V, dtype, q.device)
+    o_NGCV = torch.empty_like(U_NGCV)
+    for n in range(W_NGCK.shape[0]):
+        vnew_GCV = torch.baddbmm(U_NGCV[n], W_NGCK[n], state_GKV, alpha=-1)
+        torch.bmm(q_NGCK[n], state_GKV, out=o_NGCV[n])
+        o_NGCV[n].baddbmm_(causal_NGCC[n], vnew_GCV)
+        state_GKV = torch.baddbmm(state_GKV, kT_NGKC[n], vnew_GCV)
+    return _from_chunks(o_NGCV, B, T, v.dtype), state_GKV.reshape(B, H, K, V)
 
 
 def chunk_delta_rule_bwd(q, k, v, beta, scale: float, initial_state, do, dfinal, chunk_size: int):
@@ -97,62 +93,64 @@ def chunk_delta_rule_bwd(q, k, v, beta, scale: float, initial_state, do, dfinal,
     B, T, H, K = q.shape
     V = v.shape[-1]
     dtype = _compute_dtype(q.dtype)
-    q_BHNCK = _to_chunks(q, chunk_size, dtype) * scale
-    k_BHNCK = _to_chunks(k, chunk_size, dtype)
-    v_BHNCV = _to_chunks(v, chunk_size, dtype)
-    beta_BHNC = _to_chunks(beta, chunk_size, dtype)
-    do_BHNCV = _to_chunks(do, chunk_size, dtype)
-    A_BHNCC, kb_BHNCK, vb_BHNCV, W_BHNCK, U_BHNCV = _wy_representation(k_BHNCK, v_BHNCV, beta_BHNC)
+    q_NGCK = _to_chunks(q, chunk_size, dtype) * scale
+    k_NGCK = _to_chunks(k, chunk_size, dtype)
+    v_NGCV = _to_chunks(v, chunk_size, dtype)
+    beta_NGC = _to_chunks(beta, chunk_size, dtype)
+    do_NGCV = _to_chunks(do, chunk_size, dtype)
+    kT_NGKC = k_NGCK.transpose(-1, -2).contiguous()
+    A_NGCC, kb_NGCK, vb_NGCV, W_NGCK, U_NGCV = _wy_representation(k_NGCK, kT_NGKC, v_NGCV, beta_NGC)
+    N = q_NGCK.shape[0]
 
-    if initial_state is None:
-        state_BHKV = q.new_zeros(B, H, K, V, dtype=dtype)
-    else:
-        state_BHKV = initial_state.to(dtype, copy=True)
-    states_BHNKV, vnew_BHNCV, _ = _chunk_states(k_BHNCK, W_BHNCK, U_BHNCV, state_BHKV)
+    # Recompute the chunk-start states S_n and the written values V'_n = U_n - W_n S_n.
+    state_GKV = _state_in(initial_state, B, H, K, V, dtype, q.device)
+    states_NGKV = state_GKV.new_empty(N, *state_GKV.shape)
+    vnew_NGCV = torch.empty_like(U_NGCV)
+    for n in range(N):
+        states_NGKV[n] = state_GKV
+        vnew_NGCV[n] = torch.baddbmm(U_NGCV[n], W_NGCK[n], state_GKV, alpha=-1)
+        state_GKV = torch.baddbmm(state_GKV, kT_NGKC[n], vnew_NGCV[n])
 
     # Output O = Q S + tril(Q K^T) V': the parts that need no recurrence.
-    causal_BHNCC = torch.tril(q_BHNCK @ k_BHNCK.transpose(-1, -2))
-    dcausal_BHNCC = torch.tril(do_BHNCV @ vnew_BHNCV.transpose(-1, -2))
-    dq_BHNCK = do_BHNCV @ states_BHNKV.transpose(-1, -2) + dcausal_BHNCC @ k_BHNCK
-    dk_BHNCK = dcausal_BHNCC.transpose(-1, -2) @ q_BHNCK
-    dvnew_BHNCV = causal_BHNCC.transpose(-1, -2) @ do_BHNCV
+    causal_NGCC = torch.tril(q_NGCK @ kT_NGKC)
+    dcausal_NGCC = torch.tril(do_NGCV @ vnew_NGCV.transpose(-1, -2))
+    dq_NGCK = do_NGCV @ states_NGKV.transpose(-1, -2) + dcausal_NGCC @ k_NGCK
+    dk_NGCK = dcausal_NGCC.transpose(-1, -2) @ q_NGCK
+    dvnew_NGCV = causal_NGCC.transpose(-1, -2) @ do_NGCV
 
     # Reverse recurrence: dS_n is the gradient of the state *after* chunk n.
-    N = q_BHNCK.shape[2]
-    dstate_BHKV = torch.zeros_like(state_BHKV) if dfinal is None else dfinal.to(dtype, copy=True)
-    dstates_BHNKV = torch.empty_like(states_BHNKV)
+    if dfinal is None:
+        dstate_GKV = torch.zeros_like(state_GKV)
+    else:
+        dstate_GKV = dfinal.reshape(B * H, K, V).to(dtype, copy=True)
+    dstates_NGKV = torch.empty_like(states_NGKV)
     for n in reversed(range(N)):
-        dstates_BHNKV[:, :, n] = dstate_BHKV
-        dvnew_BHCV = dvnew_BHNCV[:, :, n] + k_BHNCK[:, :, n] @ dstate_BHKV
-        dvnew_BHNCV[:, :, n] = dvnew_BHCV
-        dstate_BHKV = (
-            dstate_BHKV
-            + q_BHNCK[:, :, n].transpose(-1, -2) @ do_BHNCV[:, :, n]
-            - W_BHNCK[:, :, n].transpose(-1, -2) @ dvnew_BHCV
-        )
-    dinitial_BHKV = dstate_BHKV
+        dstates_NGKV[n] = dstate_GKV
+        dvnew_NGCV[n] = torch.baddbmm(dvnew_NGCV[n], k_NGCK[n], dstate_GKV)
+        dstate_GKV = torch.baddbmm(dstate_GKV, q_NGCK[n].transpose(1, 2), do_NGCV[n])
+        dstate_GKV = torch.baddbmm(dstate_GKV, W_NGCK[n].transpose(1, 2), dvnew_NGCV[n], alpha=-1)
 
     # S_{n+1} = S_n + K^T V'  and  V' = U - W S_n.
-    dk_BHNCK = dk_BHNCK + vnew_BHNCV @ dstates_BHNKV.transpose(-1, -2)
-    dU_BHNCV = dvnew_BHNCV
-    dW_BHNCK = -dvnew_BHNCV @ states_BHNKV.transpose(-1, -2)
+    dk_NGCK = dk_NGCK + vnew_NGCV @ dstates_NGKV.transpose(-1, -2)
+    dU_NGCV = dvnew_NGCV
+    dW_NGCK = -dvnew_NGCV @ states_NGKV.transpose(-1, -2)
 
     # W = A (beta K), U = A (beta V), A = L^-1 with L = I + strict_tril((beta K) K^T).
-    AT_BHNCC = A_BHNCC.transpose(-1, -2)
-    dA_BHNCC = dW_BHNCK @ kb_BHNCK.transpose(-1, -2) + dU_BHNCV @ vb_BHNCV.transpose(-1, -2)
-    dlower_BHNCC = torch.tril(-AT_BHNCC @ dA_BHNCC @ AT_BHNCC, diagonal=-1)
-    dkb_BHNCK = AT_BHNCC @ dW_BHNCK + dlower_BHNCC @ k_BHNCK
-    dvb_BHNCV = AT_BHNCC @ dU_BHNCV
-    dk_BHNCK = dk_BHNCK + dlower_BHNCC.transpose(-1, -2) @ kb_BHNCK + dkb_BHNCK * beta_BHNC[..., None]
-    dv_BHNCV = dvb_BHNCV * beta_BHNC[..., None]
-    dbeta_BHNC = (dkb_BHNCK * k_BHNCK).sum(-1) + (dvb_BHNCV * v_BHNCV).sum(-1)
+    AT_NGCC = A_NGCC.transpose(-1, -2)
+    dA_NGCC = dW_NGCK @ kb_NGCK.transpose(-1, -2) + dU_NGCV @ vb_NGCV.transpose(-1, -2)
+    dlower_NGCC = torch.tril(-AT_NGCC @ dA_NGCC @ AT_NGCC, diagonal=-1)
+    dkb_NGCK = AT_NGCC @ dW_NGCK + dlower_NGCC @ k_NGCK
+    dvb_NGCV = AT_NGCC @ dU_NGCV
+    dk_NGCK = dk_NGCK + dlower_NGCC.transpose(-1, -2) @ kb_NGCK + dkb_NGCK * beta_NGC[..., None]
+    dv_NGCV = dvb_NGCV * beta_NGC[..., None]
+    dbeta_NGC = (dkb_NGCK * k_NGCK).sum(-1) + (dvb_NGCV * v_NGCV).sum(-1)
 
     return (
-        _from_chunks(dq_BHNCK * scale, T, q.dtype),
-        _from_chunks(dk_BHNCK, T, k.dtype),
-        _from_chunks(dv_BHNCV, T, v.dtype),
-        _from_chunks(dbeta_BHNC, T, beta.dtype),
-        dinitial_BHKV,
+        _from_chunks(dq_NGCK * scale, B, T, q.dtype),
+        _from_chunks(dk_NGCK, B, T, k.dtype),
+        _from_chunks(dv_NGCV, B, T, v.dtype),
+        _from_chunks(dbeta_NGC, B, T, beta.dtype),
+        dstate_GKV.reshape(B, H, K, V),
     )
 
 

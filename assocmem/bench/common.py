@@ -1,0 +1,155 @@
+"""What every benchmark needs: the machine it ran on, a timer, a peak-memory meter, a table, a JSON file."""
+
+import ctypes
+import datetime
+import gc
+import importlib
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+RESULTS_DIR = Path("benchmarks/results")
+
+
+def machine_info(device: torch.device) -> dict:
+    info = {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "device": str(device),
+        "cpu": _cpu_model(),
+        "cpu_cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+        info["cuda"] = torch.version.cuda
+        try:
+            import triton
+
+            info["triton"] = triton.__version__
+        except ImportError:
+            pass
+    return info
+
+
+def _cpu_model() -> str:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        match = re.search(r"model name\s*:\s*(.+)", text)
+        if match:
+            return match.group(1).strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_call(fn, device: torch.device, *, budget_s: float = 1.0, max_reps: int = 7) -> float:
+    """Median wall time of fn() in seconds after one warm-up call; a call slower than the budget runs once more."""
+    synchronize(device)
+    start = time.perf_counter()
+    fn()
+    synchronize(device)
+    times = []
+    if time.perf_counter() - start > budget_s:
+        max_reps = 1
+    while len(times) < max_reps and (not times or sum(times) < budget_s):
+        synchronize(device)
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+class CudaPeakMemory:
+    """Peak CUDA memory a block adds, in bytes, from the caching allocator's statistics."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.peak_bytes: int | None = None
+
+    def __enter__(self):
+        torch.cuda.synchronize(self.device)
+        torch.cuda.reset_peak_memory_stats(self.device)
+        self._base = torch.cuda.memory_allocated(self.device)
+        return self
+
+    def __exit__(self, *exc):
+        torch.cuda.synchronize(self.device)
+        self.peak_bytes = torch.cuda.max_memory_allocated(self.device) - self._base
+        return False
+
+
+def cpu_peak_in_child(target: str, kwargs: dict) -> int | None:
+    """Peak resident memory that one call adds on the CPU, measured in a fresh Python process.
+
+    `target` is "module:function"; the function takes **kwargs and returns a callable (inputs already
+    built). The child calls it once to warm up, hands the freed heap back to the kernel (malloc_trim),
+    resets the kernel's high-water mark (/proc/self/clear_refs), calls it again and reports
+    VmHWM - VmRSS: the most memory the second call had resident at once. Linux only: elsewhere None.
+    """
+    if not Path("/proc/self/clear_refs").exists():
+        return None
+    code = (
+        "import json, sys\n"
+        "from assocmem.bench.common import _child_peak\n"
+        "print('PEAK', _child_peak(sys.argv[1], json.loads(sys.argv[2])))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, target, json.dumps(kwargs)], capture_output=True, text=True, check=False
+    )
+    for line in proc.stdout.splitlines():
+        if line.startswith("PEAK "):
+            return int(line.split()[1])
+    raise RuntimeError(f"memory probe {target}({kwargs}) failed:\n{proc.stderr[-2000:]}")
+
+
+def _child_peak(target: str, kwargs: dict) -> int:
+    module, name = target.split(":")
+    fn = getattr(importlib.import_module(module), name)(**kwargs)
+    fn()
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    Path("/proc/self/clear_refs").write_text("5")
+    base = _proc_status_kib("VmRSS")
+    fn()
+    return max(0, _proc_status_kib("VmHWM") - base) * 1024
+
+
+def _proc_status_kib(field: str) -> int:
+    match = re.search(rf"{field}:\s+(\d+)", Path("/proc/self/status").read_text())
+    return int(match.group(1))
+
+
+def format_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
+    """columns: (key, header, format spec); missing values print as '-'."""
+    cells = [[header for _, header, _ in columns]]
+    for row in rows:
+        cells.append([("-" if row.get(key) is None else format(row[key], spec)) for key, _, spec in columns])
+    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def write_json(path: Path, payload: dict) -> Path:
+    """Write atomically: a temporary file beside the target, then a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    tmp.replace(path)
+    return path

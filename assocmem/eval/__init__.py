@@ -1,0 +1,1 @@
+"""Evaluation runners: perplexity, recall, Hopfield capacity, set classification."""

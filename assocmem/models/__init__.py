@@ -1,0 +1,1 @@
+"""Configs and models built from the layers: language models and set models."""

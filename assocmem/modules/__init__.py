@@ -1,0 +1,1 @@
+"""Small nn.Modules shared by the layers: norms, short convolution, SwiGLU MLP, rotary embeddings."""

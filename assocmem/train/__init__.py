@@ -1,0 +1,1 @@
+"""Training: trainer, optimizer and schedule, checkpoints, logging, parallel wrapping."""
