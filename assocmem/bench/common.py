@@ -153,3 +153,36 @@ def write_json(path: Path, payload: dict) -> Path:
     tmp.write_text(json.dumps(payload, indent=2) + "\n")
     tmp.replace(path)
     return path
+
+
+def time_memory_axes():
+    """(pyplot, figure, time axes, memory axes) for a two-panel benchmark plot, or None without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no plot")
+        return None
+    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(11, 4.2))
+    return plt, fig, ax_t, ax_m
+
+
+def save_time_memory_plot(plt, fig, ax_t, ax_m, *, xlabel, title, time_title, suptitle, path, legend_on_memory):
+    """Log-log axes, titles, legends; writes the PNG and closes the figure."""
+    for ax, what, ylabel in ((ax_t, time_title, "ms"), (ax_m, "peak memory", "MB")):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"{title}: {what}")
+        ax.grid(True, which="both", alpha=0.3)
+    ax_t.legend(fontsize=7)
+    if legend_on_memory:
+        ax_m.legend(fontsize=7)
+    fig.suptitle(suptitle, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

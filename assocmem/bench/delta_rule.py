@@ -11,7 +11,17 @@ import torch
 import torch.nn.functional as F
 
 from ..ops.delta_rule import delta_rule
-from .common import RESULTS_DIR, CudaPeakMemory, cpu_peak_in_child, format_table, machine_info, time_call, write_json
+from .common import (
+    RESULTS_DIR,
+    CudaPeakMemory,
+    cpu_peak_in_child,
+    format_table,
+    machine_info,
+    save_time_memory_plot,
+    time_call,
+    time_memory_axes,
+    write_json,
+)
 
 METHODS = ("naive", "chunk")
 COLUMNS = [
@@ -177,15 +187,10 @@ def _summary(rows):
 
 
 def _plot(rows, path: Path, machine: dict):
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed: no plot")
+    axes = time_memory_axes()
+    if axes is None:
         return None
-    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(11, 4.2))
+    plt, fig, ax_t, ax_m = axes
     for D in sorted({r["D"] for r in rows}):
         for pass_, style in (("fwd", "-"), ("fwd+bwd", "--")):
             sel = sorted((r for r in rows if r["D"] == D and r["pass"] == pass_), key=lambda r: r["T"])
@@ -195,16 +200,15 @@ def _plot(rows, path: Path, machine: dict):
                 ax_t.plot(Ts, [r[f"{method}_ms"] for r in sel], style, marker=marker, label=label)
                 if all(r.get(f"{method}_peak_mb") is not None for r in sel):
                     ax_m.plot(Ts, [r[f"{method}_peak_mb"] for r in sel], style, marker=marker, label=label)
-    for ax, title, ylabel in ((ax_t, "time", "ms"), (ax_m, "peak memory", "MB")):
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_xlabel("sequence length T")
-        ax.set_ylabel(ylabel)
-        ax.set_title(f"delta rule {title}")
-        ax.grid(True, which="both", alpha=0.3)
-    ax_t.legend(fontsize=7)
-    fig.suptitle(f"{machine['cpu']} ({machine['torch_threads']} threads), torch {machine['torch']}", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_time_memory_plot(
+        plt,
+        fig,
+        ax_t,
+        ax_m,
+        xlabel="sequence length T",
+        title="delta rule",
+        time_title="time",
+        suptitle=f"{machine['cpu']} ({machine['torch_threads']} threads), torch {machine['torch']}",
+        path=path,
+        legend_on_memory=False,
+    )

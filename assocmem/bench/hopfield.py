@@ -13,7 +13,17 @@ import torch
 
 from ..ops.hopfield import retrieve
 from ..ops.hopfield.naive import naive_retrieve
-from .common import RESULTS_DIR, CudaPeakMemory, cpu_peak_in_child, format_table, machine_info, time_call, write_json
+from .common import (
+    RESULTS_DIR,
+    CudaPeakMemory,
+    cpu_peak_in_child,
+    format_table,
+    machine_info,
+    save_time_memory_plot,
+    time_call,
+    time_memory_axes,
+    write_json,
+)
 
 COLUMNS = [
     ("L", "L = S", "d"),
@@ -152,37 +162,29 @@ def run(
 
 
 def _plot(rows, path, machine):
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed: no plot")
+    axes = time_memory_axes()
+    if axes is None:
         return None
-    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(11, 4.2))
+    plt, fig, ax_t, ax_m = axes
     for steps, style in zip(sorted({r["steps"] for r in rows}), ("-", "--", ":")):
         sel = sorted((r for r in rows if r["steps"] == steps), key=lambda r: r["L"])
         for name, label, marker in (("ours", "SDPA (ours)", "s"), ("naive", "materialised", "o")):
             pts = [(r["L"], r.get(f"{name}_ms"), r.get(f"{name}_peak_mb")) for r in sel if r.get(f"{name}_ms")]
-            if not pts:
-                continue
-            ax_t.plot([p[0] for p in pts], [p[1] for p in pts], style, marker=marker, label=f"{label}, {steps} step(s)")
+            label = f"{label}, {steps} step(s)"
+            if pts:
+                ax_t.plot([p[0] for p in pts], [p[1] for p in pts], style, marker=marker, label=label)
             mem = [p for p in pts if p[2] is not None]
             if mem:
-                ax_m.plot(
-                    [p[0] for p in mem], [p[2] for p in mem], style, marker=marker, label=f"{label}, {steps} step(s)"
-                )
-    for ax, title, ylabel in ((ax_t, "forward+backward time", "ms"), (ax_m, "peak memory", "MB")):
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_xlabel("L = S (patterns)")
-        ax.set_ylabel(ylabel)
-        ax.set_title(f"Hopfield retrieval: {title}")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.suptitle(f"{machine.get('gpu', machine['cpu'])}, torch {machine['torch']}", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+                ax_m.plot([p[0] for p in mem], [p[2] for p in mem], style, marker=marker, label=label)
+    return save_time_memory_plot(
+        plt,
+        fig,
+        ax_t,
+        ax_m,
+        xlabel="L = S (patterns)",
+        title="Hopfield retrieval",
+        time_title="forward+backward time",
+        suptitle=f"{machine.get('gpu', machine['cpu'])}, torch {machine['torch']}",
+        path=path,
+        legend_on_memory=True,
+    )
