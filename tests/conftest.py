@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+import torch.utils._device
 
 _real_empty = torch.empty
 _real_empty_like = torch.empty_like
@@ -12,6 +13,11 @@ def _nan_fill(x):
     if x.is_floating_point() and x.numel():
         x.fill_(float("nan"))
     return x
+
+
+# torch.device(...) as a context manager recognises factory functions through a set it builds once; build
+# it now, from the real functions, so that it never records the NaN-filling wrappers below.
+torch.utils._device._device_constructors()  # noqa: SLF001
 
 
 @pytest.fixture(autouse=True)

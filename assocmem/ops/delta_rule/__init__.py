@@ -6,6 +6,7 @@ import torch
 
 from .chunk import CHUNK_SIZES, chunk_delta_rule
 from .naive import l2_normalize, naive_delta_rule
+from .recurrent import delta_rule_step
 from .validate import check_inputs
 
 _announced_fallback = False
@@ -98,4 +99,4 @@ def delta_rule(
     return o, (final_state if output_final_state else None)
 
 
-__all__ = ["delta_rule", "naive_delta_rule", "l2_normalize", "CHUNK_SIZES"]
+__all__ = ["delta_rule", "delta_rule_step", "naive_delta_rule", "l2_normalize", "CHUNK_SIZES"]

@@ -1,0 +1,35 @@
+"""One decoding step of the delta rule, batched over batch and heads (the recurrence for T = 1).
+
+Legend: B batch, H heads, K key size, V value size.
+"""
+
+import torch
+
+from .naive import l2_normalize
+
+
+def delta_rule_step(
+    q_BHK: torch.Tensor,
+    k_BHK: torch.Tensor,
+    v_BHV: torch.Tensor,
+    beta_BH: torch.Tensor,
+    state_BHKV: torch.Tensor,
+    *,
+    scale: float | None = None,
+    qk_l2norm: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """S' = S + beta k (v - S^T k)^T,  o = S'^T (scale q). Returns (o [B, H, V] in v's dtype, S' float32).
+
+    The same update as `delta_rule` on a single token, without its chunk padding; used to decode.
+    """
+    if scale is None:
+        scale = q_BHK.shape[-1] ** -0.5
+    math = torch.float64 if state_BHKV.dtype == torch.float64 else torch.float32
+    q, k, v, beta = (x.to(math) for x in (q_BHK, k_BHK, v_BHV, beta_BH))
+    if qk_l2norm:
+        q, k = l2_normalize(q), l2_normalize(k)
+    state = state_BHKV.to(math)
+    predicted_BHV = torch.einsum("bhk,bhkv->bhv", k, state)
+    state = state + torch.einsum("bhk,bhv->bhkv", beta[..., None] * k, v - predicted_BHV)
+    o = torch.einsum("bhk,bhkv->bhv", q * scale, state)
+    return o.to(v_BHV.dtype), state
