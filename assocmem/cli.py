@@ -38,6 +38,24 @@ def _bench_hopfield(args):
     )
 
 
+def _bench_models(args):
+    from .bench.models import run
+
+    default_out = Path("benchmarks/results") / f"models_{args.device}.json"
+    run(
+        size=args.size,
+        architectures=args.arch,
+        batch=args.batch,
+        seq_len=args.seq_len,
+        decode_batch=args.decode_batch,
+        prompt_len=args.prompt_len,
+        new_tokens=args.new_tokens,
+        device=args.device,
+        with_fla=not args.no_fla,
+        out=None if args.no_save else (args.out or default_out),
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="assocmem", description="Sequence models built on associative memory.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -72,6 +90,22 @@ def build_parser() -> argparse.ArgumentParser:
     hp.add_argument("--no-plot", action="store_true", help="write no PNG")
     hp.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurements")
     hp.set_defaults(func=_bench_hopfield)
+
+    from .models.presets import ARCHITECTURES, SIZES
+
+    md = benches.add_parser("models", help="tokens/s of the language-model presets: forward, training, decoding")
+    md.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    md.add_argument("--size", default="tiny", choices=list(SIZES))
+    md.add_argument("--arch", nargs="+", default=list(ARCHITECTURES), choices=list(ARCHITECTURES))
+    md.add_argument("--batch", type=int, default=4)
+    md.add_argument("--seq-len", type=int, default=512)
+    md.add_argument("--decode-batch", type=int, default=1)
+    md.add_argument("--prompt-len", type=int, default=64)
+    md.add_argument("--new-tokens", type=int, default=64)
+    md.add_argument("--no-fla", action="store_true", help="leave out flash-linear-attention's DeltaNet (GPU)")
+    md.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/models_DEVICE.json)")
+    md.add_argument("--no-save", action="store_true", help="print the table only")
+    md.set_defaults(func=_bench_models)
     return parser
 
 

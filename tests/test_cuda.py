@@ -38,3 +38,32 @@ def test_hopfield_retrieve_on_cuda_matches_materialised():
     out = retrieve(xi, X, Xv, beta=0.125, steps=3)
     ref = naive_retrieve(xi, X, Xv, beta=0.125, steps=3)
     assert rel_err(out, ref) < 1e-4
+
+
+@pytest.mark.parametrize("name", ["deltanet-tiny", "transformer++-tiny", "deltanet-swa-tiny", "deltanet-2attn-tiny"])
+def test_models_on_cuda_match_cpu_and_decode_from_cache(name):
+    from assocmem.models import AssocMemForCausalLM, preset_config
+
+    torch.manual_seed(0)
+    cpu_model = AssocMemForCausalLM(preset_config(name)).eval()
+    model = AssocMemForCausalLM(preset_config(name)).eval()
+    model.load_state_dict(cpu_model.state_dict())
+    model.cuda()
+    ids = torch.randint(0, 512, (2, 40))
+    with torch.no_grad():
+        ref = cpu_model(ids, use_cache=False).logits
+        full = model(ids.cuda(), use_cache=False).logits
+        assert rel_err(full.cpu(), ref) < 1e-4
+        out = model(ids[:, :17].cuda(), use_cache=True)
+        steps = [out.logits]
+        for t in range(17, 40):
+            out = model(ids[:, t : t + 1].cuda(), cache=out.cache, use_cache=True)
+            steps.append(out.logits)
+        assert (torch.cat(steps, 1) - full).abs().max() < 1e-4
+        generated = model.generate(ids[:, :5].cuda(), attention_mask=torch.ones(2, 5, device="cuda"),
+                                   max_new_tokens=8, do_sample=False, pad_token_id=0)
+        expected = cpu_model.generate(ids[:, :5], attention_mask=torch.ones(2, 5), max_new_tokens=8,
+                                      do_sample=False, pad_token_id=0)
+        assert torch.equal(generated.cpu(), expected)
+        bf16 = model.to(torch.bfloat16)(ids.cuda(), use_cache=False).logits.float()
+        assert rel_err(bf16.cpu(), ref) < 3e-2

@@ -54,7 +54,10 @@ class ShortConvolution(nn.Module):
         else:
             history = state_BCW.transpose(1, 2).to(x_BTC.dtype)
         full = torch.cat([history, x_BTC], dim=1)  # [B, W - 1 + T, C]
-        if cu_seqlens is None:
+        if T == 1 and cu_seqlens is None:
+            # Decoding: one dot product per channel; cheaper than a conv1d call.
+            y = torch.einsum("bwc,cw->bc", full, self.weight.to(x_BTC.dtype))[:, None]
+        elif cu_seqlens is None:
             y = F.conv1d(full.transpose(1, 2), self.weight[:, None, :].to(x_BTC.dtype), groups=C).transpose(1, 2)
         else:
             # Tap j reads x_{t-j}; it is cut where t - j falls before the start of t's sequence.
