@@ -13,3 +13,6 @@ python3 -m pytest -q -p no:cacheprovider -x tests/test_cuda.py tests/ops tests/m
 python3 -m assocmem bench hopfield --device cuda --out "$OUT/hopfield_cuda.json" 2>&1 | tee -a "$LOG"
 python3 -m assocmem bench models --device cuda --size 340m --batch 8 --seq-len 2048 --decode-batch 16 \
   --prompt-len 512 --new-tokens 32 --out "$OUT/models_cuda.json" 2>&1 | tee -a "$LOG"
+python3 scripts/profile_hopfield.py 2>&1 | tee -a "$LOG"
+python3 -m assocmem bench hopfield --device cuda --batch 8 --L 1024 4096 --out "$OUT/hopfield_cuda_b8.json" 2>&1 \
+  | tee -a "$LOG"

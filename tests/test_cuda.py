@@ -65,5 +65,7 @@ def test_models_on_cuda_match_cpu_and_decode_from_cache(name):
         expected = cpu_model.generate(ids[:, :5], attention_mask=torch.ones(2, 5), max_new_tokens=8,
                                       do_sample=False, pad_token_id=0)
         assert torch.equal(generated.cpu(), expected)
+        # bfloat16 on the GPU: at most twice the error of the same model in bfloat16 on the CPU.
+        cpu_bf16 = cpu_model.to(torch.bfloat16)(ids, use_cache=False).logits.float()
         bf16 = model.to(torch.bfloat16)(ids.cuda(), use_cache=False).logits.float()
-        assert rel_err(bf16.cpu(), ref) < 3e-2
+        assert rel_err(bf16.cpu(), ref) <= 2 * rel_err(cpu_bf16, ref)

@@ -30,20 +30,33 @@ COLUMNS = [
 ]
 
 
-def _check_cache(model, prompt, vocab):
-    """Cached decoding of the prompt's last tokens must give the full forward's logits."""
-    with torch.no_grad():
-        full = model(prompt, use_cache=False).logits.float()
-        split = prompt.shape[1] // 2
-        out = model(prompt[:, :split], use_cache=True)
-        steps = [out.logits.float()]
-        for t in range(split, prompt.shape[1]):
-            out = model(prompt[:, t : t + 1], cache=out.cache, use_cache=True)
-            steps.append(out.logits.float())
-    err = ((torch.cat(steps, 1) - full).norm() / full.norm()).item()
-    limit = 2e-2 if next(model.parameters()).dtype == torch.bfloat16 else 1e-4
+def _check_cache(model, prompt):
+    """Cached decoding of the prompt's second half must give the full forward's logits.
+
+    In float32 within 1e-4 (relative); in a low precision, its error against a float32 copy of the
+    model may be at most twice the error of the full forward in that precision (STYLE.md's rule).
+    """
+
+    def logits(m):
+        with torch.no_grad():
+            full = m(prompt, use_cache=False).logits.float()
+            split = prompt.shape[1] // 2
+            out = m(prompt[:, :split], use_cache=True)
+            steps = [out.logits.float()]
+            for t in range(split, prompt.shape[1]):
+                out = m(prompt[:, t : t + 1], cache=out.cache, use_cache=True)
+                steps.append(out.logits.float())
+        return full, torch.cat(steps, 1)
+
+    rel = lambda a, b: ((a - b).norm() / b.norm()).item()
+    full, cached = logits(model)
+    if next(model.parameters()).dtype == torch.float32:
+        err, limit = rel(cached, full), 1e-4
+    else:
+        reference, _ = logits(copy.deepcopy(model).float())
+        err, limit = rel(cached, reference), max(2 * rel(full, reference), 1e-3)
     if not err < limit:
-        raise RuntimeError(f"cached decoding disagrees with the full forward: relative error {err:.2e}")
+        raise RuntimeError(f"cached decoding disagrees with the full forward: relative error {err:.2e} >= {limit:.2e}")
     return err
 
 
@@ -90,7 +103,7 @@ def _measure(model, tokens, prompt, new_tokens, device) -> dict:
     batch, seq_len = tokens.shape
     model.eval()
     if prompt is not None:
-        row["cache_rel_err"] = _check_cache(model, prompt, model.config.vocab_size)
+        row["cache_rel_err"] = _check_cache(model, prompt)
 
     def forward():
         with torch.no_grad():
