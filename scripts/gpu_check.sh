@@ -8,7 +8,7 @@ LOG="$OUT/gpu_check.log"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$LOG"
 python3 -c "import torch, triton, transformers; print('torch', torch.__version__, 'triton', triton.__version__,
 'transformers', transformers.__version__)" | tee -a "$LOG"
-python3 -m pytest -q -p no:cacheprovider -x tests/test_cuda.py tests/ops tests/modules tests/layers tests/models \
+python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/modules tests/layers tests/models \
   2>&1 | tail -15 | tee -a "$LOG"
 python3 -m assocmem bench hopfield --device cuda --out "$OUT/hopfield_cuda.json" 2>&1 | tee -a "$LOG"
 python3 -m assocmem bench models --device cuda --size 340m --batch 8 --seq-len 2048 --decode-batch 16 \
