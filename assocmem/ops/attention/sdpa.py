@@ -14,8 +14,6 @@ A query always sees its own slot, so a padded query row is finite (its output is
 import torch
 import torch.nn.functional as F
 
-from ..sdpa_backend import preferred_sdpa
-
 
 def attention_mask_for(
     T: int,
@@ -71,13 +69,12 @@ def causal_attention(
         v = v.repeat_interleave(H // G, dim=1)
     mask = attention_mask_for(T, S, window_size=window_size, key_valid_BS=key_valid_BS, cu_seqlens=cu_seqlens,
                               device=q.device)
-    with preferred_sdpa(q.device):
-        if mask is None and T == S:
-            o = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)
-        elif mask is None and T == 1:
-            o = F.scaled_dot_product_attention(q, k, v, scale=scale)
-        else:
-            if mask is None:
-                mask = attention_mask_for(T, S, window_size=S, device=q.device)
-            o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+    if mask is None and T == S:
+        o = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)
+    elif mask is None and T == 1:
+        o = F.scaled_dot_product_attention(q, k, v, scale=scale)
+    else:
+        if mask is None:
+            mask = attention_mask_for(T, S, window_size=S, device=q.device)
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
     return o.transpose(1, 2)

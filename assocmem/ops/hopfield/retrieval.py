@@ -11,8 +11,6 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..sdpa_backend import preferred_sdpa
-
 GRAD_MODES = ("all", "last")
 
 
@@ -90,10 +88,7 @@ def _beta_scale(beta, H, like):
 
 def _update(xi_BHLd, stored_BHSd, values_BHSe, beta, mask, dropout=0.0):
     q, scale = _beta_scale(beta, xi_BHLd.shape[1], xi_BHLd)
-    with preferred_sdpa(q.device):
-        return F.scaled_dot_product_attention(
-            q, stored_BHSd, values_BHSe, attn_mask=mask, scale=scale, dropout_p=dropout
-        )
+    return F.scaled_dot_product_attention(q, stored_BHSd, values_BHSe, attn_mask=mask, scale=scale, dropout_p=dropout)
 
 
 def _iterate(xi, X, beta, mask, max_updates, tol, made=0, dropout=0.0):
