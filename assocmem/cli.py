@@ -56,6 +56,48 @@ def _bench_models(args):
     )
 
 
+def _train(args):
+    from .train import load_config, train
+
+    cfg = load_config(args.config, args.set or [])
+    result = train(cfg, resume=args.resume)
+    if result.get("final"):
+        print(f"\nfinal model: {result['final']}  (AutoModelForCausalLM.from_pretrained after `import assocmem`)")
+        if result.get("val_ppl") is not None:
+            print(f"held-out loss {result['val_loss']:.3f}, perplexity {result['val_ppl']:.2f}")
+        if result.get("loss_png"):
+            print(f"loss curve: {result['loss_png']}")
+        if result.get("sample") is not None:
+            print("sample:\n" + "-" * 60 + "\n" + result["sample"] + "\n" + "-" * 60)
+
+
+def _eval(args):
+    from .eval.perplexity import perplexity
+
+    result = perplexity(args.checkpoint, corpus=args.corpus, batches=args.batches, device=args.device)
+    print(f"{result['corpus']}: held-out loss {result['val_loss']:.4f} nats/token, perplexity {result['val_ppl']:.2f} "
+          f"({result['tokens']:,} tokens)")
+
+
+def _generate(args):
+    import torch
+    from transformers import TextStreamer
+
+    from .eval.perplexity import load_for_inference
+
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if args.device == "auto" else args.device))
+    model, tokenizer, _ = load_for_inference(args.checkpoint, device)
+    ids = tokenizer(args.prompt, return_tensors="pt", add_special_tokens=False)["input_ids"].to(device)
+    if ids.shape[1] == 0:
+        raise SystemExit("generate: --prompt must not be empty")
+    torch.manual_seed(args.seed)
+    sampling = dict(do_sample=False) if args.greedy else dict(do_sample=True, temperature=args.temperature,
+                                                               top_k=args.top_k)
+    model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=args.max_new_tokens,
+                   pad_token_id=tokenizer.pad_token_id, streamer=TextStreamer(tokenizer), **sampling)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="assocmem", description="Sequence models built on associative memory.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -106,12 +148,43 @@ def build_parser() -> argparse.ArgumentParser:
     md.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/models_DEVICE.json)")
     md.add_argument("--no-save", action="store_true", help="print the table only")
     md.set_defaults(func=_bench_models)
+
+    tr = commands.add_parser("train", help="train a language model (TOML config; torchrun for several processes)")
+    tr.add_argument("config", nargs="?", default=None, help="TOML config (configs/tiny.toml); none: the defaults")
+    tr.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (model.KEY too)")
+    tr.add_argument("--resume", metavar="PATH", help="continue from a checkpoint or a run folder's newest one")
+    tr.set_defaults(func=_train)
+
+    ev = commands.add_parser("eval", help="held-out perplexity of a trained model")
+    ev.add_argument("checkpoint", help="run folder, checkpoint folder or final model folder")
+    ev.add_argument("--corpus", default=None, help="another corpus (stdlib, a folder, hf:NAME); default: the run's")
+    ev.add_argument("--batches", type=int, default=50)
+    ev.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ev.set_defaults(func=_eval)
+
+    ge = commands.add_parser("generate", help="stream text from a trained model")
+    ge.add_argument("checkpoint", help="run folder, checkpoint folder or final model folder")
+    ge.add_argument("--prompt", required=True)
+    ge.add_argument("--max-new-tokens", type=int, default=200)
+    ge.add_argument("--temperature", type=float, default=0.8)
+    ge.add_argument("--top-k", type=int, default=40)
+    ge.add_argument("--greedy", action="store_true")
+    ge.add_argument("--seed", type=int, default=0)
+    ge.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ge.set_defaults(func=_generate)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    args.func(args)
+    try:
+        args.func(args)
+    except (ValueError, TypeError, FileNotFoundError) as error:
+        print(f"assocmem {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

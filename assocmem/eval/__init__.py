@@ -1,1 +1,1 @@
-"""Evaluation runners: perplexity, recall, Hopfield capacity, set classification."""
+"""Evaluation: held-out perplexity (and, later, recall and Hopfield experiments)."""

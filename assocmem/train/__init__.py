@@ -1,1 +1,6 @@
-"""Training: trainer, optimizer and schedule, checkpoints, logging, parallel wrapping."""
+"""Training: config, trainer, checkpoints, logs, and the distributed wrapping (`parallelize`)."""
+
+from .config import TrainConfig, load_config
+from .trainer import train
+
+__all__ = ["TrainConfig", "load_config", "train"]

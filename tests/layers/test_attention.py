@@ -79,3 +79,16 @@ def test_bad_arguments():
     layer = Attention(C, 4)
     with pytest.raises(ValueError, match="attention_mask"):
         layer(torch.randn(1, 5, C), positions=torch.arange(5)[None], attention_mask=torch.ones(1, 3))
+
+
+@pytest.mark.parametrize("lengths", [[300, 500, 400, 700, 200, 90], [1500, 30, 800]], ids=["many", "one-long"])
+def test_long_packed_batches_are_grouped_exactly(lengths):
+    """Past 1024 tokens, packed sequences are attended in groups; the result must not change."""
+    layer = Attention(16, 2, window_size=None)
+    xs = [torch.randn(1, n, 16) for n in lengths]
+    cu = torch.tensor([0] + torch.tensor(lengths).cumsum(0).tolist())
+    positions = torch.cat([torch.arange(n) for n in lengths])[None]
+    with torch.no_grad():
+        packed, _ = layer(torch.cat(xs, 1), positions=positions, cu_seqlens=cu)
+        alone = torch.cat([layer(x, positions=torch.arange(x.shape[1])[None])[0] for x in xs], 1)
+    assert rel_err(packed, alone) < 1e-5

@@ -63,6 +63,14 @@ def causal_attention(
         raise ValueError(f"causal_attention: query heads ({H}) must be a multiple of key/value heads ({G})")
     if S < T:
         raise ValueError(f"causal_attention: keys (S={S}) must include the T={T} new tokens")
+    if cu_seqlens is not None and T == S and B == 1 and key_valid_BS is None and T > _GROUP_TOKENS:
+        return _packed_attention(q_BTHD, k_BSGD, v_BSGD, cu_seqlens, window_size, scale)
+    return _dense(q_BTHD, k_BSGD, v_BSGD, window_size, key_valid_BS, cu_seqlens, scale)
+
+
+def _dense(q_BTHD, k_BSGD, v_BSGD, window_size, key_valid_BS, cu_seqlens, scale):
+    T, H = q_BTHD.shape[1], q_BTHD.shape[2]
+    S, G = k_BSGD.shape[1], k_BSGD.shape[2]
     q, k, v = (x.transpose(1, 2) for x in (q_BTHD, k_BSGD, v_BSGD))
     if G != H:
         k = k.repeat_interleave(H // G, dim=1)
@@ -78,3 +86,41 @@ def causal_attention(
             mask = attention_mask_for(T, S, window_size=S, device=q.device)
         o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
     return o.transpose(1, 2)
+
+
+_GROUP_TOKENS = 1024
+
+
+def _packed_attention(q_BTHD, k_BTGD, v_BTGD, cu_seqlens, window_size, scale, group_tokens: int = _GROUP_TOKENS):
+    """Packed sequences without one [T, T] mask: whole sequences are gathered into groups of at most
+    `group_tokens` tokens (or one longer sequence), padded into a batch, and attended within each group,
+    so the cost is about T * group_tokens rather than T^2."""
+    bounds = cu_seqlens.tolist()
+    groups, start = [], bounds[0]
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        if hi - start > group_tokens and lo > start:
+            groups.append((start, lo))
+            start = lo
+    groups.append((start, bounds[-1]))
+    if len(groups) == 1:
+        return _dense(q_BTHD, k_BTGD, v_BTGD, window_size, None, cu_seqlens, scale)
+    G = max(hi - lo for lo, hi in groups)
+    device = q_BTHD.device
+    index = torch.cat([torch.arange(lo, lo + G, device=device).clamp(max=hi - 1) for lo, hi in groups])
+    valid = torch.cat([torch.arange(G, device=device) < hi - lo for lo, hi in groups]).view(len(groups), G)
+    q, k, v = (x[0, index].view(len(groups), G, *x.shape[2:]) for x in (q_BTHD, k_BTGD, v_BTGD))
+    cu = torch.tensor(bounds, device=device)
+    seq_of_token = torch.bucketize(torch.arange(bounds[-1], device=device), cu[1:], right=True)
+    seq_id = seq_of_token[index].view(len(groups), G)
+    H, Gk = q.shape[2], k.shape[2]
+    qh, kh, vh = (x.transpose(1, 2) for x in (q, k, v))
+    if Gk != H:
+        kh, vh = kh.repeat_interleave(H // Gk, dim=1), vh.repeat_interleave(H // Gk, dim=1)
+    slot = torch.arange(G, device=device)
+    mask = (slot[None, :] <= slot[:, None])[None] & (seq_id[:, :, None] == seq_id[:, None, :]) & valid[:, None, :]
+    if window_size is not None:
+        mask = mask & (slot[:, None] - slot[None, :] < window_size)[None]
+    mask = mask | torch.eye(G, dtype=torch.bool, device=device)[None]
+    o = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=mask[:, None], scale=scale).transpose(1, 2)
+    keep = torch.cat([torch.arange(hi - lo, device=device) + n * G for n, (lo, hi) in enumerate(groups)])
+    return o.reshape(len(groups) * G, H, -1)[keep][None]
