@@ -26,7 +26,9 @@ def model_dir_of(path: str | Path) -> tuple[Path, Path]:
 
 def load_for_inference(path: str | Path, device: torch.device):
     from transformers import AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()
     model_dir, config_path = model_dir_of(path)
     try:
         model = AssocMemForCausalLM.from_pretrained(model_dir)

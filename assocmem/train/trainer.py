@@ -155,6 +155,9 @@ def train(cfg: TrainConfig, resume: str | None = None) -> dict:
     """Train per `cfg`; with `resume` (a checkpoint or run folder) continue exactly where it stopped."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # our own bar is the one to watch
     out_dir = Path(cfg.out_dir)
     checkpoint, trainer_state, tokenizer = None, None, None
     if resume:
@@ -205,6 +208,9 @@ def _train(cfg, out_dir, distributed, checkpoint, trainer_state, tokenizer) -> d
         set_optimizer_state_dict(model, optimizer, trainer_state["optimizer"],
                                  options=StateDictOptions(full_state_dict=True))
         schedule.load_state_dict(trainer_state["scheduler"])
+        # The learning rate follows this run's schedule (max_steps may have been changed on resumption).
+        for group, base, factor in zip(optimizer.param_groups, schedule.base_lrs, schedule.lr_lambdas):
+            group["lr"] = base * factor(schedule.last_epoch)
         _set_rng_state(trainer_state["rng"])
         step = trainer_state["step"]
 
@@ -243,6 +249,9 @@ def _train(cfg, out_dir, distributed, checkpoint, trainer_state, tokenizer) -> d
     bar = tqdm(total=cfg.max_steps, initial=step, disable=not (distributed.is_main and cfg.progress),
                unit="step", dynamic_ncols=True)
     trained.train()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    speeds: list[float] = []
     started, window_start, window_tokens = time.perf_counter(), time.perf_counter(), 0
     val_loss = None
     try:
@@ -272,6 +281,7 @@ def _train(cfg, out_dir, distributed, checkpoint, trainer_state, tokenizer) -> d
             if step % cfg.log_every == 0 or step == cfg.max_steps:
                 now = time.perf_counter()
                 speed = window_tokens / (now - window_start)
+                speeds.append(speed)
                 window_start, window_tokens = now, 0
                 row = {"step": step, "tokens": step * tokens_per_step, "loss": step_loss, "lr": lr,
                        "grad_norm": float(grad_norm), "tokens_per_s": speed, "elapsed_s": now - started}
@@ -302,7 +312,11 @@ def _train(cfg, out_dir, distributed, checkpoint, trainer_state, tokenizer) -> d
 
     last = checkpoint_now(step)
     result = {"steps": step, "tokens": step * tokens_per_step, "val_loss": val_loss,
-              "val_ppl": math.exp(val_loss) if val_loss is not None else None, "checkpoint": str(last)}
+              "val_ppl": math.exp(val_loss) if val_loss is not None else None, "checkpoint": str(last),
+              # Training speed: the median over logging windows after the first (which holds warm-up).
+              "tokens_per_s": float(np.median(speeds[1:] if len(speeds) > 1 else speeds)) if speeds else None,
+              "peak_memory_gb": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
+              "peak_rss_gb": _peak_rss_gb(), "processes": distributed.world_size, "device": str(device)}
     if distributed.is_main:
         final = write_atomically(out_dir / "final", lambda tmp: _copy_model(last, tmp))
         result["final"] = str(final)
@@ -313,6 +327,16 @@ def _train(cfg, out_dir, distributed, checkpoint, trainer_state, tokenizer) -> d
             result["sample"] = sample_text(final, cfg.sample_prompt, cfg.sample_tokens, device, cfg.seed)
         (out_dir / "result.json").write_text(json.dumps(result, indent=2))
     return result
+
+
+def _peak_rss_gb() -> float | None:
+    """The process's resident-set high-water mark (Linux: KiB), everything since start included."""
+    try:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    except (ImportError, AttributeError):
+        return None
 
 
 def _copy_model(checkpoint: Path, dst: Path) -> None:

@@ -1,0 +1,131 @@
+"""The trainer: losses fall, a resumed run equals an uninterrupted one, checkpoints are atomic and loadable,
+bad input is refused without overwriting anything, the commands around it work."""
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from assocmem.cli import main
+from assocmem.train import train
+from assocmem.train.checkpoint import list_checkpoints, write_atomically
+
+
+def losses(run_dir) -> dict[int, float]:
+    with open(Path(run_dir) / "log.csv", newline="") as f:
+        return {int(r["step"]): float(r["loss"]) for r in csv.DictReader(f) if r["loss"]}
+
+
+def test_training_writes_checkpoints_logs_and_a_loadable_model(tiny_config):
+    cfg = tiny_config(max_steps=12, lr=1e-2)
+    result = train(cfg)
+    run = Path(cfg.out_dir)
+    curve = losses(run)
+    assert sorted(curve) == list(range(1, 13))
+    assert curve[12] < curve[1] - 0.5  # it learns the toy language
+    assert [p.name for p in list_checkpoints(run)] == ["checkpoint-0000009", "checkpoint-0000012"]  # keep_last=2
+    assert (run / "loss.png").stat().st_size > 0 and (run / "tensorboard").is_dir()
+    import assocmem  # noqa: F401 - registers the model type
+
+    model = AutoModelForCausalLM.from_pretrained(run / "final")
+    assert model.config.vocab_size == 320
+    assert result["val_ppl"] == pytest.approx(torch.tensor(result["val_loss"]).exp().item())
+    assert isinstance(result["sample"], str) and result["sample"]
+
+
+def test_interrupted_and_resumed_run_equals_uninterrupted_run(tiny_config, tmp_path, monkeypatch):
+    full = tiny_config(out_dir=str(tmp_path / "full"), save_every=100)
+    train(full)
+    from assocmem.train import trainer
+
+    real = trainer.global_indices
+
+    def ctrl_c_at_step_4(seqs, step, batch_size):
+        if step == 3:
+            raise KeyboardInterrupt
+        return real(seqs, step, batch_size)
+
+    monkeypatch.setattr(trainer, "global_indices", ctrl_c_at_step_4)
+    split = tiny_config(out_dir=str(tmp_path / "split"), save_every=100)
+    with pytest.raises(KeyboardInterrupt):
+        train(split)
+    assert [p.name for p in list_checkpoints(tmp_path / "split")] == ["checkpoint-0000003"]  # saved on Ctrl-C
+    monkeypatch.setattr(trainer, "global_indices", real)
+    train(split, resume=str(tmp_path / "split"))
+    a, b = losses(tmp_path / "full"), losses(tmp_path / "split")
+    assert sorted(a) == sorted(b) == list(range(1, 7))
+    for step in a:
+        assert a[step] == pytest.approx(b[step], rel=1e-6, abs=1e-6), step
+
+
+def test_resume_refuses_a_changed_config(tiny_config, tmp_path):
+    train(tiny_config(max_steps=3))
+    with pytest.raises(ValueError, match="lr"):
+        train(tiny_config(lr=1e-4), resume=tiny_config().out_dir)
+
+
+def test_a_crash_while_saving_leaves_the_last_checkpoint_intact(tmp_path):
+    good = write_atomically(tmp_path / "checkpoint-0000001", lambda d: (d / "weights").write_text("good"))
+
+    def crash(folder):
+        (folder / "weights").write_text("half")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        write_atomically(tmp_path / "checkpoint-0000001", crash)
+    assert (good / "weights").read_text() == "good"
+    with pytest.raises(RuntimeError):
+        write_atomically(tmp_path / "checkpoint-0000002", crash)
+    assert not (tmp_path / "checkpoint-0000002").exists()
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["checkpoint-0000001"]
+
+
+def test_bad_input_is_refused_and_nothing_is_overwritten(tiny_config, tmp_path, capsys):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        train(tiny_config(corpus=str(tmp_path / "missing")))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ValueError, match="no non-empty text files"):
+        train(tiny_config(corpus=str(empty)))
+    assert main(["train", "--set", "learning_rate=0.1"]) == 2
+    assert "unknown config key" in capsys.readouterr().err
+    cfg = tiny_config(max_steps=3)
+    train(cfg)
+    before = {p: p.stat().st_mtime_ns for p in Path(cfg.out_dir).rglob("*") if p.is_file()}
+    with pytest.raises(ValueError, match="already holds checkpoints"):
+        train(cfg)
+    after = {p: p.stat().st_mtime_ns for p in Path(cfg.out_dir).rglob("*") if p.is_file()}
+    assert before == after
+    checkpoint = list_checkpoints(cfg.out_dir)[-1]
+    (checkpoint / "trainer.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="unreadable"):
+        train(tiny_config(max_steps=6), resume=str(checkpoint))
+    (checkpoint / "model" / "model.safetensors").unlink()
+    with pytest.raises(ValueError, match="incomplete"):
+        train(tiny_config(max_steps=6), resume=str(checkpoint))
+
+
+def test_tokenizer_vocabulary_mismatch_is_refused(tiny_config, tmp_path):
+    cfg = tiny_config(max_steps=3)
+    train(cfg)
+    final = Path(cfg.out_dir) / "final"
+    config = json.loads((final / "config.json").read_text())
+    config["vocab_size"] = 999
+    (final / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="mismatch"):
+        from assocmem.eval.perplexity import load_for_inference
+
+        load_for_inference(final, torch.device("cpu"))
+
+
+def test_eval_and_generate_commands(tiny_config, capsys):
+    cfg = tiny_config(max_steps=3)
+    train(cfg)
+    capsys.readouterr()
+    assert main(["eval", cfg.out_dir, "--batches", "2"]) == 0
+    assert "perplexity" in capsys.readouterr().out
+    assert main(["generate", cfg.out_dir, "--prompt", "the delta", "--max-new-tokens", "5", "--greedy"]) == 0
+    assert capsys.readouterr().out.startswith("the delta")
