@@ -15,7 +15,7 @@ for preset in deltanet-340m transformer++-340m deltanet-swa-340m; do
     --set seq_len=2048 --set batch_size=8 --set max_steps=25 --set warmup_steps=5 --set lr=3e-4 \
     --set document_masking=false --set log_every=5 --set eval_batches=2 --set out_dir="\"$RUNS/$preset\"" \
     2>&1 | tail -4 | tee -a "$LOG"
-  cp "$RUNS/$preset/result.json" "$OUT/train_$preset.json" 2>/dev/null
+  cp "$RUNS/$preset/result.json" "$OUT/train_${preset//+/p}_h200.json" 2>/dev/null
 done
 # (2) FSDP2: the same 20 steps on 1 and 2 GPUs (global batch 16 x 512).
 fsdp=("${common[@]}" --set preset='"deltanet-swa-small"' --set vocab_size=4096 --set seq_len=512 --set batch_size=16

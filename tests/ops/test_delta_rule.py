@@ -222,3 +222,11 @@ def test_memory_of_backward_is_not_an_autograd_graph():
     o, s = chunk(q, k, v, beta, h0)
     saved = o.grad_fn.saved_tensors
     assert sorted(x.numel() for x in saved if x is not None) == sorted(x.numel() for x in (q, k, v, beta, h0))
+
+
+def test_an_enclosing_autocast_changes_nothing():
+    q, k, v, beta, h0 = make_inputs(2, 70, 2, 32, 32, torch.bfloat16)
+    plain, plain_state = delta_rule(q, k, v, beta, initial_state=h0, output_final_state=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        cast, cast_state = delta_rule(q, k, v, beta, initial_state=h0, output_final_state=True)
+    assert torch.equal(plain, cast) and torch.equal(plain_state, cast_state)

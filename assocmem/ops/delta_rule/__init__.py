@@ -82,6 +82,12 @@ def delta_rule(
         q, k = l2_normalize(q.to(math_dtype)), l2_normalize(k.to(math_dtype))
 
     backend = _pick_backend(backend, q.device)
+    # The op chooses its own precisions (state math in float32); an enclosing autocast must not recast them.
+    with torch.autocast(q.device.type, enabled=False):
+        return _run(q, k, v, beta, scale, initial_state, output_final_state, cu_seqlens, backend, chunk_size)
+
+
+def _run(q, k, v, beta, scale, initial_state, output_final_state, cu_seqlens, backend, chunk_size):
     if backend == "naive":
         compute_dtype = torch.float64 if v.dtype == torch.float64 else torch.float32
         return naive_delta_rule(
