@@ -16,8 +16,11 @@ $(VENV)/.stamp: pyproject.toml Makefile
 
 venv: $(VENV)/.stamp
 
+# The main job: train the tiny DeltaNet hybrid of configs/tiny.toml on the standard library's sources (about
+# 7 minutes on 2 CPU cores), then print held-out perplexity and a sample. It starts afresh in runs/tiny.
 demo: venv
-	$(PY) -m assocmem bench delta-rule
+	rm -rf runs/tiny
+	$(PY) -m assocmem train configs/tiny.toml
 
 test: venv
 	$(PY) -m ruff check assocmem tests

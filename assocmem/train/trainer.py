@@ -11,6 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..bench.common import machine_info
 from ..data.corpus import load_corpus, split_documents
 from ..data.tokenizer import get_tokenizer
 from ..data.tokens import PackedSequences, build_token_cache
@@ -316,7 +317,8 @@ def _train(cfg, out_dir, distributed, checkpoint, trainer_state, tokenizer) -> d
               # Training speed: the median over logging windows after the first (which holds warm-up).
               "tokens_per_s": float(np.median(speeds[1:] if len(speeds) > 1 else speeds)) if speeds else None,
               "peak_memory_gb": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
-              "peak_rss_gb": _peak_rss_gb(), "processes": distributed.world_size, "device": str(device)}
+              "peak_rss_gb": _peak_rss_gb(), "processes": distributed.world_size, "device": str(device),
+              "machine": machine_info(device), "config": cfg.to_dict()}
     if distributed.is_main:
         final = write_atomically(out_dir / "final", lambda tmp: _copy_model(last, tmp))
         result["final"] = str(final)
