@@ -129,3 +129,19 @@ def test_eval_and_generate_commands(tiny_config, capsys):
     assert "perplexity" in capsys.readouterr().out
     assert main(["generate", cfg.out_dir, "--prompt", "the delta", "--max-new-tokens", "5", "--greedy"]) == 0
     assert capsys.readouterr().out.startswith("the delta")
+
+
+@pytest.mark.parametrize("option", [{"grad_accum": 2}, {"activation_checkpointing": True}, {"compile": True}],
+                         ids=["accumulation", "checkpointing", "compile"])
+def test_execution_options_leave_the_losses_unchanged(option, tiny_config, tmp_path):
+    steps = 2 if "compile" in option else 4
+    base = tiny_config(out_dir=str(tmp_path / "base"), max_steps=steps, save_every=100, sample_tokens=0)
+    train(base)
+    other = tiny_config(out_dir=str(tmp_path / "other"), max_steps=steps, save_every=100, sample_tokens=0, **option)
+    train(other)
+    a, b = losses(base.out_dir), losses(other.out_dir)
+    assert sorted(a) == sorted(b) == list(range(1, steps + 1))
+    for step in a:
+        assert a[step] == pytest.approx(b[step], rel=1e-4), step
+    saved = AutoModelForCausalLM.from_pretrained(Path(other.out_dir) / "final").state_dict().keys()
+    assert saved == AutoModelForCausalLM.from_pretrained(Path(base.out_dir) / "final").state_dict().keys()
