@@ -173,6 +173,19 @@ def write_json(path: Path, payload: dict) -> Path:
     return path
 
 
+def save_results(result: dict, out: Path | None, plot=None) -> None:
+    """Write the result JSON (atomically) and, given plot(png_path) -> path or None, its PNG beside it."""
+    if out is None:
+        return
+    out = Path(out)
+    write_json(out, result)
+    print(f"wrote {out}")
+    if plot is not None:
+        png = plot(out.with_suffix(".png"))
+        if png:
+            print(f"wrote {png}")
+
+
 def time_memory_axes():
     """(pyplot, figure, time axes, memory axes) for a two-panel benchmark plot, or None without matplotlib."""
     try:

@@ -17,10 +17,10 @@ from .common import (
     cpu_peak_in_child,
     format_table,
     machine_info,
+    save_results,
     save_time_memory_plot,
     time_call,
     time_memory_axes,
-    write_json,
 )
 
 METHODS = ("naive", "chunk")
@@ -142,7 +142,7 @@ def run(
             "width": width,
             "dtype": "float32",
             "chunk_size": 64,
-            "timing": "median wall time after one warm-up call",
+            "timing": "median; CUDA events after 3 warm-up calls on a GPU, wall time after one on the CPU",
             "memory": (
                 "peak added by one call after a warm-up: CUDA allocator statistics, or on the CPU the resident-set "
                 "high-water mark of the second call in a fresh process, freed heap trimmed after the first"
@@ -156,14 +156,7 @@ def run(
     print(format_table(rows, COLUMNS))
     for line in result["summary"]["lines"]:
         print(line)
-    if out is not None:
-        out = Path(out)
-        write_json(out, result)
-        print(f"wrote {out}")
-        if plot:
-            png = _plot(rows, out.with_suffix(".png"), result["machine"])
-            if png:
-                print(f"wrote {png}")
+    save_results(result, out, (lambda png: _plot(rows, png, result["machine"])) if plot else None)
     return result
 
 

@@ -19,10 +19,10 @@ from .common import (
     cpu_peak_in_child,
     format_table,
     machine_info,
+    save_results,
     save_time_memory_plot,
     time_call,
     time_memory_axes,
-    write_json,
 )
 
 COLUMNS = [
@@ -143,21 +143,14 @@ def run(
             "head_size": head_size,
             "dtype": str(dtype).replace("torch.", ""),
             "pass": "forward+backward",
-            "timing": "median wall time after one warm-up call",
+            "timing": "median; CUDA events after 3 warm-up calls on a GPU, wall time after one on the CPU",
             "memory": "peak added by one forward+backward (CUDA allocator, or resident set in a fresh CPU process)",
         },
         "rows": rows,
     }
     print()
     print(format_table(rows, COLUMNS))
-    if out is not None:
-        out = Path(out)
-        write_json(out, result)
-        print(f"wrote {out}")
-        if plot:
-            png = _plot(rows, out.with_suffix(".png"), result["machine"])
-            if png:
-                print(f"wrote {png}")
+    save_results(result, out, (lambda png: _plot(rows, png, result["machine"])) if plot else None)
     return result
 
 

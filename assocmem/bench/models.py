@@ -14,7 +14,7 @@ import torch
 
 from ..models import AssocMemForCausalLM, parameter_count_formula, preset_config
 from ..models.presets import ARCHITECTURES
-from .common import RESULTS_DIR, CudaPeakMemory, format_table, machine_info, time_call, write_json
+from .common import RESULTS_DIR, CudaPeakMemory, format_table, machine_info, save_results, time_call
 
 COLUMNS = [
     ("model", "model", "s"),
@@ -211,13 +211,7 @@ def run(
     }
     print()
     print(format_table(rows, COLUMNS))
-    if out is not None:
-        out = Path(out)
-        write_json(out, result)
-        print(f"wrote {out}")
-        png = _plot(rows, out.with_suffix(".png"), result)
-        if png:
-            print(f"wrote {png}")
+    save_results(result, out, lambda png: _plot(rows, png, result))
     return result
 
 
