@@ -69,6 +69,18 @@ class PackedSequences:
         inside = starts[(starts > lo) & (starts < hi)] - lo
         return ids, torch.from_numpy(np.concatenate([[0], inside]).astype(np.int64))
 
+    def targets(self, indices, document_masking: bool) -> int:
+        """How many next-token targets the batch of these windows holds, without reading its tokens: each
+        window loses its first token, and with document masking every document start inside it too."""
+        if not document_masking:
+            return len(indices) * (self.seq_len - 1)
+        starts = self.cache.starts
+        total = 0
+        for index in indices:
+            lo, hi = int(index) * self.seq_len, (int(index) + 1) * self.seq_len
+            total += self.seq_len - 1 - int(((starts > lo) & (starts < hi)).sum())
+        return total
+
     def batch(self, indices) -> dict:
         """Windows packed into one row: input_ids [1, B*T], cu_seqlens over documents and windows, labels
         with -100 where a token starts a document (nothing before it in its document predicts it)."""

@@ -258,7 +258,7 @@ def _train(cfg, out_dir, distributed, checkpoint, trainer_state, tokenizer) -> d
     try:
         while step < cfg.max_steps:
             indices = global_indices(data.train, step, cfg.batch_size)
-            n_targets = count_targets(make_batch(data.train, indices, cfg.document_masking))
+            n_targets = data.train.targets(indices, cfg.document_masking)
             mine = indices[distributed.rank * per_rank : (distributed.rank + 1) * per_rank]
             step_loss = torch.zeros((), dtype=torch.float64, device=device)
             for a in range(cfg.grad_accum):

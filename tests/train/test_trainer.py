@@ -145,3 +145,13 @@ def test_execution_options_leave_the_losses_unchanged(option, tiny_config, tmp_p
         assert a[step] == pytest.approx(b[step], rel=1e-4), step
     saved = AutoModelForCausalLM.from_pretrained(Path(other.out_dir) / "final").state_dict().keys()
     assert saved == AutoModelForCausalLM.from_pretrained(Path(base.out_dir) / "final").state_dict().keys()
+
+
+def test_target_count_without_reading_tokens(tiny_config):
+    from assocmem.train.parallel import Distributed
+    from assocmem.train.trainer import count_targets, make_batch, prepare_data
+
+    data = prepare_data(tiny_config(), Distributed())
+    indices = list(range(min(6, data.train.count)))
+    for masking in (True, False):
+        assert data.train.targets(indices, masking) == count_targets(make_batch(data.train, indices, masking))
