@@ -95,7 +95,11 @@ class DeltaNet(nn.Module):
         q, k, v = q.view(B, T, H, D), k.view(B, T, H, D), v.view(B, T, H, D)
         if state is not None and T == 1:
             # Decoding one token: the recurrence itself is the cheapest exact path.
-            o, recurrent = delta_rule_step(q[:, 0], k[:, 0], v[:, 0], beta[:, 0], state.recurrent, qk_l2norm=True)
+            # The state is advanced in place where nothing needs the old one (fused Triton kernel on CUDA).
+            recurrent = state.recurrent
+            inplace = not torch.is_grad_enabled() and recurrent.dtype == torch.float32 and recurrent.is_contiguous()
+            o, recurrent = delta_rule_step(q[:, 0], k[:, 0], v[:, 0], beta[:, 0], recurrent, qk_l2norm=True,
+                                           inplace=inplace)  # fmt: skip
             o = o[:, None]
         else:
             o, recurrent = delta_rule(

@@ -1,6 +1,7 @@
 """Every bad input to delta_rule gets an error that names the argument and what was expected."""
 
 import importlib
+import types
 import warnings
 
 import pytest
@@ -105,12 +106,51 @@ def test_state_count_follows_cu_seqlens():
         call(good(), cu_seqlens=torch.tensor([0, 5, 10, 20]))
 
 
-def test_auto_on_cuda_announces_its_fallback_once(monkeypatch):
-    monkeypatch.setattr(delta_rule_pkg, "_announced_fallback", False)
-    cuda = torch.device("cuda")
-    with pytest.warns(UserWarning, match="uses the PyTorch chunk backend"):
-        assert delta_rule_pkg._pick_backend("auto", cuda) == "chunk"
+def _fake(device="cuda", dtype=torch.float32, K=64):
+    return types.SimpleNamespace(device=torch.device(device), dtype=dtype, shape=(1, 8, 2, K))
+
+
+def test_auto_on_cuda_announces_each_fallback_once(monkeypatch):
+    monkeypatch.setattr(delta_rule_pkg, "_announced_fallback", set())
+    monkeypatch.setattr(delta_rule_pkg._triton, "available", lambda device: False)
+    with pytest.warns(UserWarning, match="Triton is not installed; backend='auto' uses the PyTorch chunk"):
+        assert delta_rule_pkg._pick_backend("auto", _fake(), _fake()) == "chunk"
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert delta_rule_pkg._pick_backend("auto", cuda) == "chunk"
-        assert delta_rule_pkg._pick_backend("auto", torch.device("cpu")) == "chunk"
+        assert delta_rule_pkg._pick_backend("auto", _fake(), _fake()) == "chunk"
+        assert delta_rule_pkg._pick_backend("auto", _fake("cpu"), _fake("cpu")) == "chunk"
+
+
+def test_auto_on_cuda_picks_triton_where_the_kernels_apply(monkeypatch):
+    monkeypatch.setattr(delta_rule_pkg, "_announced_fallback", set())
+    monkeypatch.setattr(delta_rule_pkg._triton, "available", lambda device: True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for dtype in (torch.float32, torch.bfloat16, torch.float16):
+            assert delta_rule_pkg._pick_backend("auto", _fake(dtype=dtype), _fake(K=256)) == "triton"
+        assert delta_rule_pkg._pick_backend("naive", _fake(), _fake()) == "naive"
+    with pytest.warns(UserWarning, match="float64"):
+        assert delta_rule_pkg._pick_backend("auto", _fake(dtype=torch.float64), _fake()) == "chunk"
+    with pytest.warns(UserWarning, match="head sizes up to 256"):
+        assert delta_rule_pkg._pick_backend("auto", _fake(), _fake(K=512)) == "chunk"
+
+
+@pytest.mark.skipif(delta_rule_pkg._triton.interpreting(), reason="the interpreter runs Triton on the CPU")
+def test_triton_backend_on_cpu_says_what_runs_there():
+    with pytest.raises(ValueError, match="backend='triton' needs Triton and a CUDA device.*'chunk' runs anywhere"):
+        call(good(), backend="triton")
+
+
+def test_triton_backend_rejects_what_its_kernels_do_not_take(monkeypatch):
+    monkeypatch.setattr(delta_rule_pkg._triton, "available", lambda device: True)
+    args = good()
+    q, k, v, beta = args["q"], args["k"], args["v"], args["beta"]
+    with pytest.raises(
+        TypeError, match="backend='triton_recurrent' takes float32, bfloat16 or float16 `q`, got float64"
+    ):
+        delta_rule(q.double(), k.double(), v.double(), beta.double(), backend="triton_recurrent")
+    big = torch.randn(*q.shape[:3], 260)
+    with pytest.raises(ValueError, match="head sizes up to 256, got K = 260.*'chunk' takes any"):
+        delta_rule(big, big, v, beta, backend="triton")
+    with pytest.raises(ValueError, match="uses chunks of 64, got `chunk_size` = 32"):
+        delta_rule(q, k, v, beta, backend="triton", chunk_size=32)

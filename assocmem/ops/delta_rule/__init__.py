@@ -4,25 +4,32 @@ import warnings
 
 import torch
 
+from . import triton as _triton
 from .chunk import CHUNK_SIZES, chunk_delta_rule
 from .naive import l2_normalize, naive_delta_rule
 from .recurrent import delta_rule_step
-from .validate import check_inputs
+from .validate import TRITON_MAX_HEAD_SIZE, check_inputs, check_triton
 
-_announced_fallback = False
+_announced_fallback: set[str] = set()
 
 
-def _pick_backend(backend: str, device: torch.device) -> str:
-    global _announced_fallback
+def _pick_backend(backend: str, q: torch.Tensor, v: torch.Tensor) -> str:
     if backend != "auto":
         return backend
-    if device.type == "cuda" and not _announced_fallback:
-        warnings.warn(
-            "delta_rule: no Triton backend is available in this build; "
-            "backend='auto' uses the PyTorch chunk backend on CUDA",
-            stacklevel=3,
-        )
-        _announced_fallback = True
+    if q.device.type != "cuda":
+        return "chunk"
+    reason = None
+    if not _triton.available(q.device):
+        reason = "Triton is not installed"
+    elif q.dtype == torch.float64:
+        reason = "the Triton kernels take float32, bfloat16 and float16, not float64"
+    elif max(q.shape[-1], v.shape[-1]) > TRITON_MAX_HEAD_SIZE:
+        reason = f"the Triton kernels take head sizes up to {TRITON_MAX_HEAD_SIZE}"
+    if reason is None:
+        return "triton"
+    if reason not in _announced_fallback:
+        warnings.warn(f"delta_rule: {reason}; backend='auto' uses the PyTorch chunk backend", stacklevel=3)
+        _announced_fallback.add(reason)
     return "chunk"
 
 
@@ -57,9 +64,13 @@ def delta_rule(
         cu_seqlens: int32/int64 [N + 1] offsets of N sequences packed along T (B must be 1):
             sequence n is tokens cu_seqlens[n]:cu_seqlens[n + 1]; no state crosses a boundary.
         qk_l2norm: L2-normalise q and k over their last dimension first (in float32).
-        backend: "auto" (the fastest available for the device), "chunk" (the chunkwise WY/UT
-            algorithm in PyTorch, any device) or "naive" (the step-by-step specification, slow).
-        chunk_size: chunk length of the chunk backend, one of 16, 32, 64, 128.
+        backend: "auto" (the Triton kernels on CUDA, else the PyTorch chunk path), "triton" (the
+            chunkwise algorithm in Triton kernels; CUDA, head sizes up to 256, not float64),
+            "triton_recurrent" (the fused token-by-token kernel, for decoding and short sequences),
+            "chunk" (the chunkwise WY/UT algorithm in PyTorch, any device) or "naive" (the
+            step-by-step specification, slow).
+        chunk_size: chunk length of the PyTorch chunk backend, one of 16, 32, 64, 128 (the Triton
+            kernels always use 64).
 
     Returns:
         (o [B, T, H, V] in v's dtype, final state [N, H, K, V] float32 or None).
@@ -81,7 +92,9 @@ def delta_rule(
         math_dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
         q, k = l2_normalize(q.to(math_dtype)), l2_normalize(k.to(math_dtype))
 
-    backend = _pick_backend(backend, q.device)
+    backend = _pick_backend(backend, q, v)
+    if backend.startswith("triton"):
+        check_triton(q, v, backend, chunk_size, _triton.available(q.device))
     # The op chooses its own precisions (state math in float32); an enclosing autocast must not recast them.
     with torch.autocast(q.device.type, enabled=False):
         return _run(q, k, v, beta, scale, initial_state, output_final_state, cu_seqlens, backend, chunk_size)
@@ -101,6 +114,16 @@ def _run(q, k, v, beta, scale, initial_state, output_final_state, cu_seqlens, ba
             cu_seqlens=cu_seqlens,
             compute_dtype=compute_dtype,
         )
+    if backend == "triton":
+        from .triton.chunk import triton_chunk_delta_rule
+
+        o, final_state = triton_chunk_delta_rule(q, k, v, beta, float(scale), initial_state, cu_seqlens)
+        return o, (final_state if output_final_state else None)
+    if backend == "triton_recurrent":
+        from .triton.recurrent import triton_recurrent_delta_rule
+
+        o, final_state = triton_recurrent_delta_rule(q, k, v, beta, float(scale), initial_state, cu_seqlens)
+        return o, (final_state if output_final_state else None)
     o, final_state = chunk_delta_rule(q, k, v, beta, float(scale), initial_state, cu_seqlens, chunk_size)
     return o, (final_state if output_final_state else None)
 

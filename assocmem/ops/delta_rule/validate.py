@@ -5,7 +5,8 @@ import math
 import torch
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-BACKENDS = ("auto", "chunk", "naive")
+BACKENDS = ("auto", "triton", "triton_recurrent", "chunk", "naive")
+TRITON_MAX_HEAD_SIZE = 256
 
 
 def _shape(x: torch.Tensor) -> list[int]:
@@ -80,3 +81,24 @@ def _check_cu_seqlens(cu_seqlens, B, T):
         if bounds[-1] != T:
             raise ValueError(f"delta_rule: `cu_seqlens[-1]` must equal T = {T} (the packed length), got {bounds[-1]}")
     return cu_seqlens.shape[0] - 1
+
+
+def check_triton(q, v, backend, chunk_size, available):
+    """What the Triton backends need beyond `check_inputs`; each message says which backend would do."""
+    if not available:
+        raise ValueError(
+            f"delta_rule: backend={backend!r} needs Triton and a CUDA device (or TRITON_INTERPRET=1 on the CPU); "
+            f"`q` is on {q.device}. backend='chunk' runs anywhere"
+        )
+    if q.dtype == torch.float64:
+        raise TypeError(f"delta_rule: backend={backend!r} takes float32, bfloat16 or float16 `q`, got float64; "
+                        "backend='chunk' computes in float64")  # fmt: skip
+    K, V = q.shape[-1], v.shape[-1]
+    if max(K, V) > TRITON_MAX_HEAD_SIZE:
+        raise ValueError(
+            f"delta_rule: backend={backend!r} takes head sizes up to {TRITON_MAX_HEAD_SIZE}, got K = {K}, V = {V}; "
+            "backend='chunk' takes any"
+        )
+    if backend == "triton" and chunk_size != 64:
+        raise ValueError(f"delta_rule: backend='triton' uses chunks of 64, got `chunk_size` = {chunk_size}; "
+                         "other chunk sizes are the 'chunk' backend's")  # fmt: skip

@@ -1,0 +1,23 @@
+"""Triton kernels for the delta rule (GPU; on the CPU only under the interpreter, TRITON_INTERPRET=1).
+
+`available()` says whether the kernels can run on a device; the import of this package never fails
+for lack of Triton, the kernel modules are imported on first use.
+"""
+
+import importlib.util
+import os
+
+import torch
+
+
+def interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def available(device: torch.device) -> bool:
+    """True when Triton is importable and can run on `device` (CUDA, or the CPU under the interpreter)."""
+    if importlib.util.find_spec("triton") is None:
+        return False
+    if device.type == "cuda":
+        return True
+    return device.type == "cpu" and interpreting()

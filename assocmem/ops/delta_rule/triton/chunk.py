@@ -1,0 +1,212 @@
+"""Host side of the Triton chunk kernels: buffers, grids, the autograd Function.
+
+Forward: two kernels (WY representation per chunk; the state recurrence fused with the output), so
+neither the per-chunk states nor V' touch memory. Backward: five kernels (WY again, the states and V'
+again, the reverse state pass, dQ/dK/dW per chunk, the WY backward). The forward saves only its inputs.
+"""
+
+import torch
+import triton
+
+from . import kernels
+from .kernels import BT
+
+# Launch options per kernel; the benchmark may override them to compare settings.
+LAUNCH = {
+    "wy_fwd": {"num_warps": 4, "num_stages": 2},
+    "state_fwd": {"num_warps": 4, "num_stages": 2},
+    "state_bwd": {"num_warps": 4, "num_stages": 2},
+    "dqkw": {"num_warps": 4, "num_stages": 2},
+    "wy_bwd": {"num_warps": 4, "num_stages": 2},
+}
+
+MAX_HEAD_SIZE = 256
+
+
+def _pow2(n: int, lo: int = 16) -> int:
+    return max(lo, triton.next_power_of_2(n))
+
+
+def _precision(dtype: torch.dtype) -> str:
+    return "ieee" if dtype == torch.float32 else "tf32"
+
+
+def _state_tile_v(K: int, V: int) -> int:
+    """Value tile of the sequential kernels: the [K, BV] float32 state stays in registers."""
+    bv = 64 if K <= 128 else 32
+    return min(bv, _pow2(V))
+
+
+class _Chunks:
+    """Chunk bookkeeping for equal-length batches or packed sequences (`cu_seqlens`)."""
+
+    def __init__(self, B: int, T: int, cu_seqlens: torch.Tensor | None):
+        self.varlen = cu_seqlens is not None
+        self.cu_seqlens = cu_seqlens
+        if cu_seqlens is None:
+            self.N, per = B, triton.cdiv(T, BT)
+            self.grid_t, self.total = per, B * per
+            self.index = self.offsets = None
+        else:
+            lens = cu_seqlens[1:] - cu_seqlens[:-1]
+            n_chunks = (lens + BT - 1) // BT
+            offsets = torch.zeros(len(lens) + 1, dtype=torch.int64, device=cu_seqlens.device)
+            offsets[1:] = torch.cumsum(n_chunks, 0)
+            self.N, self.total = len(lens), int(offsets[-1])
+            seq = torch.repeat_interleave(torch.arange(self.N, device=cu_seqlens.device), n_chunks)
+            local = torch.arange(self.total, device=cu_seqlens.device) - offsets[seq]
+            self.index = torch.stack([seq, local], 1).to(torch.int32).contiguous()
+            self.offsets = offsets.to(torch.int32)
+            self.grid_t = self.total
+
+
+def _wy_fwd(k, v, beta, chunks: _Chunks):
+    B, T, H, K = k.shape
+    V = v.shape[-1]
+    A = torch.empty(B, T, H, BT, dtype=torch.float32, device=k.device)
+    w, u = torch.empty_like(k), torch.empty_like(v)
+    grid = (chunks.grid_t, B * H if not chunks.varlen else H)
+    kernels.wy_fwd_kernel[grid](
+        k, v, beta, A, w, u, chunks.cu_seqlens, chunks.index, T,
+        H=H, K=K, V=V, BK=min(64, _pow2(K)), BV=min(64, _pow2(V)),
+        IS_VARLEN=chunks.varlen, PREC=_precision(k.dtype), **LAUNCH["wy_fwd"],
+    )  # fmt: skip
+    return A, w, u
+
+
+def _state_fwd(q, k, w, u, scale, h0, chunks: _Chunks, *, for_backward: bool):
+    B, T, H, K = q.shape
+    V = u.shape[-1]
+    BV = _state_tile_v(K, V)
+    if for_backward:
+        h = torch.empty(chunks.total, H, K, V, dtype=q.dtype, device=q.device)
+        vnew, o, ht = torch.empty_like(u), None, None
+    else:
+        h = vnew = None
+        o = torch.empty_like(u)
+        ht = torch.empty(chunks.N, H, K, V, dtype=torch.float32, device=q.device)
+    kernels.state_fwd_kernel[(triton.cdiv(V, BV), chunks.N * H)](
+        q, k, w, u, o, h, vnew, h0, ht, chunks.cu_seqlens, chunks.offsets, scale, T,
+        H=H, K=K, V=V, BK=_pow2(K), BV=BV, USE_H0=h0 is not None, STORE_FINAL=not for_backward,
+        STORE_H=for_backward, WRITE_O=not for_backward, IS_VARLEN=chunks.varlen,
+        PREC=_precision(q.dtype), **LAUNCH["state_fwd"],
+    )  # fmt: skip
+    return (h, vnew) if for_backward else (o, ht)
+
+
+def chunk_fwd(q, k, v, beta, scale: float, h0, cu_seqlens):
+    """o [B, T, H, V] in v's dtype and the final state [N, H, K, V] float32."""
+    chunks = _Chunks(q.shape[0], q.shape[1], cu_seqlens)
+    _, w, u = _wy_fwd(k, v, beta, chunks)
+    return _state_fwd(q, k, w, u, scale, h0, chunks, for_backward=False)
+
+
+def chunk_bwd(q, k, v, beta, scale: float, h0, cu_seqlens, do, dht):
+    """(dq, dk, dv, dbeta, dh0): the first four in their inputs' dtypes, dh0 float32 [N, H, K, V]."""
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    chunks = _Chunks(B, T, cu_seqlens)
+    prec = _precision(q.dtype)
+    A, w, u = _wy_fwd(k, v, beta, chunks)
+    h, vnew = _state_fwd(q, k, w, u, scale, h0, chunks, for_backward=True)
+
+    BV = _state_tile_v(K, V)
+    dh = torch.empty_like(h)
+    dvnew = torch.empty_like(v)
+    dh0 = torch.empty(chunks.N, H, K, V, dtype=torch.float32, device=q.device)
+    kernels.state_bwd_kernel[(triton.cdiv(V, BV), chunks.N * H)](
+        q, k, w, do, dh, dvnew, dht, dh0, chunks.cu_seqlens, chunks.offsets, scale, T,
+        H=H, K=K, V=V, BK=_pow2(K), BV=BV, USE_DHT=dht is not None, STORE_DH0=True,
+        IS_VARLEN=chunks.varlen, PREC=prec, **LAUNCH["state_bwd"],
+    )  # fmt: skip
+
+    dq = torch.empty_like(q)
+    dk = torch.empty(B, T, H, K, dtype=torch.float32, device=q.device)
+    dw = torch.empty(B, T, H, K, dtype=torch.float32, device=q.device)
+    BK = min(64, _pow2(K))
+    heads = B * H if not chunks.varlen else H
+    kernels.dqkw_kernel[(triton.cdiv(K, BK), chunks.grid_t, heads)](
+        q, k, vnew, do, dvnew, h, dh, dq, dk, dw, chunks.cu_seqlens, chunks.index, scale, T,
+        H=H, K=K, V=V, BK=BK, BV=min(64, _pow2(V)), IS_VARLEN=chunks.varlen, PREC=prec, **LAUNCH["dqkw"],
+    )  # fmt: skip
+
+    dv = torch.empty_like(v)
+    dbeta = torch.empty(B, T, H, dtype=torch.float32, device=q.device)
+    kernels.wy_bwd_kernel[(chunks.grid_t, heads)](
+        k, v, beta, A, dw, dvnew, dk, dv, dbeta, chunks.cu_seqlens, chunks.index, T,
+        H=H, K=K, V=V, BK=min(64, _pow2(K)), BV=min(64, _pow2(V)),
+        IS_VARLEN=chunks.varlen, PREC=prec, **LAUNCH["wy_bwd"],
+    )  # fmt: skip
+    return dq, dk.to(k.dtype), dv, dbeta.to(beta.dtype), dh0
+
+
+def _prepare(q, k, v, beta, initial_state):
+    q, k, v, beta = (x.contiguous() for x in (q, k, v, beta))
+    h0 = None if initial_state is None else initial_state.to(torch.float32).contiguous()
+    return q, k, v, beta, h0
+
+
+@torch.library.custom_op("assocmem::triton_chunk_delta_rule_fwd", mutates_args=())
+def _fwd_op(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    beta: torch.Tensor,
+    scale: float,
+    initial_state: torch.Tensor | None,
+    cu_seqlens: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    q, k, v, beta, h0 = _prepare(q, k, v, beta, initial_state)
+    return chunk_fwd(q, k, v, beta, scale, h0, cu_seqlens)
+
+
+@_fwd_op.register_fake
+def _(q, k, v, beta, scale, initial_state, cu_seqlens):
+    N = q.shape[0] if cu_seqlens is None else cu_seqlens.shape[0] - 1
+    return torch.empty_like(v), q.new_empty((N, q.shape[2], q.shape[3], v.shape[3]), dtype=torch.float32)
+
+
+@torch.library.custom_op("assocmem::triton_chunk_delta_rule_bwd", mutates_args=())
+def _bwd_op(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    beta: torch.Tensor,
+    scale: float,
+    initial_state: torch.Tensor | None,
+    cu_seqlens: torch.Tensor | None,
+    do: torch.Tensor,
+    dfinal: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    q, k, v, beta, h0 = _prepare(q, k, v, beta, initial_state)
+    do = do.to(v.dtype).contiguous()
+    dht = None if dfinal is None else dfinal.to(torch.float32).contiguous()
+    return chunk_bwd(q, k, v, beta, scale, h0, cu_seqlens, do, dht)
+
+
+@_bwd_op.register_fake
+def _(q, k, v, beta, scale, initial_state, cu_seqlens, do, dfinal):
+    N = q.shape[0] if cu_seqlens is None else cu_seqlens.shape[0] - 1
+    state = q.new_empty((N, q.shape[2], q.shape[3], v.shape[3]), dtype=torch.float32)
+    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v), torch.empty_like(beta), state
+
+
+class TritonChunkFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, beta, scale, initial_state, cu_seqlens):
+        o, final = _fwd_op(q, k, v, beta, scale, initial_state, cu_seqlens)
+        ctx.save_for_backward(q, k, v, beta, initial_state, cu_seqlens)
+        ctx.scale = scale
+        return o, final
+
+    @staticmethod
+    def backward(ctx, do, dfinal):
+        q, k, v, beta, initial_state, cu_seqlens = ctx.saved_tensors
+        dq, dk, dv, dbeta, dh0 = _bwd_op(q, k, v, beta, ctx.scale, initial_state, cu_seqlens, do, dfinal)
+        dh0 = None if initial_state is None else dh0.to(initial_state.dtype)
+        return dq, dk, dv, dbeta, None, dh0, None
+
+
+def triton_chunk_delta_rule(q, k, v, beta, scale, initial_state, cu_seqlens):
+    """The Triton chunk backend on validated inputs; see `assocmem.delta_rule` for the contract."""
+    return TritonChunkFunction.apply(q, k, v, beta, scale, initial_state, cu_seqlens)

@@ -1,0 +1,501 @@
+"""Triton kernels of the delta rule: the chunkwise WY/UT passes and the fused recurrence.
+
+Legend: BT chunk length (64, four 16-row sub-blocks), BK / BV tiles of the key / value size, N sequences,
+H heads. Every tensor is token-major as the public op takes it ([B, T, H, D] or packed [1, total, H, D]),
+so a chunk of one head is a [BT, D] tile with row stride H * D. `DT` is the dtype the heavy matmuls use
+(the input dtype); states and every accumulator are float32. `PREC` is the precision of float32 matmuls:
+"ieee" for float32 inputs (the fp32 error bound), "tf32" otherwise.
+
+The math, per chunk with chunk-start state S and q already scaled:
+    L = strict_tril(diag(beta) K K^T),  A = (I + L)^-1,  W = A diag(beta) K,  U = A diag(beta) V
+    V' = U - W S,   O = Q S + tril(Q K^T) V',   S_next = S + K^T V'
+The backward is chunk.py's (the PyTorch path), split into a reverse state pass and two parallel passes.
+"""
+
+import triton
+import triton.language as tl
+
+BT = 64
+
+
+@triton.jit
+def _tile(base, row0, n_rows, row_stride, col0, n_cols, BR: tl.constexpr, BC: tl.constexpr):
+    """Load rows row0..row0+BR and columns col0..col0+BC of a row-major matrix; zeros outside."""
+    r = row0 + tl.arange(0, BR)
+    c = col0 + tl.arange(0, BC)
+    mask = (r[:, None] < n_rows) & (c[None, :] < n_cols)
+    return tl.load(base + r[:, None] * row_stride + c[None, :], mask=mask, other=0.0)
+
+
+@triton.jit
+def _put(base, x, row0, n_rows, row_stride, col0, n_cols, BR: tl.constexpr, BC: tl.constexpr):
+    r = row0 + tl.arange(0, BR)
+    c = col0 + tl.arange(0, BC)
+    mask = (r[:, None] < n_rows) & (c[None, :] < n_cols)
+    tl.store(base + r[:, None] * row_stride + c[None, :], x.to(base.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _vec(base, row0, n_rows, stride, BR: tl.constexpr):
+    r = row0 + tl.arange(0, BR)
+    return tl.load(base + r * stride, mask=r < n_rows, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _span(cu_seqlens, chunk_index, i_b, i_t, T, IS_VARLEN: tl.constexpr):
+    """(first token, length, chunk within the sequence, sequence) of program (i_b, i_t)."""
+    if IS_VARLEN:
+        i_n = tl.load(chunk_index + 2 * i_t).to(tl.int32)
+        i_c = tl.load(chunk_index + 2 * i_t + 1).to(tl.int32)
+        bos = tl.load(cu_seqlens + i_n).to(tl.int32)
+        length = tl.load(cu_seqlens + i_n + 1).to(tl.int32) - bos
+    else:
+        i_n, i_c = i_b, i_t
+        bos, length = i_b * T, T
+    return bos, length, i_c, i_n
+
+
+@triton.jit
+def _inv_unit_lower16(L):
+    """(I + L)^-1 for a 16x16 L whose strictly lower part is used: forward substitution, row by row.
+
+    With M = -strict_tril(L) and X = (I + L)^-1 - I, X = M + M X; row i of X needs only rows < i.
+    """
+    r = tl.arange(0, 16)
+    M = -tl.where(r[:, None] > r[None, :], L, 0.0)
+    X = M
+    for i in tl.static_range(1, 16):
+        m = tl.sum(tl.where(r[:, None] == i, M, 0.0), 0)
+        row = m + tl.sum(m[:, None] * X, 0)
+        X = tl.where(r[:, None] == i, row[None, :], X)
+    return X + tl.where(r[:, None] == r[None, :], 1.0, 0.0)
+
+
+@triton.jit
+def _dot(a, b, PREC: tl.constexpr):
+    return tl.dot(a, b, input_precision=PREC)
+
+
+@triton.jit
+def _ieee(a, b):
+    return tl.dot(a, b, input_precision="ieee")
+
+
+@triton.jit
+def wy_fwd_kernel(
+    k, v, beta, A, w, u, cu_seqlens, chunk_index, T,
+    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    IS_VARLEN: tl.constexpr, PREC: tl.constexpr,
+):  # fmt: skip
+    """One chunk of one head: A = (I + strict_tril(beta K K^T))^-1 (float32), W = A beta K, U = A beta V."""
+    i_t, i_bh = tl.program_id(0), tl.program_id(1)
+    i_b, i_h = i_bh // H, i_bh % H
+    bos, T, i_c, i_n = _span(cu_seqlens, chunk_index, i_b, i_t, T, IS_VARLEN)
+    DT = k.dtype.element_ty
+    t0 = i_c * 64
+    k += (bos * H + i_h).to(tl.int64) * K
+    v += (bos * H + i_h).to(tl.int64) * V
+    w += (bos * H + i_h).to(tl.int64) * K
+    u += (bos * H + i_h).to(tl.int64) * V
+    beta += bos * H + i_h
+    A += (bos * H + i_h).to(tl.int64) * 64
+    b0 = _vec(beta, t0, T, H, 16)
+    b1 = _vec(beta, t0 + 16, T, H, 16)
+    b2 = _vec(beta, t0 + 32, T, H, 16)
+    b3 = _vec(beta, t0 + 48, T, H, 16)
+
+    # L blocks L_ij = (beta_i K_i) K_j^T for sub-blocks i >= j, accumulated over key tiles.
+    L00 = tl.zeros([16, 16], tl.float32)
+    L10 = tl.zeros([16, 16], tl.float32)
+    L11 = tl.zeros([16, 16], tl.float32)
+    L20 = tl.zeros([16, 16], tl.float32)
+    L21 = tl.zeros([16, 16], tl.float32)
+    L22 = tl.zeros([16, 16], tl.float32)
+    L30 = tl.zeros([16, 16], tl.float32)
+    L31 = tl.zeros([16, 16], tl.float32)
+    L32 = tl.zeros([16, 16], tl.float32)
+    L33 = tl.zeros([16, 16], tl.float32)
+    for i_k in range(tl.cdiv(K, BK)):
+        # Products of two input-dtype numbers are exact in float32: tensor cores lose nothing here.
+        k0 = _tile(k, t0, T, H * K, i_k * BK, K, 16, BK)
+        k1 = _tile(k, t0 + 16, T, H * K, i_k * BK, K, 16, BK)
+        k2 = _tile(k, t0 + 32, T, H * K, i_k * BK, K, 16, BK)
+        k3 = _tile(k, t0 + 48, T, H * K, i_k * BK, K, 16, BK)
+        k0t, k1t, k2t = tl.trans(k0), tl.trans(k1), tl.trans(k2)
+        L00 += _dot(k0, k0t, PREC)
+        L10 += _dot(k1, k0t, PREC)
+        L11 += _dot(k1, k1t, PREC)
+        L20 += _dot(k2, k0t, PREC)
+        L21 += _dot(k2, k1t, PREC)
+        L22 += _dot(k2, k2t, PREC)
+        L30 += _dot(k3, k0t, PREC)
+        L31 += _dot(k3, k1t, PREC)
+        L32 += _dot(k3, k2t, PREC)
+        L33 += _dot(k3, tl.trans(k3), PREC)
+    # Scale rows by beta (K K^T is symmetric in the blocks; the row factor is beta_i).
+    L00 *= b0[:, None]
+    L10 *= b1[:, None]
+    L11 *= b1[:, None]
+    L20 *= b2[:, None]
+    L21 *= b2[:, None]
+    L22 *= b2[:, None]
+    L30 *= b3[:, None]
+    L31 *= b3[:, None]
+    L32 *= b3[:, None]
+    L33 *= b3[:, None]
+
+    # Block forward substitution: A_ii = (I + L_ii)^-1, A_ij = -A_ii sum_{j<=m<i} L_im A_mj.
+    A00 = _inv_unit_lower16(L00)
+    A11 = _inv_unit_lower16(L11)
+    A22 = _inv_unit_lower16(L22)
+    A33 = _inv_unit_lower16(L33)
+    A10 = -_ieee(A11, _ieee(L10, A00))
+    A21 = -_ieee(A22, _ieee(L21, A11))
+    A20 = -_ieee(A22, _ieee(L20, A00) + _ieee(L21, A10))
+    A32 = -_ieee(A33, _ieee(L32, A22))
+    A31 = -_ieee(A33, _ieee(L31, A11) + _ieee(L32, A21))
+    A30 = -_ieee(A33, _ieee(L30, A00) + _ieee(L31, A10) + _ieee(L32, A20))
+
+    _put(A, A00, t0, T, H * 64, 0, 64, 16, 16)
+    _put(A, A10, t0 + 16, T, H * 64, 0, 64, 16, 16)
+    _put(A, A11, t0 + 16, T, H * 64, 16, 64, 16, 16)
+    _put(A, A20, t0 + 32, T, H * 64, 0, 64, 16, 16)
+    _put(A, A21, t0 + 32, T, H * 64, 16, 64, 16, 16)
+    _put(A, A22, t0 + 32, T, H * 64, 32, 64, 16, 16)
+    _put(A, A30, t0 + 48, T, H * 64, 0, 64, 16, 16)
+    _put(A, A31, t0 + 48, T, H * 64, 16, 64, 16, 16)
+    _put(A, A32, t0 + 48, T, H * 64, 32, 64, 16, 16)
+    _put(A, A33, t0 + 48, T, H * 64, 48, 64, 16, 16)
+
+    # W = A (beta K) and U = A (beta V), sub-block row by sub-block row, in the input dtype.
+    a00, a10, a11 = A00.to(DT), A10.to(DT), A11.to(DT)
+    a20, a21, a22 = A20.to(DT), A21.to(DT), A22.to(DT)
+    a30, a31, a32, a33 = A30.to(DT), A31.to(DT), A32.to(DT), A33.to(DT)
+    for i_k in range(tl.cdiv(K, BK)):
+        x0 = (_tile(k, t0, T, H * K, i_k * BK, K, 16, BK) * b0[:, None]).to(DT)
+        x1 = (_tile(k, t0 + 16, T, H * K, i_k * BK, K, 16, BK) * b1[:, None]).to(DT)
+        x2 = (_tile(k, t0 + 32, T, H * K, i_k * BK, K, 16, BK) * b2[:, None]).to(DT)
+        x3 = (_tile(k, t0 + 48, T, H * K, i_k * BK, K, 16, BK) * b3[:, None]).to(DT)
+        _put(w, _dot(a00, x0, PREC), t0, T, H * K, i_k * BK, K, 16, BK)
+        _put(w, _dot(a10, x0, PREC) + _dot(a11, x1, PREC), t0 + 16, T, H * K, i_k * BK, K, 16, BK)
+        _put(w, _dot(a20, x0, PREC) + _dot(a21, x1, PREC) + _dot(a22, x2, PREC), t0 + 32, T, H * K, i_k * BK, K, 16, BK)
+        y3 = _dot(a30, x0, PREC) + _dot(a31, x1, PREC) + _dot(a32, x2, PREC) + _dot(a33, x3, PREC)
+        _put(w, y3, t0 + 48, T, H * K, i_k * BK, K, 16, BK)
+    for i_v in range(tl.cdiv(V, BV)):
+        x0 = (_tile(v, t0, T, H * V, i_v * BV, V, 16, BV) * b0[:, None]).to(DT)
+        x1 = (_tile(v, t0 + 16, T, H * V, i_v * BV, V, 16, BV) * b1[:, None]).to(DT)
+        x2 = (_tile(v, t0 + 32, T, H * V, i_v * BV, V, 16, BV) * b2[:, None]).to(DT)
+        x3 = (_tile(v, t0 + 48, T, H * V, i_v * BV, V, 16, BV) * b3[:, None]).to(DT)
+        _put(u, _dot(a00, x0, PREC), t0, T, H * V, i_v * BV, V, 16, BV)
+        _put(u, _dot(a10, x0, PREC) + _dot(a11, x1, PREC), t0 + 16, T, H * V, i_v * BV, V, 16, BV)
+        _put(u, _dot(a20, x0, PREC) + _dot(a21, x1, PREC) + _dot(a22, x2, PREC), t0 + 32, T, H * V, i_v * BV, V, 16, BV)
+        y3 = _dot(a30, x0, PREC) + _dot(a31, x1, PREC) + _dot(a32, x2, PREC) + _dot(a33, x3, PREC)
+        _put(u, y3, t0 + 48, T, H * V, i_v * BV, V, 16, BV)
+
+
+@triton.jit
+def state_fwd_kernel(
+    q, k, w, u, o, h, vnew, h0, ht, cu_seqlens, chunk_offsets, scale, T,
+    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    USE_H0: tl.constexpr, STORE_FINAL: tl.constexpr, STORE_H: tl.constexpr, WRITE_O: tl.constexpr,
+    IS_VARLEN: tl.constexpr, PREC: tl.constexpr,
+):  # fmt: skip
+    """The recurrence across chunks for one head and one value tile, fused with the output.
+
+    Per chunk: V' = U - W S, O = scale (Q S + tril(Q K^T) V'), S += K^T V'. With STORE_H the chunk-start
+    states and V' are written for the backward (and O is skipped unless WRITE_O).
+    """
+    i_v, i_nh = tl.program_id(0), tl.program_id(1)
+    i_n, i_h = i_nh // H, i_nh % H
+    if IS_VARLEN:
+        bos = tl.load(cu_seqlens + i_n).to(tl.int32)
+        T = tl.load(cu_seqlens + i_n + 1).to(tl.int32) - bos
+        boh = tl.load(chunk_offsets + i_n).to(tl.int32)
+    else:
+        bos = i_n * T
+        boh = i_n * tl.cdiv(T, 64)
+    DT = q.dtype.element_ty
+    v0 = i_v * BV
+    q += (bos * H + i_h).to(tl.int64) * K
+    k += (bos * H + i_h).to(tl.int64) * K
+    w += (bos * H + i_h).to(tl.int64) * K
+    u += (bos * H + i_h).to(tl.int64) * V
+    if WRITE_O:
+        o += (bos * H + i_h).to(tl.int64) * V
+    if STORE_H:
+        vnew += (bos * H + i_h).to(tl.int64) * V
+    r = tl.arange(0, 64)
+    causal = r[:, None] >= r[None, :]
+
+    S = tl.zeros([BK, BV], tl.float32)
+    if USE_H0:
+        S += _tile(h0 + i_nh * K * V, 0, K, V, v0, V, BK, BV)
+    for i_t in range(tl.cdiv(T, 64)):
+        t0 = i_t * 64
+        if STORE_H:
+            _put(h + ((boh + i_t) * H + i_h).to(tl.int64) * K * V, S, 0, K, V, v0, V, BK, BV)
+        Sd = S.to(DT)
+        wt = _tile(w, t0, T, H * K, 0, K, 64, BK)
+        vn = _tile(u, t0, T, H * V, v0, V, 64, BV).to(tl.float32) - _dot(wt, Sd, PREC)
+        vnd = vn.to(DT)
+        if STORE_H:
+            _put(vnew, vnd, t0, T, H * V, v0, V, 64, BV)
+        kt = _tile(k, t0, T, H * K, 0, K, 64, BK)
+        if WRITE_O:
+            qt = _tile(q, t0, T, H * K, 0, K, 64, BK)
+            s = tl.where(causal, _dot(qt, tl.trans(kt), PREC), 0.0)
+            ot = (_dot(qt, Sd, PREC) + _dot(s.to(DT), vnd, PREC)) * scale
+            _put(o, ot, t0, T, H * V, v0, V, 64, BV)
+        S += _dot(tl.trans(kt), vnd, PREC)
+    if STORE_FINAL:
+        _put(ht + i_nh * K * V, S, 0, K, V, v0, V, BK, BV)
+
+
+@triton.jit
+def state_bwd_kernel(
+    q, k, w, do, dh, dvnew, dht, dh0, cu_seqlens, chunk_offsets, scale, T,
+    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    USE_DHT: tl.constexpr, STORE_DH0: tl.constexpr, IS_VARLEN: tl.constexpr, PREC: tl.constexpr,
+):  # fmt: skip
+    """The reverse recurrence: dS is the gradient of the state after chunk n (stored per chunk);
+    dV' = tril(Q K^T)^T dO + K dS, then dS += Q^T dO - W^T dV'."""
+    i_v, i_nh = tl.program_id(0), tl.program_id(1)
+    i_n, i_h = i_nh // H, i_nh % H
+    if IS_VARLEN:
+        bos = tl.load(cu_seqlens + i_n).to(tl.int32)
+        T = tl.load(cu_seqlens + i_n + 1).to(tl.int32) - bos
+        boh = tl.load(chunk_offsets + i_n).to(tl.int32)
+    else:
+        bos = i_n * T
+        boh = i_n * tl.cdiv(T, 64)
+    DT = q.dtype.element_ty
+    v0 = i_v * BV
+    q += (bos * H + i_h).to(tl.int64) * K
+    k += (bos * H + i_h).to(tl.int64) * K
+    w += (bos * H + i_h).to(tl.int64) * K
+    do += (bos * H + i_h).to(tl.int64) * V
+    dvnew += (bos * H + i_h).to(tl.int64) * V
+    r = tl.arange(0, 64)
+    # Transposed causal mask: entry (j, i) is kept when token i sees token j.
+    anticausal = r[:, None] <= r[None, :]
+
+    dS = tl.zeros([BK, BV], tl.float32)
+    if USE_DHT:
+        dS += _tile(dht + i_nh * K * V, 0, K, V, v0, V, BK, BV)
+    for i_r in range(tl.cdiv(T, 64)):
+        i_t = tl.cdiv(T, 64) - 1 - i_r
+        t0 = i_t * 64
+        _put(dh + ((boh + i_t) * H + i_h).to(tl.int64) * K * V, dS, 0, K, V, v0, V, BK, BV)
+        qt = _tile(q, t0, T, H * K, 0, K, 64, BK)
+        kt = _tile(k, t0, T, H * K, 0, K, 64, BK)
+        dot_ = _tile(do, t0, T, H * V, v0, V, 64, BV)
+        sT = tl.where(anticausal, _dot(kt, tl.trans(qt), PREC), 0.0) * scale
+        dvn = _dot(sT.to(DT), dot_, PREC) + _dot(kt, dS.to(DT), PREC)
+        dvnd = dvn.to(DT)
+        _put(dvnew, dvnd, t0, T, H * V, v0, V, 64, BV)
+        wt = _tile(w, t0, T, H * K, 0, K, 64, BK)
+        dS += _dot(tl.trans(qt), dot_, PREC) * scale - _dot(tl.trans(wt), dvnd, PREC)
+    if STORE_DH0:
+        _put(dh0 + i_nh * K * V, dS, 0, K, V, v0, V, BK, BV)
+
+
+@triton.jit
+def dqkw_kernel(
+    q, k, vnew, do, dvnew, h, dh, dq, dk, dw, cu_seqlens, chunk_index, scale, T,
+    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    IS_VARLEN: tl.constexpr, PREC: tl.constexpr,
+):  # fmt: skip
+    """Per chunk and key tile: dQ (final), dK's output/state part, dW = -dV' S^T (both float32)."""
+    i_k, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    i_b, i_h = i_bh // H, i_bh % H
+    bos, T, i_c, i_n = _span(cu_seqlens, chunk_index, i_b, i_t, T, IS_VARLEN)
+    if IS_VARLEN:
+        i_g = i_t
+    else:
+        i_g = i_b * tl.cdiv(T, 64) + i_t
+    DT = q.dtype.element_ty
+    t0 = i_c * 64
+    k0 = i_k * BK
+    tok = (bos * H + i_h).to(tl.int64)
+    h += (i_g * H + i_h).to(tl.int64) * K * V
+    dh += (i_g * H + i_h).to(tl.int64) * K * V
+    r = tl.arange(0, 64)
+
+    dqt = tl.zeros([64, BK], tl.float32)
+    dkt = tl.zeros([64, BK], tl.float32)
+    dwt = tl.zeros([64, BK], tl.float32)
+    dP = tl.zeros([64, 64], tl.float32)
+    for i_v in range(tl.cdiv(V, BV)):
+        v0 = i_v * BV
+        St = _tile(h, k0, K, V, v0, V, BK, BV)
+        dSt = _tile(dh, k0, K, V, v0, V, BK, BV)
+        vn = _tile(vnew + tok * V, t0, T, H * V, v0, V, 64, BV)
+        dot_ = _tile(do + tok * V, t0, T, H * V, v0, V, 64, BV)
+        dvn = _tile(dvnew + tok * V, t0, T, H * V, v0, V, 64, BV)
+        dP += _dot(dot_, tl.trans(vn), PREC)
+        dqt += _dot(dot_, tl.trans(St), PREC)
+        dkt += _dot(vn, tl.trans(dSt), PREC)
+        dwt -= _dot(dvn, tl.trans(St), PREC)
+    dP = tl.where(r[:, None] >= r[None, :], dP, 0.0) * scale
+    qt = _tile(q + tok * K, t0, T, H * K, k0, K, 64, BK)
+    kt = _tile(k + tok * K, t0, T, H * K, k0, K, 64, BK)
+    dqt = dqt * scale + _dot(dP.to(DT), kt, PREC)
+    dkt += _dot(tl.trans(dP).to(DT), qt, PREC)
+    _put(dq + tok * K, dqt, t0, T, H * K, k0, K, 64, BK)
+    _put(dk + tok * K, dkt, t0, T, H * K, k0, K, 64, BK)
+    _put(dw + tok * K, dwt, t0, T, H * K, k0, K, 64, BK)
+
+
+@triton.jit
+def wy_bwd_kernel(
+    k, v, beta, A, dw, du, dk, dv, dbeta, cu_seqlens, chunk_index, T,
+    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    IS_VARLEN: tl.constexpr, PREC: tl.constexpr,
+):  # fmt: skip
+    """Backward of W = A beta K, U = A beta V, A = (I + strict_tril(beta K K^T))^-1 for one chunk.
+
+    `dk` holds dK's other parts on entry and the full gradient on exit (float32, in place).
+    """
+    i_t, i_bh = tl.program_id(0), tl.program_id(1)
+    i_b, i_h = i_bh // H, i_bh % H
+    bos, T, i_c, i_n = _span(cu_seqlens, chunk_index, i_b, i_t, T, IS_VARLEN)
+    t0 = i_c * 64
+    tok = (bos * H + i_h).to(tl.int64)
+    r = tl.arange(0, 64)
+    b = _vec(beta + tok, t0, T, H, 64)
+    At = tl.where(r[:, None] >= r[None, :], _tile(A + tok * 64, t0, T, H * 64, 0, 64, 64, 64), 0.0)
+    AtT = tl.trans(At)
+
+    dA = tl.zeros([64, 64], tl.float32)
+    for i_k in range(tl.cdiv(K, BK)):
+        kb = _tile(k + tok * K, t0, T, H * K, i_k * BK, K, 64, BK).to(tl.float32) * b[:, None]
+        dA += _dot(_tile(dw + tok * K, t0, T, H * K, i_k * BK, K, 64, BK), tl.trans(kb), PREC)
+    for i_v in range(tl.cdiv(V, BV)):
+        vb = _tile(v + tok * V, t0, T, H * V, i_v * BV, V, 64, BV).to(tl.float32) * b[:, None]
+        dA += _dot(_tile(du + tok * V, t0, T, H * V, i_v * BV, V, 64, BV).to(tl.float32), tl.trans(vb), PREC)
+    dL = -_dot(_dot(AtT, dA, PREC), AtT, PREC)
+    dL = tl.where(r[:, None] > r[None, :], dL, 0.0)
+
+    db = tl.zeros([64], tl.float32)
+    for i_k in range(tl.cdiv(K, BK)):
+        kt = _tile(k + tok * K, t0, T, H * K, i_k * BK, K, 64, BK).to(tl.float32)
+        kb = kt * b[:, None]
+        dkb = _dot(AtT, _tile(dw + tok * K, t0, T, H * K, i_k * BK, K, 64, BK), PREC) + _dot(dL, kt, PREC)
+        dkt = _tile(dk + tok * K, t0, T, H * K, i_k * BK, K, 64, BK)
+        dkt += _dot(tl.trans(dL), kb, PREC) + dkb * b[:, None]
+        db += tl.sum(dkb * kt, 1)
+        _put(dk + tok * K, dkt, t0, T, H * K, i_k * BK, K, 64, BK)
+    for i_v in range(tl.cdiv(V, BV)):
+        vt = _tile(v + tok * V, t0, T, H * V, i_v * BV, V, 64, BV).to(tl.float32)
+        dvb = _dot(AtT, _tile(du + tok * V, t0, T, H * V, i_v * BV, V, 64, BV).to(tl.float32), PREC)
+        db += tl.sum(dvb * vt, 1)
+        _put(dv + tok * V, dvb * b[:, None], t0, T, H * V, i_v * BV, V, 64, BV)
+    rows = t0 + r
+    tl.store(dbeta + tok + rows * H, db, mask=rows < T)
+
+
+@triton.jit
+def recurrent_fwd_kernel(
+    q, k, v, beta, o, h0, ht, u, cu_seqlens, scale, T,
+    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    USE_H0: tl.constexpr, STORE_U: tl.constexpr, IS_VARLEN: tl.constexpr, QK_L2NORM: tl.constexpr,
+):  # fmt: skip
+    """Token by token for one head and one value tile; the state stays in registers.
+
+    h0 and ht may be the same tensor (the state is updated in place: each program reads its tile
+    before it writes it). With STORE_U the written values u_t = beta (v_t - S^T k_t) are kept for the
+    backward.
+    """
+    i_v, i_nh = tl.program_id(0), tl.program_id(1)
+    i_n, i_h = i_nh // H, i_nh % H
+    if IS_VARLEN:
+        bos = tl.load(cu_seqlens + i_n).to(tl.int32)
+        T = tl.load(cu_seqlens + i_n + 1).to(tl.int32) - bos
+    else:
+        bos = i_n * T
+    rk = tl.arange(0, BK)
+    rv = i_v * BV + tl.arange(0, BV)
+    mk, mv = rk < K, rv < V
+    S = tl.zeros([BK, BV], tl.float32)
+    if USE_H0:
+        S += _tile(h0 + i_nh * K * V, 0, K, V, i_v * BV, V, BK, BV)
+    pk = (bos * H + i_h).to(tl.int64) * K + rk
+    pv = (bos * H + i_h).to(tl.int64) * V + rv
+    pb = (bos * H + i_h).to(tl.int64)
+    for _ in range(T):
+        kt = tl.load(k + pk, mask=mk, other=0.0).to(tl.float32)
+        qt = tl.load(q + pk, mask=mk, other=0.0).to(tl.float32)
+        if QK_L2NORM:
+            kt = kt * tl.rsqrt(tl.sum(kt * kt, 0) + 1e-6)
+            qt = qt * tl.rsqrt(tl.sum(qt * qt, 0) + 1e-6)
+        qt = qt * scale
+        vt = tl.load(v + pv, mask=mv, other=0.0).to(tl.float32)
+        bt = tl.load(beta + pb).to(tl.float32)
+        ut = bt * (vt - tl.sum(S * kt[:, None], 0))
+        S += kt[:, None] * ut[None, :]
+        tl.store(o + pv, tl.sum(S * qt[:, None], 0).to(o.dtype.element_ty), mask=mv)
+        if STORE_U:
+            tl.store(u + pv, ut, mask=mv)
+        pk += H * K
+        pv += H * V
+        pb += H
+    _put(ht + i_nh * K * V, S, 0, K, V, i_v * BV, V, BK, BV)
+
+
+@triton.jit
+def recurrent_bwd_kernel(
+    q, k, v, beta, u, ht, do, dht, dq, dk, dv, dbeta, dh0, cu_seqlens, scale, T,
+    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    USE_DHT: tl.constexpr, IS_VARLEN: tl.constexpr,
+):  # fmt: skip
+    """Reverse pass of the recurrence: S_{t-1} = S_t - k_t u_t^T is restored from the final state.
+
+    dq, dk, dbeta are partial sums over this value tile ([NV, ...], float32); dv and dh0 are complete.
+    """
+    i_v, i_nh = tl.program_id(0), tl.program_id(1)
+    i_n, i_h = i_nh // H, i_nh % H
+    if IS_VARLEN:
+        bos = tl.load(cu_seqlens + i_n).to(tl.int32)
+        T = tl.load(cu_seqlens + i_n + 1).to(tl.int32) - bos
+        total = tl.load(cu_seqlens + tl.num_programs(1) // H)
+    else:
+        bos = i_n * T
+        total = tl.num_programs(1) // H * T
+    rk = tl.arange(0, BK)
+    rv = i_v * BV + tl.arange(0, BV)
+    mk, mv = rk < K, rv < V
+    S = _tile(ht + i_nh * K * V, 0, K, V, i_v * BV, V, BK, BV)
+    dS = tl.zeros([BK, BV], tl.float32)
+    if USE_DHT:
+        dS += _tile(dht + i_nh * K * V, 0, K, V, i_v * BV, V, BK, BV)
+    last = (bos + T - 1) * H + i_h
+    pk = last.to(tl.int64) * K + rk
+    pv = last.to(tl.int64) * V + rv
+    pb = last.to(tl.int64)
+    part = i_v.to(tl.int64) * total * H
+    for _ in range(T):
+        kt = tl.load(k + pk, mask=mk, other=0.0).to(tl.float32)
+        qt = tl.load(q + pk, mask=mk, other=0.0).to(tl.float32) * scale
+        vt = tl.load(v + pv, mask=mv, other=0.0).to(tl.float32)
+        bt = tl.load(beta + pb).to(tl.float32)
+        ut = tl.load(u + pv, mask=mv, other=0.0)
+        dot_ = tl.load(do + pv, mask=mv, other=0.0).to(tl.float32)
+        # o_t = S_t^T q_t
+        tl.store(dq + part * K + pk, tl.sum(S * dot_[None, :], 1) * scale, mask=mk)
+        dS += qt[:, None] * dot_[None, :]
+        # S_t = S_{t-1} + k_t u_t^T
+        du = tl.sum(dS * kt[:, None], 0)
+        dkt = tl.sum(dS * ut[None, :], 1)
+        S -= kt[:, None] * ut[None, :]
+        # u_t = beta (v_t - S_{t-1}^T k_t)
+        pred = tl.sum(S * kt[:, None], 0)
+        dpred = -bt * du
+        dkt += tl.sum(S * dpred[None, :], 1)
+        dS += kt[:, None] * dpred[None, :]
+        tl.store(dk + part * K + pk, dkt, mask=mk)
+        tl.store(dv + pv, (bt * du).to(dv.dtype.element_ty), mask=mv)
+        tl.store(dbeta + part + pb, tl.sum(du * (vt - pred), 0))
+        pk -= H * K
+        pv -= H * V
+        pb -= H
+    _put(dh0 + i_nh * K * V, dS, 0, K, V, i_v * BV, V, BK, BV)
