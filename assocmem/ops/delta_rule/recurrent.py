@@ -35,7 +35,8 @@ def delta_rule_step(
                 f"got {state_BHKV.dtype}, contiguous={state_BHKV.is_contiguous()}"
             )
         grad = torch.is_grad_enabled() and any(x.requires_grad for x in (q_BHK, k_BHK, v_BHV, beta_BH, state_BHKV))
-        if not grad and q_BHK.dtype != torch.float64 and _triton.available(q_BHK.device):
+        on_gpu = q_BHK.device.type == "cuda" and _triton.available(q_BHK.device)
+        if not grad and q_BHK.dtype != torch.float64 and on_gpu:
             from .triton.recurrent import recurrent_step_
 
             o = recurrent_step_(q_BHK[:, None], k_BHK[:, None], v_BHV[:, None], beta_BH[:, None], state_BHKV,

@@ -94,8 +94,17 @@ def _state_fwd(q, k, w, u, scale, h0, chunks: _Chunks, *, for_backward: bool):
     return (h, vnew) if for_backward else (o, ht)
 
 
+def _empty_fwd(q, v, h0, cu_seqlens):
+    B, _, H, K = q.shape
+    N = B if cu_seqlens is None else cu_seqlens.shape[0] - 1
+    ht = torch.zeros(N, H, K, v.shape[-1], device=q.device) if h0 is None else h0.clone()
+    return torch.empty_like(v), ht
+
+
 def chunk_fwd(q, k, v, beta, scale: float, h0, cu_seqlens):
     """o [B, T, H, V] in v's dtype and the final state [N, H, K, V] float32."""
+    if q.shape[1] == 0:
+        return _empty_fwd(q, v, h0, cu_seqlens)
     chunks = _Chunks(q.shape[0], q.shape[1], cu_seqlens)
     _, w, u = _wy_fwd(k, v, beta, chunks)
     return _state_fwd(q, k, w, u, scale, h0, chunks, for_backward=False)
@@ -105,6 +114,10 @@ def chunk_bwd(q, k, v, beta, scale: float, h0, cu_seqlens, do, dht):
     """(dq, dk, dv, dbeta, dh0): the first four in their inputs' dtypes, dh0 float32 [N, H, K, V]."""
     B, T, H, K = q.shape
     V = v.shape[-1]
+    if T == 0:  # no tokens: the final state is the initial one
+        N = B if cu_seqlens is None else cu_seqlens.shape[0] - 1
+        dh0 = torch.zeros(N, H, K, V, device=q.device) if dht is None else dht.clone()
+        return torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v), torch.zeros_like(beta), dh0
     chunks = _Chunks(B, T, cu_seqlens)
     prec = _precision(q.dtype)
     A, w, u = _wy_fwd(k, v, beta, chunks)

@@ -1,0 +1,130 @@
+"""The Triton kernels against the step-by-step specification (naive.py), on the op's invariants.
+
+On a machine without a GPU they run on the CPU under the Triton interpreter (TRITON_INTERPRET=1, set
+here before the kernels are first imported), at small shapes; on a GPU at the same shapes (the full-size
+checks are in tests/test_cuda.py). Skipped only where Triton is not installed.
+"""
+
+import importlib.util
+import os
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+from assocmem import delta_rule  # noqa: E402
+from assocmem.ops.delta_rule import delta_rule_step, naive_delta_rule  # noqa: E402
+
+from .helpers import grads, leaves, make_inputs, rel_err  # noqa: E402
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="Triton is not installed")
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+NAMES = ["q", "k", "v", "beta", "initial_state"]
+
+
+def on_device(xs):
+    return [None if x is None else x.to(DEVICE) for x in xs]
+
+
+def run(backend, **kw):
+    def fn(q, k, v, beta, h0):
+        return delta_rule(q, k, v, beta, initial_state=h0, output_final_state=True, backend=backend, **kw)
+
+    return fn
+
+
+def naive(q, k, v, beta, h0, **kw):
+    return naive_delta_rule(q, k, v, beta, initial_state=h0, output_final_state=True, **kw)
+
+
+def check_fp32(backend, B, T, H, K, V, cu_seqlens=None):
+    N = B if cu_seqlens is None else len(cu_seqlens) - 1
+    inputs = make_inputs(B, T, H, K, V, N=N)
+    do, dstate = torch.randn(B, T, H, V), torch.randn(N, H, K, V)
+    o_ref, s_ref, g_ref = grads(lambda *x: naive(*x, cu_seqlens=cu_seqlens), leaves(*inputs), do, dstate)
+    cu = None if cu_seqlens is None else cu_seqlens.to(DEVICE)
+    o, s, g = grads(run(backend, cu_seqlens=cu), leaves(*on_device(inputs)), do.to(DEVICE), dstate.to(DEVICE))
+    assert o.dtype == torch.float32 and s.dtype == torch.float32
+    assert rel_err(o.cpu(), o_ref) < 1e-5
+    assert rel_err(s.cpu(), s_ref) < 1e-5
+    for name, a, b in zip(NAMES, g, g_ref):
+        assert rel_err(a.cpu(), b) < 1e-5, name
+
+
+@pytest.mark.parametrize(
+    "B, T, H, K, V",
+    [(2, 100, 2, 32, 16), (1, 63, 1, 60, 100), (1, 130, 1, 16, 256), (1, 64, 1, 256, 16)],
+)
+def test_chunk_kernels_match_naive_fp32(B, T, H, K, V):
+    check_fp32("triton", B, T, H, K, V)
+
+
+def test_chunk_kernels_on_packed_sequences():
+    check_fp32("triton", 1, 140, 2, 32, 16, cu_seqlens=torch.tensor([0, 5, 5, 69, 139, 140]))
+
+
+@pytest.mark.parametrize("B, T, H, K, V", [(2, 9, 2, 32, 16), (1, 7, 1, 60, 100)])
+def test_recurrent_kernels_match_naive_fp32(B, T, H, K, V):
+    check_fp32("triton_recurrent", B, T, H, K, V)
+
+
+def test_recurrent_kernels_on_packed_sequences():
+    check_fp32("triton_recurrent", 1, 12, 2, 16, 16, cu_seqlens=torch.tensor([0, 3, 3, 11, 12], dtype=torch.int32))
+
+
+# The interpreter multiplies bfloat16 tiles wrongly (numpy has no bfloat16; a plain 16x16 bf16 tl.dot is off
+# by 1e10 under Triton 3.9's interpreter), so bfloat16 runs where the kernels are compiled: on the GPU.
+BF16 = pytest.param(
+    torch.bfloat16,
+    marks=pytest.mark.skipif(DEVICE.type == "cpu", reason="Triton interpreter's bfloat16 tl.dot is wrong"),
+)
+
+
+@pytest.mark.parametrize("dtype", [BF16, torch.float16])
+def test_chunk_kernels_low_precision_within_twice_the_reference_error(dtype):
+    """Against fp32 math on the same rounded inputs; the bound is 2x what naive.py makes in that dtype."""
+    B, T, H, K, V = 1, 128, 2, 64, 32
+    inputs = make_inputs(B, T, H, K, V, dtype)
+    do, dstate = torch.randn(B, T, H, V), torch.randn(B, H, K, V)
+    o_ref, s_ref, g_ref = grads(naive, leaves(*inputs), do, dstate)
+    o_low, s_low, g_low = grads(lambda *x: naive(*x, compute_dtype=dtype), leaves(*inputs), do, dstate)
+    o, s, g = grads(run("triton"), leaves(*on_device(inputs)), do.to(DEVICE), dstate.to(DEVICE))
+    assert o.dtype == dtype and s.dtype == torch.float32
+    assert rel_err(o.cpu(), o_ref) <= 2 * rel_err(o_low, o_ref) and rel_err(o.cpu(), o_ref) < 1e-2
+    assert rel_err(s.cpu(), s_ref) <= 2 * rel_err(s_low, s_ref)
+    for name, a, low, ref, x in zip(NAMES, g, g_low, g_ref, inputs):
+        assert a.dtype == x.dtype, name
+        assert rel_err(a.cpu(), ref) <= 2 * rel_err(low, ref), name
+        assert rel_err(a.cpu(), ref) < 1e-2, name
+
+
+def test_state_carried_across_calls_equals_one_call():
+    q, k, v, beta, h0 = on_device(make_inputs(1, 150, 2, 32, 32))
+    o, s = run("triton")(q, k, v, beta, h0)
+    o1, s1 = run("triton")(q[:, :70], k[:, :70], v[:, :70], beta[:, :70], h0)
+    o2, s2 = run("triton_recurrent")(q[:, 70:75], k[:, 70:75], v[:, 70:75], beta[:, 70:75], s1)
+    o3, s3 = run("triton")(q[:, 75:], k[:, 75:], v[:, 75:], beta[:, 75:], s2)
+    assert rel_err(torch.cat([o1, o2, o3], 1).cpu(), o.cpu()) < 1e-5
+    assert rel_err(s3.cpu(), s.cpu()) < 1e-5
+
+
+def test_empty_sequence_keeps_state():
+    q, k, v, beta, h0 = on_device(make_inputs(2, 0, 2, 16, 16))
+    for backend in ("triton", "triton_recurrent"):
+        o, s = run(backend)(q, k, v, beta, h0)
+        assert o.shape == (2, 0, 2, 16) and torch.equal(s, h0)
+
+
+@pytest.mark.parametrize("l2norm", [False, True])
+def test_decode_step_in_place_equals_the_pytorch_step(l2norm):
+    from assocmem.ops.delta_rule.triton.recurrent import recurrent_step_
+
+    q, k, v, beta, h0 = make_inputs(3, 1, 4, 32, 48)
+    o_ref, s_ref = delta_rule_step(q[:, 0], k[:, 0], v[:, 0], beta[:, 0], h0, scale=0.2, qk_l2norm=l2norm)
+    state = h0.to(DEVICE)
+    pointer = state.data_ptr()
+    o = recurrent_step_(*on_device([q, k, v, beta]), state, 0.2, qk_l2norm=l2norm)
+    assert state.data_ptr() == pointer
+    assert rel_err(o[:, 0].cpu(), o_ref) < 1e-5 and rel_err(state.cpu(), s_ref) < 1e-5
