@@ -6,12 +6,23 @@ from pathlib import Path
 
 
 def _bench_delta_rule(args):
+    default_out = Path("benchmarks/results") / f"delta_rule_{args.device}.json"
+    if args.device == "cuda":
+        from .bench.delta_rule_gpu import run as run_gpu
+
+        run_gpu(
+            Ds=args.D or (64, 128, 256),
+            Ts=args.T or (2048, 4096, 8192, 16384),
+            out=None if args.no_save else (args.out or default_out),
+            plot=not args.no_plot,
+        )
+        return
     from .bench.delta_rule import run
 
     default_out = Path("benchmarks/results") / f"delta_rule_{args.device}.json"
     run(
-        Ts=args.T,
-        Ds=args.D,
+        Ts=args.T or (512, 2048, 8192),
+        Ds=args.D or (64, 128),
         width=args.width,
         batch=args.batch,
         device=args.device,
@@ -75,8 +86,10 @@ def _eval(args):
     from .eval.perplexity import perplexity
 
     result = perplexity(args.checkpoint, corpus=args.corpus, batches=args.batches, device=args.device)
-    print(f"{result['corpus']}: held-out loss {result['val_loss']:.4f} nats/token, perplexity {result['val_ppl']:.2f} "
-          f"({result['tokens']:,} tokens)")
+    print(
+        f"{result['corpus']}: held-out loss {result['val_loss']:.4f} nats/token, perplexity {result['val_ppl']:.2f} "
+        f"({result['tokens']:,} tokens)"
+    )
 
 
 def _generate(args):
@@ -85,17 +98,27 @@ def _generate(args):
 
     from .eval.perplexity import load_for_inference
 
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if args.device == "auto" else args.device))
+    device = torch.device(
+        "cuda"
+        if args.device == "auto" and torch.cuda.is_available()
+        else ("cpu" if args.device == "auto" else args.device)
+    )
     model, tokenizer, _ = load_for_inference(args.checkpoint, device)
     ids = tokenizer(args.prompt, return_tensors="pt", add_special_tokens=False)["input_ids"].to(device)
     if ids.shape[1] == 0:
         raise SystemExit("generate: --prompt must not be empty")
     torch.manual_seed(args.seed)
-    sampling = dict(do_sample=False) if args.greedy else dict(do_sample=True, temperature=args.temperature,
-                                                               top_k=args.top_k)
-    model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=args.max_new_tokens,
-                   pad_token_id=tokenizer.pad_token_id, streamer=TextStreamer(tokenizer), **sampling)
+    sampling = (
+        dict(do_sample=False) if args.greedy else dict(do_sample=True, temperature=args.temperature, top_k=args.top_k)
+    )
+    model.generate(
+        ids,
+        attention_mask=torch.ones_like(ids),
+        max_new_tokens=args.max_new_tokens,
+        pad_token_id=tokenizer.pad_token_id,
+        streamer=TextStreamer(tokenizer),
+        **sampling,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,12 +127,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser("bench", help="speed and memory benchmarks")
     benches = bench.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
-    dr = benches.add_parser("delta-rule", help="naive.py against the chunk backend: time and peak memory")
+    dr = benches.add_parser(
+        "delta-rule",
+        help="CPU: naive.py against the chunk backend; CUDA: the Triton kernels against fla and SDPA (bf16)",
+    )
     dr.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    dr.add_argument("--T", type=int, nargs="+", default=[512, 2048, 8192], metavar="T", help="sequence lengths")
-    dr.add_argument("--D", type=int, nargs="+", default=[64, 128], metavar="D", help="head sizes (K = V = D)")
-    dr.add_argument("--width", type=int, default=512, help="model width: H = width / D heads (default 512)")
-    dr.add_argument("--batch", type=int, default=1)
+    dr.add_argument(
+        "--T", type=int, nargs="+", default=None, metavar="T",
+        help="sequence lengths (CPU default 512 2048 8192; CUDA 2048 4096 8192 16384 at 32K tokens per batch)",
+    )  # fmt: skip
+    dr.add_argument(
+        "--D", type=int, nargs="+", default=None, metavar="D",
+        help="head sizes, K = V = D (CPU default 64 128; CUDA 64 128 256)",
+    )  # fmt: skip
+    dr.add_argument("--width", type=int, default=512, help="CPU: model width, H = width / D heads (default 512)")
+    dr.add_argument("--batch", type=int, default=1, help="CPU: batch size")
     dr.add_argument(
         "--out", type=Path, default=None, help="JSON path (default benchmarks/results/delta_rule_DEVICE.json)"
     )

@@ -8,7 +8,7 @@ from assocmem.ops.delta_rule import naive_delta_rule
 from assocmem.ops.hopfield import retrieve
 from assocmem.ops.hopfield.naive import naive_retrieve
 
-from .ops.helpers import make_inputs, rel_err
+from .ops.helpers import grads, leaves, make_inputs, rel_err
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -69,3 +69,88 @@ def test_models_on_cuda_match_cpu_and_decode_from_cache(name):
         cpu_bf16 = cpu_model.to(torch.bfloat16)(ids, use_cache=False).logits.float()
         bf16 = model.to(torch.bfloat16)(ids.cuda(), use_cache=False).logits.float()
         assert rel_err(bf16.cpu(), ref) <= 2 * rel_err(cpu_bf16, ref)
+
+
+# The Triton kernels at full shapes (the interpreter runs them on the CPU at small ones).
+
+TRITON_SHAPES = [(2, 2048, 4, 128, 128), (2, 1000, 3, 64, 100), (1, 512, 2, 256, 256), (2, 300, 2, 16, 32)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("B, T, H, K, V", TRITON_SHAPES)
+def test_triton_on_cuda_matches_naive(dtype, B, T, H, K, V):
+    inputs = make_inputs(B, T, H, K, V, dtype)
+    q, k, v, beta, h0 = inputs
+    o_ref, s_ref = naive_delta_rule(q, k, v, beta, initial_state=h0, output_final_state=True)
+    o_low, s_low = naive_delta_rule(q, k, v, beta, initial_state=h0, output_final_state=True, compute_dtype=dtype)
+    cuda = [x.cuda() for x in inputs]
+    o, s = delta_rule(*cuda[:4], initial_state=cuda[4], output_final_state=True, backend="triton")
+    assert o.dtype == dtype and s.dtype == torch.float32
+    if dtype == torch.float32:
+        assert rel_err(o.cpu(), o_ref) < 1e-5 and rel_err(s.cpu(), s_ref) < 1e-5
+    else:
+        assert rel_err(o.cpu(), o_ref) <= 2 * rel_err(o_low, o_ref) and rel_err(o.cpu(), o_ref) < 1e-2
+        assert rel_err(s.cpu(), s_ref) <= 2 * rel_err(s_low, s_ref)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("B, T, H, K, V", [(1, 512, 2, 128, 128), (1, 300, 2, 256, 64), (2, 130, 2, 32, 100)])
+def test_triton_gradients_on_cuda(dtype, B, T, H, K, V):
+    inputs = make_inputs(B, T, H, K, V, dtype)
+    do, dstate = torch.randn(B, T, H, V), torch.randn(B, H, K, V)
+
+    def naive(*x, **kw):
+        return naive_delta_rule(*x[:4], initial_state=x[4], output_final_state=True, **kw)
+
+    def triton(*x):
+        return delta_rule(*x[:4], initial_state=x[4], output_final_state=True, backend="triton")
+
+    _, _, g_ref = grads(naive, leaves(*inputs), do, dstate)
+    _, _, g_low = grads(lambda *x: naive(*x, compute_dtype=dtype), leaves(*inputs), do, dstate)
+    _, _, g = grads(triton, leaves(*[x.cuda() for x in inputs]), do.cuda(), dstate.cuda())
+    for name, a, low, ref in zip(["q", "k", "v", "beta", "initial_state"], g, g_low, g_ref):
+        err = rel_err(a.cpu(), ref)
+        if dtype == torch.float32:
+            assert err < 1e-5, name
+        else:
+            assert err <= 2 * rel_err(low, ref) and err < 1e-2, name
+
+
+def test_triton_packed_on_cuda_equals_one_by_one():
+    lengths = [1, 63, 64, 65, 1000, 0, 2047]
+    cu = torch.tensor([0] + torch.tensor(lengths).cumsum(0).tolist(), device="cuda")
+    q, k, v, beta, h0 = (x.cuda() for x in make_inputs(1, sum(lengths), 2, 64, 64, N=len(lengths)))
+    xs = leaves(q, k, v, beta, h0)
+    o, s = delta_rule(*xs[:4], initial_state=xs[4], output_final_state=True, cu_seqlens=cu, backend="triton")
+    (o.square().sum() + s.square().sum()).backward()
+    bounds = cu.tolist()
+    for n in range(len(lengths)):
+        a, b = bounds[n], bounds[n + 1]
+        ys = leaves(q[:, a:b], k[:, a:b], v[:, a:b], beta[:, a:b], h0[n : n + 1])
+        o1, s1 = delta_rule(*ys[:4], initial_state=ys[4], output_final_state=True, backend="triton")
+        (o1.square().sum() + s1.square().sum()).backward()
+        if b > a:
+            assert rel_err(o[:, a:b], o1) < 1e-5
+            for x, y in zip(xs[:4], ys[:4]):
+                assert rel_err(x.grad[:, a:b], y.grad) < 1e-5
+        assert rel_err(s[n], s1[0]) < 1e-5 and rel_err(xs[4].grad[n], ys[4].grad[0]) < 1e-5
+
+
+def test_triton_long_sequence_is_finite():
+    q, k, v, beta, _ = (None if x is None else x.cuda().requires_grad_() for x in
+                        make_inputs(1, 65536, 2, 128, 128, torch.bfloat16, state=False))  # fmt: skip
+    o, s = delta_rule(q, k, v, beta, output_final_state=True, backend="triton")
+    assert torch.isfinite(o).all() and torch.isfinite(s).all()
+    o.float().square().mean().backward()
+    assert all(torch.isfinite(x.grad).all() for x in (q, k, v, beta))
+
+
+def test_triton_under_torch_compile():
+    q, k, v, beta, h0 = (x.cuda() for x in make_inputs(2, 200, 2, 64, 64, torch.bfloat16))
+
+    def f(q, k, v, beta):
+        return delta_rule(q, k, v, beta, initial_state=h0, backend="triton")[0].float().square().sum()
+
+    eager = f(q, k, v, beta)
+    compiled = torch.compile(f, fullgraph=True)(q, k, v, beta)
+    assert rel_err(compiled, eager) < 1e-6

@@ -11,7 +11,8 @@ import triton
 from . import kernels
 from .kernels import BT
 
-# Launch options per kernel; the benchmark may override them to compare settings.
+# Launch options per kernel, with overrides per padded head size K (measured on an H200: NOTES.md).
+LAUNCH_BY_K: dict[tuple[str, int], dict] = {}
 LAUNCH = {
     "wy_fwd": {"num_warps": 4, "num_stages": 2},
     "state_fwd": {"num_warps": 4, "num_stages": 2},
@@ -25,6 +26,10 @@ MAX_HEAD_SIZE = 256
 
 def _pow2(n: int, lo: int = 16) -> int:
     return max(lo, triton.next_power_of_2(n))
+
+
+def _launch(name: str, K: int) -> dict:
+    return LAUNCH_BY_K.get((name, _pow2(K)), LAUNCH[name])
 
 
 def _precision(dtype: torch.dtype) -> str:
@@ -69,7 +74,7 @@ def _wy_fwd(k, v, beta, chunks: _Chunks):
     kernels.wy_fwd_kernel[grid](
         k, v, beta, A, w, u, chunks.cu_seqlens, chunks.index, T,
         H=H, K=K, V=V, BK=min(64, _pow2(K)), BV=min(64, _pow2(V)),
-        IS_VARLEN=chunks.varlen, PREC=_precision(k.dtype), **LAUNCH["wy_fwd"],
+        IS_VARLEN=chunks.varlen, PREC=_precision(k.dtype), **_launch("wy_fwd", K),
     )  # fmt: skip
     return A, w, u
 
@@ -89,7 +94,7 @@ def _state_fwd(q, k, w, u, scale, h0, chunks: _Chunks, *, for_backward: bool):
         q, k, w, u, o, h, vnew, h0, ht, chunks.cu_seqlens, chunks.offsets, scale, T,
         H=H, K=K, V=V, BK=_pow2(K), BV=BV, USE_H0=h0 is not None, STORE_FINAL=not for_backward,
         STORE_H=for_backward, WRITE_O=not for_backward, IS_VARLEN=chunks.varlen,
-        PREC=_precision(q.dtype), **LAUNCH["state_fwd"],
+        PREC=_precision(q.dtype), **_launch("state_fwd", K),
     )  # fmt: skip
     return (h, vnew) if for_backward else (o, ht)
 
@@ -130,7 +135,7 @@ def chunk_bwd(q, k, v, beta, scale: float, h0, cu_seqlens, do, dht):
     kernels.state_bwd_kernel[(triton.cdiv(V, BV), chunks.N * H)](
         q, k, w, do, dh, dvnew, dht, dh0, chunks.cu_seqlens, chunks.offsets, scale, T,
         H=H, K=K, V=V, BK=_pow2(K), BV=BV, USE_DHT=dht is not None, STORE_DH0=True,
-        IS_VARLEN=chunks.varlen, PREC=prec, **LAUNCH["state_bwd"],
+        IS_VARLEN=chunks.varlen, PREC=prec, **_launch("state_bwd", K),
     )  # fmt: skip
 
     dq = torch.empty_like(q)
@@ -140,7 +145,7 @@ def chunk_bwd(q, k, v, beta, scale: float, h0, cu_seqlens, do, dht):
     heads = B * H if not chunks.varlen else H
     kernels.dqkw_kernel[(triton.cdiv(K, BK), chunks.grid_t, heads)](
         q, k, vnew, do, dvnew, h, dh, dq, dk, dw, chunks.cu_seqlens, chunks.index, scale, T,
-        H=H, K=K, V=V, BK=BK, BV=min(64, _pow2(V)), IS_VARLEN=chunks.varlen, PREC=prec, **LAUNCH["dqkw"],
+        H=H, K=K, V=V, BK=BK, BV=min(64, _pow2(V)), IS_VARLEN=chunks.varlen, PREC=prec, **_launch("dqkw", K),
     )  # fmt: skip
 
     dv = torch.empty_like(v)
@@ -148,7 +153,7 @@ def chunk_bwd(q, k, v, beta, scale: float, h0, cu_seqlens, do, dht):
     kernels.wy_bwd_kernel[(chunks.grid_t, heads)](
         k, v, beta, A, dw, dvnew, dk, dv, dbeta, chunks.cu_seqlens, chunks.index, T,
         H=H, K=K, V=V, BK=min(64, _pow2(K)), BV=min(64, _pow2(V)),
-        IS_VARLEN=chunks.varlen, PREC=prec, **LAUNCH["wy_bwd"],
+        IS_VARLEN=chunks.varlen, PREC=prec, **_launch("wy_bwd", K),
     )  # fmt: skip
     return dq, dk.to(k.dtype), dv, dbeta.to(beta.dtype), dh0
 

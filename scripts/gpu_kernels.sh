@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# One call on the GPU machine for the Triton kernels: the GPU tests, then (STEPS) the launch-settings sweep
+# and the benchmark against fla and SDPA. Results land in $OUT. Carry .whl (fla's two pure-Python wheels).
+set -uo pipefail
+export PYTHONUNBUFFERED=1
+OUT="${OUT:-benchmarks/results}"
+STEPS="${STEPS:-tests sweep bench}"
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+  export PYTHONPATH="$PWD:/tmp/site"
+else
+  export PYTHONPATH="$PWD"
+fi
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv
+python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
+for step in $STEPS; do
+  case "$step" in
+    tests) timeout 280 python3 -m pytest -q -p no:cacheprovider tests/ops/test_delta_rule_triton.py tests/test_cuda.py \
+             -k "triton or models" 2>&1 | tail -25 | tee "$OUT/gpu_kernels_tests.log" ;;
+    sweep) timeout 300 python3 scripts/sweep_triton.py "$OUT/triton_sweep.json" 2>&1 | tail -60 ;;
+    bench) timeout 420 python3 -m assocmem bench delta-rule --device cuda --out "$OUT/delta_rule_cuda.json" 2>&1 \
+             | tee "$OUT/delta_rule_cuda.log" ;;
+  esac
+done
