@@ -73,7 +73,11 @@ def _inv_unit_lower16(L):
 
 @triton.jit
 def _dot(a, b, PREC: tl.constexpr):
-    return tl.dot(a, b, input_precision=PREC)
+    """a @ b with float32 accumulation; PREC applies to float32 operands (half ones are exact anyway)."""
+    if a.dtype == tl.float32:
+        return tl.dot(a, b, input_precision=PREC)
+    else:
+        return tl.dot(a, b)
 
 
 @triton.jit
