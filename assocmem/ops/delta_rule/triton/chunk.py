@@ -1,8 +1,9 @@
 """Host side of the Triton chunk kernels: buffers, grids, the autograd Function.
 
 Forward: two kernels (WY representation per chunk; the state recurrence fused with the output), so
-neither the per-chunk states nor V' touch memory. Backward: five kernels (WY again, the states and V'
-again, the reverse state pass, dQ/dK/dW per chunk, the WY backward). The forward saves only its inputs.
+neither the per-chunk states nor V' touch memory. Backward: four kernels (the chunk-start states and V'
+again, the reverse state pass, dQ/dK/dW per chunk, the WY backward). Besides its inputs the forward
+keeps W, U (the sizes of k and v) and A (64 float32 per token and head) for the backward.
 """
 
 import torch
@@ -14,10 +15,10 @@ from .kernels import BT
 # Launch options per kernel, with overrides per padded head size K (measured on an H200: NOTES.md).
 LAUNCH_BY_K: dict[tuple[str, int], dict] = {}
 LAUNCH = {
-    "wy_fwd": {"num_warps": 4, "num_stages": 2},
-    "state_fwd": {"num_warps": 4, "num_stages": 2},
+    "wy_fwd": {"num_warps": 2, "num_stages": 2},
+    "state_fwd": {"num_warps": 4, "num_stages": 3},
     "state_bwd": {"num_warps": 4, "num_stages": 2},
-    "dqkw": {"num_warps": 4, "num_stages": 2},
+    "dqkw": {"num_warps": 4, "num_stages": 1},
     "wy_bwd": {"num_warps": 4, "num_stages": 2},
 }
 
@@ -33,7 +34,9 @@ def _launch(name: str, K: int) -> dict:
 
 
 def _precision(dtype: torch.dtype) -> str:
-    return "ieee" if dtype == torch.float32 else "tf32"
+    """float32 inputs: three TF32 passes (about float32 accuracy on tensor cores); exact IEEE matmuls of
+    large tiles unroll into FMA code that takes minutes to compile."""
+    return "tf32x3" if dtype == torch.float32 else "tf32"
 
 
 def _state_tile_v(K: int, V: int) -> int:
@@ -99,23 +102,25 @@ def _state_fwd(q, k, w, u, scale, h0, chunks: _Chunks, *, for_backward: bool):
     return (h, vnew) if for_backward else (o, ht)
 
 
-def _empty_fwd(q, v, h0, cu_seqlens):
-    B, _, H, K = q.shape
+def _empty_fwd(q, k, v, h0, cu_seqlens):
+    B, T, H, K = q.shape
     N = B if cu_seqlens is None else cu_seqlens.shape[0] - 1
     ht = torch.zeros(N, H, K, v.shape[-1], device=q.device) if h0 is None else h0.clone()
-    return torch.empty_like(v), ht
+    A = torch.empty(B, T, H, BT, dtype=torch.float32, device=q.device)
+    return torch.empty_like(v), ht, A, torch.empty_like(k), torch.empty_like(v)
 
 
 def chunk_fwd(q, k, v, beta, scale: float, h0, cu_seqlens):
-    """o [B, T, H, V] in v's dtype and the final state [N, H, K, V] float32."""
+    """o [B, T, H, V] in v's dtype, the final state [N, H, K, V] float32, and (A, W, U) for the backward."""
     if q.shape[1] == 0:
-        return _empty_fwd(q, v, h0, cu_seqlens)
+        return _empty_fwd(q, k, v, h0, cu_seqlens)
     chunks = _Chunks(q.shape[0], q.shape[1], cu_seqlens)
-    _, w, u = _wy_fwd(k, v, beta, chunks)
-    return _state_fwd(q, k, w, u, scale, h0, chunks, for_backward=False)
+    A, w, u = _wy_fwd(k, v, beta, chunks)
+    o, ht = _state_fwd(q, k, w, u, scale, h0, chunks, for_backward=False)
+    return o, ht, A, w, u
 
 
-def chunk_bwd(q, k, v, beta, scale: float, h0, cu_seqlens, do, dht):
+def chunk_bwd(q, k, v, beta, scale: float, h0, cu_seqlens, do, dht, A, w, u):
     """(dq, dk, dv, dbeta, dh0): the first four in their inputs' dtypes, dh0 float32 [N, H, K, V]."""
     B, T, H, K = q.shape
     V = v.shape[-1]
@@ -125,7 +130,6 @@ def chunk_bwd(q, k, v, beta, scale: float, h0, cu_seqlens, do, dht):
         return torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v), torch.zeros_like(beta), dh0
     chunks = _Chunks(B, T, cu_seqlens)
     prec = _precision(q.dtype)
-    A, w, u = _wy_fwd(k, v, beta, chunks)
     h, vnew = _state_fwd(q, k, w, u, scale, h0, chunks, for_backward=True)
 
     BV = _state_tile_v(K, V)
@@ -173,7 +177,7 @@ def _fwd_op(
     scale: float,
     initial_state: torch.Tensor | None,
     cu_seqlens: torch.Tensor | None,
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     q, k, v, beta, h0 = _prepare(q, k, v, beta, initial_state)
     return chunk_fwd(q, k, v, beta, scale, h0, cu_seqlens)
 
@@ -181,7 +185,9 @@ def _fwd_op(
 @_fwd_op.register_fake
 def _(q, k, v, beta, scale, initial_state, cu_seqlens):
     N = q.shape[0] if cu_seqlens is None else cu_seqlens.shape[0] - 1
-    return torch.empty_like(v), q.new_empty((N, q.shape[2], q.shape[3], v.shape[3]), dtype=torch.float32)
+    state = q.new_empty((N, q.shape[2], q.shape[3], v.shape[3]), dtype=torch.float32)
+    A = q.new_empty((*q.shape[:3], BT), dtype=torch.float32)
+    return torch.empty_like(v), state, A, torch.empty_like(k), torch.empty_like(v)
 
 
 @torch.library.custom_op("assocmem::triton_chunk_delta_rule_bwd", mutates_args=())
@@ -195,15 +201,18 @@ def _bwd_op(
     cu_seqlens: torch.Tensor | None,
     do: torch.Tensor,
     dfinal: torch.Tensor | None,
+    A: torch.Tensor,
+    w: torch.Tensor,
+    u: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     q, k, v, beta, h0 = _prepare(q, k, v, beta, initial_state)
     do = do.to(v.dtype).contiguous()
     dht = None if dfinal is None else dfinal.to(torch.float32).contiguous()
-    return chunk_bwd(q, k, v, beta, scale, h0, cu_seqlens, do, dht)
+    return chunk_bwd(q, k, v, beta, scale, h0, cu_seqlens, do, dht, A, w, u)
 
 
 @_bwd_op.register_fake
-def _(q, k, v, beta, scale, initial_state, cu_seqlens, do, dfinal):
+def _(q, k, v, beta, scale, initial_state, cu_seqlens, do, dfinal, A, w, u):
     N = q.shape[0] if cu_seqlens is None else cu_seqlens.shape[0] - 1
     state = q.new_empty((N, q.shape[2], q.shape[3], v.shape[3]), dtype=torch.float32)
     return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v), torch.empty_like(beta), state
@@ -212,15 +221,15 @@ def _(q, k, v, beta, scale, initial_state, cu_seqlens, do, dfinal):
 class TritonChunkFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, beta, scale, initial_state, cu_seqlens):
-        o, final = _fwd_op(q, k, v, beta, scale, initial_state, cu_seqlens)
-        ctx.save_for_backward(q, k, v, beta, initial_state, cu_seqlens)
+        o, final, A, w, u = _fwd_op(q, k, v, beta, scale, initial_state, cu_seqlens)
+        ctx.save_for_backward(q, k, v, beta, initial_state, cu_seqlens, A, w, u)
         ctx.scale = scale
         return o, final
 
     @staticmethod
     def backward(ctx, do, dfinal):
-        q, k, v, beta, initial_state, cu_seqlens = ctx.saved_tensors
-        dq, dk, dv, dbeta, dh0 = _bwd_op(q, k, v, beta, ctx.scale, initial_state, cu_seqlens, do, dfinal)
+        q, k, v, beta, initial_state, cu_seqlens, A, w, u = ctx.saved_tensors
+        dq, dk, dv, dbeta, dh0 = _bwd_op(q, k, v, beta, ctx.scale, initial_state, cu_seqlens, do, dfinal, A, w, u)
         dh0 = None if initial_state is None else dh0.to(initial_state.dtype)
         return dq, dk, dv, dbeta, None, dh0, None
 

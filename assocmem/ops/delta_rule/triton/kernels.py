@@ -4,7 +4,7 @@ Legend: BT chunk length (64, four 16-row sub-blocks), BK / BV tiles of the key /
 H heads. Every tensor is token-major as the public op takes it ([B, T, H, D] or packed [1, total, H, D]),
 so a chunk of one head is a [BT, D] tile with row stride H * D. `DT` is the dtype the heavy matmuls use
 (the input dtype); states and every accumulator are float32. `PREC` is the precision of float32 matmuls:
-"ieee" for float32 inputs (the fp32 error bound), "tf32" otherwise.
+"tf32x3" for float32 inputs (within the fp32 error bound), "tf32" otherwise.
 
 The math, per chunk with chunk-start state S and q already scaled:
     L = strict_tril(diag(beta) K K^T),  A = (I + L)^-1,  W = A diag(beta) K,  U = A diag(beta) V
