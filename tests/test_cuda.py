@@ -73,12 +73,19 @@ def test_models_on_cuda_match_cpu_and_decode_from_cache(name):
 
 # The Triton kernels at full shapes (the interpreter runs them on the CPU at small ones).
 
-TRITON_SHAPES = [(2, 2048, 4, 128, 128), (2, 1000, 3, 64, 100), (1, 512, 2, 256, 256), (2, 300, 2, 16, 32)]
+FWD_CASES = [
+    (torch.float32, (2, 2048, 4, 128, 128)),
+    (torch.bfloat16, (2, 2048, 4, 128, 128)),
+    (torch.float16, (2, 1000, 3, 64, 100)),
+    (torch.bfloat16, (1, 512, 2, 256, 256)),
+    (torch.float32, (1, 512, 2, 256, 64)),
+    (torch.float32, (2, 300, 2, 16, 32)),
+]
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("B, T, H, K, V", TRITON_SHAPES)
-def test_triton_on_cuda_matches_naive(dtype, B, T, H, K, V):
+@pytest.mark.parametrize("dtype, shape", FWD_CASES)
+def test_triton_on_cuda_matches_naive(dtype, shape):
+    B, T, H, K, V = shape
     inputs = make_inputs(B, T, H, K, V, dtype)
     q, k, v, beta, h0 = inputs
     o_ref, s_ref = naive_delta_rule(q, k, v, beta, initial_state=h0, output_final_state=True)
@@ -93,9 +100,17 @@ def test_triton_on_cuda_matches_naive(dtype, B, T, H, K, V):
         assert rel_err(s.cpu(), s_ref) <= 2 * rel_err(s_low, s_ref)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("B, T, H, K, V", [(1, 512, 2, 128, 128), (1, 300, 2, 256, 64), (2, 130, 2, 32, 100)])
-def test_triton_gradients_on_cuda(dtype, B, T, H, K, V):
+GRAD_CASES = [
+    (torch.float32, (1, 512, 2, 128, 128)),
+    (torch.bfloat16, (1, 512, 2, 128, 128)),
+    (torch.bfloat16, (1, 300, 2, 256, 64)),
+    (torch.float16, (2, 130, 2, 32, 100)),
+]
+
+
+@pytest.mark.parametrize("dtype, shape", GRAD_CASES)
+def test_triton_gradients_on_cuda(dtype, shape):
+    B, T, H, K, V = shape
     inputs = make_inputs(B, T, H, K, V, dtype)
     do, dstate = torch.randn(B, T, H, V), torch.randn(B, H, K, V)
 

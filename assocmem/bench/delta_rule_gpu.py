@@ -161,7 +161,12 @@ def training_rows(Ds, Ts, device, fla_chunk, with_sdpa=True, reps=10):
                 row = {"D": D, "T": T, "B": B, "H": H, "pass": "fwd+bwd" if backward else "fwd"}
                 for name, fn in methods.items():
                     call = _runner(fn, inputs, do, backward)
-                    outputs = call()
+                    try:
+                        outputs = call()
+                    except Exception as error:  # noqa: BLE001 - recorded in the row, the run goes on
+                        row[f"{name}_failed"] = f"{type(error).__name__}: {str(error)[:200]}"
+                        print(f"{name} failed at D={D} T={T} {row['pass']}: {row[f'{name}_failed']}", flush=True)
+                        continue
                     err = max(_rel_err(a, b) for a, b in zip(outputs, reference))
                     row[f"{name}_err"] = err
                     if name == "ours" and err > BF16_BOUND:

@@ -13,7 +13,11 @@ from . import kernels
 from .kernels import BT
 
 # Launch options per kernel, with overrides per padded head size K (measured on an H200: NOTES.md).
-LAUNCH_BY_K: dict[tuple[str, int], dict] = {}
+LAUNCH_BY_K: dict[tuple[str, int], dict] = {
+    # A [256, BV] state with [64, 256] tiles: software pipelining would need more than the 227 KB of shared memory.
+    ("state_fwd", 256): {"num_warps": 8, "num_stages": 1},
+    ("state_bwd", 256): {"num_warps": 8, "num_stages": 1},
+}
 LAUNCH = {
     "wy_fwd": {"num_warps": 2, "num_stages": 2},
     "state_fwd": {"num_warps": 4, "num_stages": 3},
@@ -143,23 +147,23 @@ def chunk_bwd(q, k, v, beta, scale: float, h0, cu_seqlens, do, dht, A, w, u):
     )  # fmt: skip
 
     dq = torch.empty_like(q)
-    dk = torch.empty(B, T, H, K, dtype=torch.float32, device=q.device)
-    dw = torch.empty(B, T, H, K, dtype=torch.float32, device=q.device)
+    dk_part = torch.empty(B, T, H, K, dtype=torch.float32, device=q.device)
+    dw = torch.empty_like(k)
     BK = min(64, _pow2(K))
     heads = B * H if not chunks.varlen else H
     kernels.dqkw_kernel[(triton.cdiv(K, BK), chunks.grid_t, heads)](
-        q, k, vnew, do, dvnew, h, dh, dq, dk, dw, chunks.cu_seqlens, chunks.index, scale, T,
+        q, k, vnew, do, dvnew, h, dh, dq, dk_part, dw, chunks.cu_seqlens, chunks.index, scale, T,
         H=H, K=K, V=V, BK=BK, BV=min(64, _pow2(V)), IS_VARLEN=chunks.varlen, PREC=prec, **_launch("dqkw", K),
     )  # fmt: skip
 
-    dv = torch.empty_like(v)
+    dk, dv = torch.empty_like(k), torch.empty_like(v)
     dbeta = torch.empty(B, T, H, dtype=torch.float32, device=q.device)
     kernels.wy_bwd_kernel[(chunks.grid_t, heads)](
-        k, v, beta, A, dw, dvnew, dk, dv, dbeta, chunks.cu_seqlens, chunks.index, T,
+        k, v, beta, A, dw, dvnew, dk_part, dk, dv, dbeta, chunks.cu_seqlens, chunks.index, T,
         H=H, K=K, V=V, BK=min(64, _pow2(K)), BV=min(64, _pow2(V)),
         IS_VARLEN=chunks.varlen, PREC=prec, **_launch("wy_bwd", K),
     )  # fmt: skip
-    return dq, dk.to(k.dtype), dv, dbeta.to(beta.dtype), dh0
+    return dq, dk, dv, dbeta.to(beta.dtype), dh0
 
 
 def _prepare(q, k, v, beta, initial_state):
