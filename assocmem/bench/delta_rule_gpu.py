@@ -189,7 +189,7 @@ def training_rows(Ds, Ts, device, fla_chunk, with_sdpa=True, reps=10):
                     row["sdpa_ms"] = _events_ms(call, reps=reps)
                     sdpa_flops = 2 * 2 * T * D * H * B * T / 2 * (3 if backward else 1)
                     row["sdpa_tflops"] = sdpa_flops / (row["sdpa_ms"] * 1e-3) / 1e12
-                if "fla_ms" in row:
+                if "fla_ms" in row and "ours_ms" in row:
                     row["vs_fla"] = row["fla_ms"] / row["ours_ms"]
                 rows.append(row)
                 print(format_table([row], COLUMNS).splitlines()[-1], flush=True)

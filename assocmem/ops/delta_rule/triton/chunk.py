@@ -19,7 +19,7 @@ LAUNCH_BY_K: dict[tuple[str, int], dict] = {
     ("state_bwd", 256): {"num_warps": 8, "num_stages": 1},
 }
 LAUNCH = {
-    "wy_fwd": {"num_warps": 2, "num_stages": 2},
+    "wy_fwd": {"num_warps": 4, "num_stages": 2},
     "state_fwd": {"num_warps": 4, "num_stages": 3},
     "state_bwd": {"num_warps": 4, "num_stages": 2},
     "dqkw": {"num_warps": 4, "num_stages": 1},
