@@ -16,11 +16,11 @@ python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', tr
 for step in $STEPS; do
   case "$step" in
     tests) timeout "${TEST_TIMEOUT:-280}" python3 -m pytest -v -p no:cacheprovider --durations=15 \
-             tests/ops/test_delta_rule_triton.py tests/test_cuda.py -k "triton or deltanet" 2>&1 \
+             tests/ops/test_delta_rule_triton.py tests/test_cuda.py -k "${TEST_FILTER:-triton or deltanet}" 2>&1 \
              | grep -v "^$" | tail -80 | tee "$OUT/gpu_kernels_tests.log" ;;
     profile) timeout 120 python3 scripts/profile_triton.py 128 4096 2>&1 | tee "$OUT/triton_profile_h200.txt" ;;
     sweep) timeout 300 python3 scripts/sweep_triton.py "$OUT/triton_sweep.json" 2>&1 | tail -60 ;;
-    bench) timeout "${BENCH_TIMEOUT:-420}" python3 -m assocmem bench delta-rule --device cuda --out "$OUT/delta_rule_cuda.json" 2>&1 \
+    bench) timeout "${BENCH_TIMEOUT:-420}" python3 -m assocmem bench delta-rule --device cuda ${BENCH_ARGS:-} --out "$OUT/delta_rule_cuda.json" 2>&1 \
              | tee "$OUT/delta_rule_cuda.log" ;;
   esac
 done

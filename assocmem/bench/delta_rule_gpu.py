@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from ..ops.delta_rule import delta_rule, delta_rule_step
-from .common import RESULTS_DIR, CudaPeakMemory, format_table, machine_info, save_results
+from .common import RESULTS_DIR, CudaPeakMemory, format_table, machine_info, save_results, write_json
 
 TOKENS = 32768
 WIDTH = 2048
@@ -145,7 +145,7 @@ def _peak_gb(call, device):
     return mem.peak_bytes / 2**30
 
 
-def training_rows(Ds, Ts, device, fla_chunk, with_sdpa=True, reps=10):
+def training_rows(Ds, Ts, device, fla_chunk, with_sdpa=True, reps=10, on_row=None):
     rows = []
     for D in Ds:
         H = WIDTH // D
@@ -193,6 +193,8 @@ def training_rows(Ds, Ts, device, fla_chunk, with_sdpa=True, reps=10):
                     row["vs_fla"] = row["fla_ms"] / row["ours_ms"]
                 rows.append(row)
                 print(format_table([row], COLUMNS).splitlines()[-1], flush=True)
+                if on_row is not None:
+                    on_row(rows)
             del inputs, do, reference
             torch.cuda.empty_cache()
     return rows
@@ -256,7 +258,14 @@ def run(
         f"{ceilings['copy_tbps']:.2f} TB/s copy"
     )
     print(format_table([], COLUMNS))
-    rows = training_rows(Ds, Ts, device, fla_chunk)
+    machine = machine_info(device)
+
+    def partial(rows):  # so that a run cut short still leaves what it measured, marked as partial
+        if out is not None:
+            write_json(Path(out), {"benchmark": "delta_rule_cuda", "partial": True, "machine": machine,
+                                   "ceilings": ceilings, "rows": rows})  # fmt: skip
+
+    rows = training_rows(Ds, Ts, device, fla_chunk, on_row=partial)
     print(format_table([], DECODE_COLUMNS))
     dec = decode_rows(decode_batches, device, fla_recurrent)
     try:
@@ -267,7 +276,7 @@ def run(
         fla_version = None
     result = {
         "benchmark": "delta_rule_cuda",
-        "machine": machine_info(device),
+        "machine": machine,
         "ceilings": ceilings,
         "setup": {
             "dtype": "bfloat16 inputs, float32 state",

@@ -55,10 +55,16 @@ def check_fp32(backend, B, T, H, K, V, cu_seqlens=None):
 
 @pytest.mark.parametrize(
     "B, T, H, K, V",
-    [(2, 100, 2, 32, 16), (1, 63, 1, 60, 100), (1, 130, 1, 16, 256), (1, 64, 1, 256, 16)],
+    [(2, 100, 2, 32, 16), (1, 63, 1, 60, 100), (1, 130, 1, 16, 128), (1, 64, 1, 128, 16)],
 )
 def test_chunk_kernels_match_naive_fp32(B, T, H, K, V):
     check_fp32("triton", B, T, H, K, V)
+
+
+@pytest.mark.parametrize("K, V", [(16, 256), (256, 48)])
+def test_chunk_kernels_head_size_256_in_half_precision(K, V):
+    """Head sizes above 128 are taken in bfloat16/float16 (float32 ones go to the chunk backend)."""
+    check_low_precision(torch.float16, 1, 70, 1, K, V)
 
 
 def test_chunk_kernels_on_packed_sequences():
@@ -85,7 +91,10 @@ BF16 = pytest.param(
 @pytest.mark.parametrize("dtype", [BF16, torch.float16])
 def test_chunk_kernels_low_precision_within_twice_the_reference_error(dtype):
     """Against fp32 math on the same rounded inputs; the bound is 2x what naive.py makes in that dtype."""
-    B, T, H, K, V = 1, 128, 2, 64, 32
+    check_low_precision(dtype, 1, 128, 2, 64, 32)
+
+
+def check_low_precision(dtype, B, T, H, K, V):
     inputs = make_inputs(B, T, H, K, V, dtype)
     do, dstate = torch.randn(B, T, H, V), torch.randn(B, H, K, V)
     o_ref, s_ref, g_ref = grads(naive, leaves(*inputs), do, dstate)

@@ -8,7 +8,7 @@ from . import triton as _triton
 from .chunk import CHUNK_SIZES, chunk_delta_rule
 from .naive import l2_normalize, naive_delta_rule
 from .recurrent import delta_rule_step
-from .validate import TRITON_MAX_HEAD_SIZE, check_inputs, check_triton
+from .validate import TRITON_FP32_MAX_HEAD_SIZE, TRITON_MAX_HEAD_SIZE, check_inputs, check_triton
 
 _announced_fallback: set[str] = set()
 
@@ -25,6 +25,8 @@ def _pick_backend(backend: str, q: torch.Tensor, v: torch.Tensor) -> str:
         reason = "the Triton kernels take float32, bfloat16 and float16, not float64"
     elif max(q.shape[-1], v.shape[-1]) > TRITON_MAX_HEAD_SIZE:
         reason = f"the Triton kernels take head sizes up to {TRITON_MAX_HEAD_SIZE}"
+    elif q.dtype == torch.float32 and max(q.shape[-1], v.shape[-1]) > TRITON_FP32_MAX_HEAD_SIZE:
+        reason = f"the Triton kernels take float32 head sizes up to {TRITON_FP32_MAX_HEAD_SIZE}"
     if reason is None:
         return "triton"
     if reason not in _announced_fallback:

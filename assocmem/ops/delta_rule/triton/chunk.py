@@ -19,7 +19,7 @@ LAUNCH_BY_K: dict[tuple[str, int], dict] = {
     ("state_bwd", 256): {"num_warps": 8, "num_stages": 1},
 }
 LAUNCH = {
-    "wy_fwd": {"num_warps": 4, "num_stages": 2},
+    "wy_fwd": {"num_warps": 2, "num_stages": 2},
     "state_fwd": {"num_warps": 4, "num_stages": 3},
     "state_bwd": {"num_warps": 4, "num_stages": 2},
     "dqkw": {"num_warps": 4, "num_stages": 1},
@@ -43,23 +43,10 @@ def _precision(dtype: torch.dtype) -> str:
     return "tf32x3" if dtype == torch.float32 else "tf32"
 
 
-def _sm_count(device: torch.device) -> int:
-    if device.type != "cuda":
-        return 0  # the interpreter: no reason to split further
-    return torch.cuda.get_device_properties(device).multi_processor_count
-
-
-def _state_tile_v(K: int, V: int, sequences_x_heads: int, device: torch.device) -> int:
-    """Value tile of the sequential kernels: the [K, BV] float32 state stays in registers.
-
-    Each (sequence, head, value tile) is one program walking all its chunks, so few long sequences
-    leave SMs idle: the tile shrinks (down to 32; below that the forward's Q K^T, recomputed per tile,
-    costs more than the idle SMs) until there are two programs per SM.
-    """
-    bv = min(64 if K <= 128 else 32, _pow2(V))
-    while bv > 32 and triton.cdiv(V, bv) * sequences_x_heads < 2 * _sm_count(device):
-        bv //= 2
-    return bv
+def _state_tile_v(K: int, V: int) -> int:
+    """Value tile of the sequential kernels: the [K, BV] float32 state stays in registers. (Narrower tiles
+    for more programs when sequences are few made both state kernels slower on the H200: NOTES.md.)"""
+    return min(64 if K <= 128 else 32, _pow2(V))
 
 
 class _Chunks:
@@ -102,7 +89,7 @@ def _wy_fwd(k, v, beta, chunks: _Chunks):
 def _state_fwd(q, k, w, u, scale, h0, chunks: _Chunks, *, for_backward: bool):
     B, T, H, K = q.shape
     V = u.shape[-1]
-    BV = _state_tile_v(K, V, chunks.N * H, q.device)
+    BV = _state_tile_v(K, V)
     if for_backward:
         h = torch.empty(chunks.total, H, K, V, dtype=q.dtype, device=q.device)
         vnew, o, ht = torch.empty_like(u), None, None
@@ -149,7 +136,7 @@ def chunk_bwd(q, k, v, beta, scale: float, h0, cu_seqlens, do, dht, A, w, u):
     prec = _precision(q.dtype)
     h, vnew = _state_fwd(q, k, w, u, scale, h0, chunks, for_backward=True)
 
-    BV = _state_tile_v(K, V, chunks.N * H, q.device)
+    BV = _state_tile_v(K, V)
     dh = torch.empty_like(h)
     dvnew = torch.empty_like(v)
     dh0 = torch.empty(chunks.N, H, K, V, dtype=torch.float32, device=q.device)

@@ -93,8 +93,8 @@ def wy_fwd_kernel(
 ):  # fmt: skip
     """One chunk of one head: A = (I + strict_tril(beta K K^T))^-1 (float32), W = A beta K, U = A beta V.
 
-    The 64x64 matmuls run on whole tiles; the inverse works on 16x16 blocks, so L goes through this
-    chunk's rows of the A buffer (which only this program touches) to be re-read block by block.
+    Everything on 16-row sub-blocks held in registers. (Whole 64x64 matmuls with L passed through the A
+    buffer to cut it into blocks was twice as slow on the H200: NOTES.md, version 2.)
     """
     i_t, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
@@ -107,27 +107,50 @@ def wy_fwd_kernel(
     u += (bos * H + i_h).to(tl.int64) * V
     beta += bos * H + i_h
     A += (bos * H + i_h).to(tl.int64) * 64
-    r = tl.arange(0, 64)
-    b = _vec(beta, t0, T, H, 64)
+    b0 = _vec(beta, t0, T, H, 16)
+    b1 = _vec(beta, t0 + 16, T, H, 16)
+    b2 = _vec(beta, t0 + 32, T, H, 16)
+    b3 = _vec(beta, t0 + 48, T, H, 16)
 
-    # L = diag(beta) K K^T (products of two input-dtype numbers are exact in float32).
-    L = tl.zeros([64, 64], tl.float32)
+    # L blocks L_ij = (beta_i K_i) K_j^T for sub-blocks i >= j, accumulated over key tiles.
+    L00 = tl.zeros([16, 16], tl.float32)
+    L10 = tl.zeros([16, 16], tl.float32)
+    L11 = tl.zeros([16, 16], tl.float32)
+    L20 = tl.zeros([16, 16], tl.float32)
+    L21 = tl.zeros([16, 16], tl.float32)
+    L22 = tl.zeros([16, 16], tl.float32)
+    L30 = tl.zeros([16, 16], tl.float32)
+    L31 = tl.zeros([16, 16], tl.float32)
+    L32 = tl.zeros([16, 16], tl.float32)
+    L33 = tl.zeros([16, 16], tl.float32)
     for i_k in range(tl.cdiv(K, BK)):
-        kt = _tile(k, t0, T, H * K, i_k * BK, K, 64, BK)
-        L += _dot(kt, tl.trans(kt), PREC)
-    L = tl.where(r[:, None] > r[None, :], L * b[:, None], 0.0)
-    _put(A, L, t0, T, H * 64, 0, 64, 64, 64)
-    tl.debug_barrier()
-    L00 = _tile(A, t0, T, H * 64, 0, 64, 16, 16)
-    L10 = _tile(A, t0 + 16, T, H * 64, 0, 64, 16, 16)
-    L11 = _tile(A, t0 + 16, T, H * 64, 16, 64, 16, 16)
-    L20 = _tile(A, t0 + 32, T, H * 64, 0, 64, 16, 16)
-    L21 = _tile(A, t0 + 32, T, H * 64, 16, 64, 16, 16)
-    L22 = _tile(A, t0 + 32, T, H * 64, 32, 64, 16, 16)
-    L30 = _tile(A, t0 + 48, T, H * 64, 0, 64, 16, 16)
-    L31 = _tile(A, t0 + 48, T, H * 64, 16, 64, 16, 16)
-    L32 = _tile(A, t0 + 48, T, H * 64, 32, 64, 16, 16)
-    L33 = _tile(A, t0 + 48, T, H * 64, 48, 64, 16, 16)
+        # Products of two input-dtype numbers are exact in float32: tensor cores lose nothing here.
+        k0 = _tile(k, t0, T, H * K, i_k * BK, K, 16, BK)
+        k1 = _tile(k, t0 + 16, T, H * K, i_k * BK, K, 16, BK)
+        k2 = _tile(k, t0 + 32, T, H * K, i_k * BK, K, 16, BK)
+        k3 = _tile(k, t0 + 48, T, H * K, i_k * BK, K, 16, BK)
+        k0t, k1t, k2t = tl.trans(k0), tl.trans(k1), tl.trans(k2)
+        L00 += _dot(k0, k0t, PREC)
+        L10 += _dot(k1, k0t, PREC)
+        L11 += _dot(k1, k1t, PREC)
+        L20 += _dot(k2, k0t, PREC)
+        L21 += _dot(k2, k1t, PREC)
+        L22 += _dot(k2, k2t, PREC)
+        L30 += _dot(k3, k0t, PREC)
+        L31 += _dot(k3, k1t, PREC)
+        L32 += _dot(k3, k2t, PREC)
+        L33 += _dot(k3, tl.trans(k3), PREC)
+    # Scale rows by beta (K K^T is symmetric in the blocks; the row factor is beta_i).
+    L00 *= b0[:, None]
+    L10 *= b1[:, None]
+    L11 *= b1[:, None]
+    L20 *= b2[:, None]
+    L21 *= b2[:, None]
+    L22 *= b2[:, None]
+    L30 *= b3[:, None]
+    L31 *= b3[:, None]
+    L32 *= b3[:, None]
+    L33 *= b3[:, None]
 
     # Block forward substitution: A_ii = (I + L_ii)^-1, A_ij = -A_ii sum_{j<=m<i} L_im A_mj.
     A00 = _inv_unit_lower16(L00)
@@ -140,7 +163,7 @@ def wy_fwd_kernel(
     A32 = -_ieee(A33, _ieee(L32, A22))
     A31 = -_ieee(A33, _ieee(L31, A11) + _ieee(L32, A21))
     A30 = -_ieee(A33, _ieee(L30, A00) + _ieee(L31, A10) + _ieee(L32, A20))
-    tl.debug_barrier()
+
     _put(A, A00, t0, T, H * 64, 0, 64, 16, 16)
     _put(A, A10, t0 + 16, T, H * 64, 0, 64, 16, 16)
     _put(A, A11, t0 + 16, T, H * 64, 16, 64, 16, 16)
@@ -151,19 +174,31 @@ def wy_fwd_kernel(
     _put(A, A31, t0 + 48, T, H * 64, 16, 64, 16, 16)
     _put(A, A32, t0 + 48, T, H * 64, 32, 64, 16, 16)
     _put(A, A33, t0 + 48, T, H * 64, 48, 64, 16, 16)
-    tl.debug_barrier()
 
-    # W = A (beta K) and U = A (beta V) as whole 64-row matmuls in the input dtype.
-    Af = tl.where(r[:, None] >= r[None, :], _tile(A, t0, T, H * 64, 0, 64, 64, 64), 0.0)
-    # Rows past the end of the sequence hold no A entries; their diagonal is 1 (they write zeros anyway).
-    Af = tl.where((r[:, None] == r[None, :]) & (t0 + r[:, None] >= T), 1.0, Af)
-    Ad = Af.to(DT)
+    # W = A (beta K) and U = A (beta V), sub-block row by sub-block row, in the input dtype.
+    a00, a10, a11 = A00.to(DT), A10.to(DT), A11.to(DT)
+    a20, a21, a22 = A20.to(DT), A21.to(DT), A22.to(DT)
+    a30, a31, a32, a33 = A30.to(DT), A31.to(DT), A32.to(DT), A33.to(DT)
     for i_k in range(tl.cdiv(K, BK)):
-        kb = (_tile(k, t0, T, H * K, i_k * BK, K, 64, BK) * b[:, None]).to(DT)
-        _put(w, _dot(Ad, kb, PREC), t0, T, H * K, i_k * BK, K, 64, BK)
+        x0 = (_tile(k, t0, T, H * K, i_k * BK, K, 16, BK) * b0[:, None]).to(DT)
+        x1 = (_tile(k, t0 + 16, T, H * K, i_k * BK, K, 16, BK) * b1[:, None]).to(DT)
+        x2 = (_tile(k, t0 + 32, T, H * K, i_k * BK, K, 16, BK) * b2[:, None]).to(DT)
+        x3 = (_tile(k, t0 + 48, T, H * K, i_k * BK, K, 16, BK) * b3[:, None]).to(DT)
+        _put(w, _dot(a00, x0, PREC), t0, T, H * K, i_k * BK, K, 16, BK)
+        _put(w, _dot(a10, x0, PREC) + _dot(a11, x1, PREC), t0 + 16, T, H * K, i_k * BK, K, 16, BK)
+        _put(w, _dot(a20, x0, PREC) + _dot(a21, x1, PREC) + _dot(a22, x2, PREC), t0 + 32, T, H * K, i_k * BK, K, 16, BK)
+        y3 = _dot(a30, x0, PREC) + _dot(a31, x1, PREC) + _dot(a32, x2, PREC) + _dot(a33, x3, PREC)
+        _put(w, y3, t0 + 48, T, H * K, i_k * BK, K, 16, BK)
     for i_v in range(tl.cdiv(V, BV)):
-        vb = (_tile(v, t0, T, H * V, i_v * BV, V, 64, BV) * b[:, None]).to(DT)
-        _put(u, _dot(Ad, vb, PREC), t0, T, H * V, i_v * BV, V, 64, BV)
+        x0 = (_tile(v, t0, T, H * V, i_v * BV, V, 16, BV) * b0[:, None]).to(DT)
+        x1 = (_tile(v, t0 + 16, T, H * V, i_v * BV, V, 16, BV) * b1[:, None]).to(DT)
+        x2 = (_tile(v, t0 + 32, T, H * V, i_v * BV, V, 16, BV) * b2[:, None]).to(DT)
+        x3 = (_tile(v, t0 + 48, T, H * V, i_v * BV, V, 16, BV) * b3[:, None]).to(DT)
+        _put(u, _dot(a00, x0, PREC), t0, T, H * V, i_v * BV, V, 16, BV)
+        _put(u, _dot(a10, x0, PREC) + _dot(a11, x1, PREC), t0 + 16, T, H * V, i_v * BV, V, 16, BV)
+        _put(u, _dot(a20, x0, PREC) + _dot(a21, x1, PREC) + _dot(a22, x2, PREC), t0 + 32, T, H * V, i_v * BV, V, 16, BV)
+        y3 = _dot(a30, x0, PREC) + _dot(a31, x1, PREC) + _dot(a32, x2, PREC) + _dot(a33, x3, PREC)
+        _put(u, y3, t0 + 48, T, H * V, i_v * BV, V, 16, BV)
 
 
 @triton.jit
