@@ -1,8 +1,16 @@
 """Shared fixtures: fresh buffers are filled with NaN, so an output a kernel forgets to write fails loudly."""
 
-import pytest
+import os
+
 import torch
-import torch.utils._device
+
+# Without a GPU the Triton kernels run under Triton's interpreter. Triton reads the switch when it is first
+# imported (torch may import it early), so it is set here, before any test module.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+import torch.utils._device  # noqa: E402
 
 _real_empty = torch.empty
 _real_empty_like = torch.empty_like

@@ -8,7 +8,7 @@ from . import triton as _triton
 from .chunk import CHUNK_SIZES, chunk_delta_rule
 from .naive import l2_normalize, naive_delta_rule
 from .recurrent import delta_rule_step
-from .validate import TRITON_FP32_MAX_HEAD_SIZE, TRITON_MAX_HEAD_SIZE, check_inputs, check_triton
+from .validate import TRITON_MAX_HEAD_SIZE, check_inputs, check_triton
 
 _announced_fallback: set[str] = set()
 
@@ -25,8 +25,6 @@ def _pick_backend(backend: str, q: torch.Tensor, v: torch.Tensor) -> str:
         reason = "the Triton kernels take float32, bfloat16 and float16, not float64"
     elif max(q.shape[-1], v.shape[-1]) > TRITON_MAX_HEAD_SIZE:
         reason = f"the Triton kernels take head sizes up to {TRITON_MAX_HEAD_SIZE}"
-    elif q.dtype == torch.float32 and max(q.shape[-1], v.shape[-1]) > TRITON_FP32_MAX_HEAD_SIZE:
-        reason = f"the Triton kernels take float32 head sizes up to {TRITON_FP32_MAX_HEAD_SIZE}"
     if reason is None:
         return "triton"
     if reason not in _announced_fallback:
@@ -67,7 +65,7 @@ def delta_rule(
             sequence n is tokens cu_seqlens[n]:cu_seqlens[n + 1]; no state crosses a boundary.
         qk_l2norm: L2-normalise q and k over their last dimension first (in float32).
         backend: "auto" (the Triton kernels on CUDA, else the PyTorch chunk path), "triton" (the
-            chunkwise algorithm in Triton kernels; CUDA, head sizes up to 256, not float64),
+            chunkwise algorithm in Triton kernels; CUDA, head sizes up to 128, not float64),
             "triton_recurrent" (the fused token-by-token kernel, for decoding and short sequences),
             "chunk" (the chunkwise WY/UT algorithm in PyTorch, any device) or "naive" (the
             step-by-step specification, slow).

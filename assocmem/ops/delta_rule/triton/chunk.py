@@ -3,7 +3,7 @@
 Forward: two kernels (WY representation per chunk; the state recurrence fused with the output), so
 neither the per-chunk states nor V' touch memory. Backward: four kernels (the chunk-start states and V'
 again, the reverse state pass, dQ/dK/dW per chunk, the WY backward). Besides its inputs the forward
-keeps W, U (the sizes of k and v) and A (64 float32 per token and head) for the backward.
+keeps W, U and A (float32: K + V + 64 numbers per token and head) for the backward. Head sizes up to 128.
 """
 
 import torch
@@ -13,11 +13,7 @@ from . import kernels
 from .kernels import BT
 
 # Launch options per kernel, with overrides per padded head size K (measured on an H200: NOTES.md).
-LAUNCH_BY_K: dict[tuple[str, int], dict] = {
-    # A [256, BV] state with [64, 256] tiles: software pipelining would need more than the 227 KB of shared memory.
-    ("state_fwd", 256): {"num_warps": 8, "num_stages": 1},
-    ("state_bwd", 256): {"num_warps": 8, "num_stages": 1},
-}
+LAUNCH_BY_K: dict[tuple[str, int], dict] = {}
 LAUNCH = {
     "wy_fwd": {"num_warps": 2, "num_stages": 2},
     "state_fwd": {"num_warps": 4, "num_stages": 3},
@@ -26,7 +22,6 @@ LAUNCH = {
     "wy_bwd": {"num_warps": 4, "num_stages": 2},
 }
 
-MAX_HEAD_SIZE = 256
 
 
 def _pow2(n: int, lo: int = 16) -> int:
@@ -46,7 +41,7 @@ def _precision(dtype: torch.dtype) -> str:
 def _state_tile_v(K: int, V: int) -> int:
     """Value tile of the sequential kernels: the [K, BV] float32 state stays in registers. (Narrower tiles
     for more programs when sequences are few made both state kernels slower on the H200: NOTES.md.)"""
-    return min(64 if K <= 128 else 32, _pow2(V))
+    return min(64, _pow2(V))
 
 
 class _Chunks:
@@ -76,7 +71,8 @@ def _wy_fwd(k, v, beta, chunks: _Chunks):
     B, T, H, K = k.shape
     V = v.shape[-1]
     A = torch.empty(B, T, H, BT, dtype=torch.float32, device=k.device)
-    w, u = torch.empty_like(k), torch.empty_like(v)
+    w = torch.empty_like(k, dtype=torch.float32)
+    u = torch.empty_like(v, dtype=torch.float32)
     grid = (chunks.grid_t, B * H if not chunks.varlen else H)
     kernels.wy_fwd_kernel[grid](
         k, v, beta, A, w, u, chunks.cu_seqlens, chunks.index, T,
@@ -91,11 +87,11 @@ def _state_fwd(q, k, w, u, scale, h0, chunks: _Chunks, *, for_backward: bool):
     V = u.shape[-1]
     BV = _state_tile_v(K, V)
     if for_backward:
-        h = torch.empty(chunks.total, H, K, V, dtype=q.dtype, device=q.device)
-        vnew, o, ht = torch.empty_like(u), None, None
+        h = torch.empty(chunks.total, H, K, V, dtype=torch.float32, device=q.device)
+        vnew, o, ht = torch.empty_like(u, dtype=torch.float32), None, None
     else:
         h = vnew = None
-        o = torch.empty_like(u)
+        o = torch.empty_like(u, dtype=q.dtype)  # v's dtype
         ht = torch.empty(chunks.N, H, K, V, dtype=torch.float32, device=q.device)
     kernels.state_fwd_kernel[(triton.cdiv(V, BV), chunks.N * H)](
         q, k, w, u, o, h, vnew, h0, ht, chunks.cu_seqlens, chunks.offsets, scale, T,
@@ -138,7 +134,7 @@ def chunk_bwd(q, k, v, beta, scale: float, h0, cu_seqlens, do, dht, A, w, u):
 
     BV = _state_tile_v(K, V)
     dh = torch.empty_like(h)
-    dvnew = torch.empty_like(v)
+    dvnew = torch.empty_like(v, dtype=torch.float32)
     dh0 = torch.empty(chunks.N, H, K, V, dtype=torch.float32, device=q.device)
     kernels.state_bwd_kernel[(triton.cdiv(V, BV), chunks.N * H)](
         q, k, w, do, dh, dvnew, dht, dh0, chunks.cu_seqlens, chunks.offsets, scale, T,
@@ -148,7 +144,7 @@ def chunk_bwd(q, k, v, beta, scale: float, h0, cu_seqlens, do, dht, A, w, u):
 
     dq = torch.empty_like(q)
     dk_part = torch.empty(B, T, H, K, dtype=torch.float32, device=q.device)
-    dw = torch.empty_like(k)
+    dw = torch.empty(B, T, H, K, dtype=torch.float32, device=q.device)
     BK = min(64, _pow2(K))
     heads = B * H if not chunks.varlen else H
     kernels.dqkw_kernel[(triton.cdiv(K, BK), chunks.grid_t, heads)](

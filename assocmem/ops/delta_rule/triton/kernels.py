@@ -2,9 +2,10 @@
 
 Legend: BT chunk length (64, four 16-row sub-blocks), BK / BV tiles of the key / value size, N sequences,
 H heads. Every tensor is token-major as the public op takes it ([B, T, H, D] or packed [1, total, H, D]),
-so a chunk of one head is a [BT, D] tile with row stride H * D. `DT` is the dtype the heavy matmuls use
-(the input dtype); states and every accumulator are float32. `PREC` is the precision of float32 matmuls:
-"tf32x3" for float32 inputs (within the fp32 error bound), "tf32" otherwise.
+so a chunk of one head is a [BT, D] tile with row stride H * D. Matmuls of two inputs run in the input
+dtype (the products are exact in float32); every intermediate (states, W, U, V', their gradients) is
+float32 and so are the matmuls that touch one. `PREC` is the precision of float32 matmuls: "tf32x3"
+for float32 inputs (within the fp32 error bound), "tf32" otherwise (bf16/fp16 inputs are exact in TF32).
 
 The math, per chunk with chunk-start state S and q already scaled:
     L = strict_tril(diag(beta) K K^T),  A = (I + L)^-1,  W = A diag(beta) K,  U = A diag(beta) V
@@ -99,7 +100,6 @@ def wy_fwd_kernel(
     i_t, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
     bos, T, i_c, i_n = _span(cu_seqlens, chunk_index, i_b, i_t, T, IS_VARLEN)
-    DT = k.dtype.element_ty
     t0 = i_c * 64
     k += (bos * H + i_h).to(tl.int64) * K
     v += (bos * H + i_h).to(tl.int64) * V
@@ -175,25 +175,25 @@ def wy_fwd_kernel(
     _put(A, A32, t0 + 48, T, H * 64, 32, 64, 16, 16)
     _put(A, A33, t0 + 48, T, H * 64, 48, 64, 16, 16)
 
-    # W = A (beta K) and U = A (beta V), sub-block row by sub-block row, in the input dtype.
-    a00, a10, a11 = A00.to(DT), A10.to(DT), A11.to(DT)
-    a20, a21, a22 = A20.to(DT), A21.to(DT), A22.to(DT)
-    a30, a31, a32, a33 = A30.to(DT), A31.to(DT), A32.to(DT), A33.to(DT)
+    # W = A (beta K) and U = A (beta V), sub-block row by sub-block row, kept in float32.
+    a00, a10, a11 = A00, A10, A11
+    a20, a21, a22 = A20, A21, A22
+    a30, a31, a32, a33 = A30, A31, A32, A33
     for i_k in range(tl.cdiv(K, BK)):
-        x0 = (_tile(k, t0, T, H * K, i_k * BK, K, 16, BK) * b0[:, None]).to(DT)
-        x1 = (_tile(k, t0 + 16, T, H * K, i_k * BK, K, 16, BK) * b1[:, None]).to(DT)
-        x2 = (_tile(k, t0 + 32, T, H * K, i_k * BK, K, 16, BK) * b2[:, None]).to(DT)
-        x3 = (_tile(k, t0 + 48, T, H * K, i_k * BK, K, 16, BK) * b3[:, None]).to(DT)
+        x0 = (_tile(k, t0, T, H * K, i_k * BK, K, 16, BK) * b0[:, None])
+        x1 = (_tile(k, t0 + 16, T, H * K, i_k * BK, K, 16, BK) * b1[:, None])
+        x2 = (_tile(k, t0 + 32, T, H * K, i_k * BK, K, 16, BK) * b2[:, None])
+        x3 = (_tile(k, t0 + 48, T, H * K, i_k * BK, K, 16, BK) * b3[:, None])
         _put(w, _dot(a00, x0, PREC), t0, T, H * K, i_k * BK, K, 16, BK)
         _put(w, _dot(a10, x0, PREC) + _dot(a11, x1, PREC), t0 + 16, T, H * K, i_k * BK, K, 16, BK)
         _put(w, _dot(a20, x0, PREC) + _dot(a21, x1, PREC) + _dot(a22, x2, PREC), t0 + 32, T, H * K, i_k * BK, K, 16, BK)
         y3 = _dot(a30, x0, PREC) + _dot(a31, x1, PREC) + _dot(a32, x2, PREC) + _dot(a33, x3, PREC)
         _put(w, y3, t0 + 48, T, H * K, i_k * BK, K, 16, BK)
     for i_v in range(tl.cdiv(V, BV)):
-        x0 = (_tile(v, t0, T, H * V, i_v * BV, V, 16, BV) * b0[:, None]).to(DT)
-        x1 = (_tile(v, t0 + 16, T, H * V, i_v * BV, V, 16, BV) * b1[:, None]).to(DT)
-        x2 = (_tile(v, t0 + 32, T, H * V, i_v * BV, V, 16, BV) * b2[:, None]).to(DT)
-        x3 = (_tile(v, t0 + 48, T, H * V, i_v * BV, V, 16, BV) * b3[:, None]).to(DT)
+        x0 = (_tile(v, t0, T, H * V, i_v * BV, V, 16, BV) * b0[:, None])
+        x1 = (_tile(v, t0 + 16, T, H * V, i_v * BV, V, 16, BV) * b1[:, None])
+        x2 = (_tile(v, t0 + 32, T, H * V, i_v * BV, V, 16, BV) * b2[:, None])
+        x3 = (_tile(v, t0 + 48, T, H * V, i_v * BV, V, 16, BV) * b3[:, None])
         _put(u, _dot(a00, x0, PREC), t0, T, H * V, i_v * BV, V, 16, BV)
         _put(u, _dot(a10, x0, PREC) + _dot(a11, x1, PREC), t0 + 16, T, H * V, i_v * BV, V, 16, BV)
         _put(u, _dot(a20, x0, PREC) + _dot(a21, x1, PREC) + _dot(a22, x2, PREC), t0 + 32, T, H * V, i_v * BV, V, 16, BV)
@@ -222,7 +222,6 @@ def state_fwd_kernel(
     else:
         bos = i_n * T
         boh = i_n * tl.cdiv(T, 64)
-    DT = q.dtype.element_ty
     v0 = i_v * BV
     q += (bos * H + i_h).to(tl.int64) * K
     k += (bos * H + i_h).to(tl.int64) * K
@@ -242,19 +241,17 @@ def state_fwd_kernel(
         t0 = i_t * 64
         if STORE_H:
             _put(h + ((boh + i_t) * H + i_h).to(tl.int64) * K * V, S, 0, K, V, v0, V, BK, BV)
-        Sd = S.to(DT)
         wt = _tile(w, t0, T, H * K, 0, K, 64, BK)
-        vn = _tile(u, t0, T, H * V, v0, V, 64, BV).to(tl.float32) - _dot(wt, Sd, PREC)
-        vnd = vn.to(DT)
+        vn = _tile(u, t0, T, H * V, v0, V, 64, BV).to(tl.float32) - _dot(wt.to(tl.float32), S, PREC)
         if STORE_H:
-            _put(vnew, vnd, t0, T, H * V, v0, V, 64, BV)
+            _put(vnew, vn, t0, T, H * V, v0, V, 64, BV)
         kt = _tile(k, t0, T, H * K, 0, K, 64, BK)
         if WRITE_O:
             qt = _tile(q, t0, T, H * K, 0, K, 64, BK)
             s = tl.where(causal, _dot(qt, tl.trans(kt), PREC), 0.0)
-            ot = (_dot(qt, Sd, PREC) + _dot(s.to(DT), vnd, PREC)) * scale
+            ot = (_dot(qt.to(tl.float32), S, PREC) + _dot(s, vn, PREC)) * scale
             _put(o, ot, t0, T, H * V, v0, V, 64, BV)
-        S += _dot(tl.trans(kt), vnd, PREC)
+        S += _dot(tl.trans(kt).to(tl.float32), vn, PREC)
     if STORE_FINAL:
         _put(ht + i_nh * K * V, S, 0, K, V, v0, V, BK, BV)
 
@@ -276,7 +273,6 @@ def state_bwd_kernel(
     else:
         bos = i_n * T
         boh = i_n * tl.cdiv(T, 64)
-    DT = q.dtype.element_ty
     v0 = i_v * BV
     q += (bos * H + i_h).to(tl.int64) * K
     k += (bos * H + i_h).to(tl.int64) * K
@@ -298,11 +294,10 @@ def state_bwd_kernel(
         kt = _tile(k, t0, T, H * K, 0, K, 64, BK)
         dot_ = _tile(do, t0, T, H * V, v0, V, 64, BV)
         sT = tl.where(anticausal, _dot(kt, tl.trans(qt), PREC), 0.0) * scale
-        dvn = _dot(sT.to(DT), dot_, PREC) + _dot(kt, dS.to(DT), PREC)
-        dvnd = dvn.to(DT)
-        _put(dvnew, dvnd, t0, T, H * V, v0, V, 64, BV)
+        dvn = _dot(sT, dot_.to(tl.float32), PREC) + _dot(kt.to(tl.float32), dS, PREC)
+        _put(dvnew, dvn, t0, T, H * V, v0, V, 64, BV)
         wt = _tile(w, t0, T, H * K, 0, K, 64, BK)
-        dS += _dot(tl.trans(qt), dot_, PREC) * scale - _dot(tl.trans(wt), dvnd, PREC)
+        dS += _dot(tl.trans(qt), dot_, PREC) * scale - _dot(tl.trans(wt).to(tl.float32), dvn, PREC)
     if STORE_DH0:
         _put(dh0 + i_nh * K * V, dS, 0, K, V, v0, V, BK, BV)
 
@@ -321,7 +316,7 @@ def dqkw_kernel(
         i_g = i_t
     else:
         i_g = i_b * tl.cdiv(T, 64) + i_t
-    DT = q.dtype.element_ty
+    F32 = tl.float32
     t0 = i_c * 64
     k0 = i_k * BK
     tok = (bos * H + i_h).to(tl.int64)
@@ -338,17 +333,17 @@ def dqkw_kernel(
         St = _tile(h, k0, K, V, v0, V, BK, BV)
         dSt = _tile(dh, k0, K, V, v0, V, BK, BV)
         vn = _tile(vnew + tok * V, t0, T, H * V, v0, V, 64, BV)
-        dot_ = _tile(do + tok * V, t0, T, H * V, v0, V, 64, BV)
+        dot_ = _tile(do + tok * V, t0, T, H * V, v0, V, 64, BV).to(F32)
         dvn = _tile(dvnew + tok * V, t0, T, H * V, v0, V, 64, BV)
         dP += _dot(dot_, tl.trans(vn), PREC)
         dqt += _dot(dot_, tl.trans(St), PREC)
         dkt += _dot(vn, tl.trans(dSt), PREC)
         dwt -= _dot(dvn, tl.trans(St), PREC)
     dP = tl.where(r[:, None] >= r[None, :], dP, 0.0) * scale
-    qt = _tile(q + tok * K, t0, T, H * K, k0, K, 64, BK)
-    kt = _tile(k + tok * K, t0, T, H * K, k0, K, 64, BK)
-    dqt = dqt * scale + _dot(dP.to(DT), kt, PREC)
-    dkt += _dot(tl.trans(dP).to(DT), qt, PREC)
+    qt = _tile(q + tok * K, t0, T, H * K, k0, K, 64, BK).to(F32)
+    kt = _tile(k + tok * K, t0, T, H * K, k0, K, 64, BK).to(F32)
+    dqt = dqt * scale + _dot(dP, kt, PREC)
+    dkt += _dot(tl.trans(dP).to(F32), qt, PREC)
     _put(dq + tok * K, dqt, t0, T, H * K, k0, K, 64, BK)
     _put(dk + tok * K, dkt, t0, T, H * K, k0, K, 64, BK)
     _put(dw + tok * K, dwt, t0, T, H * K, k0, K, 64, BK)
@@ -368,38 +363,36 @@ def wy_bwd_kernel(
     i_t, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
     bos, T, i_c, i_n = _span(cu_seqlens, chunk_index, i_b, i_t, T, IS_VARLEN)
-    DT = k.dtype.element_ty
+    F32 = tl.float32
     t0 = i_c * 64
     tok = (bos * H + i_h).to(tl.int64)
     r = tl.arange(0, 64)
     b = _vec(beta + tok, t0, T, H, 64)
     At = tl.where(r[:, None] >= r[None, :], _tile(A + tok * 64, t0, T, H * 64, 0, 64, 64, 64), 0.0)
-    AtT = tl.trans(At).to(DT)
+    AtT = tl.trans(At)
 
     dA = tl.zeros([64, 64], tl.float32)
     for i_k in range(tl.cdiv(K, BK)):
-        kb = (_tile(k + tok * K, t0, T, H * K, i_k * BK, K, 64, BK) * b[:, None]).to(DT)
-        dA += _dot(_tile(dw + tok * K, t0, T, H * K, i_k * BK, K, 64, BK), tl.trans(kb), PREC)
+        kb = _tile(k + tok * K, t0, T, H * K, i_k * BK, K, 64, BK).to(F32) * b[:, None]
+        dA += _dot(_tile(dw + tok * K, t0, T, H * K, i_k * BK, K, 64, BK).to(F32), tl.trans(kb), PREC)
     for i_v in range(tl.cdiv(V, BV)):
-        vb = (_tile(v + tok * V, t0, T, H * V, i_v * BV, V, 64, BV) * b[:, None]).to(DT)
-        dA += _dot(_tile(du + tok * V, t0, T, H * V, i_v * BV, V, 64, BV), tl.trans(vb), PREC)
-    dL = -_dot(_dot(AtT, dA.to(DT), PREC).to(DT), AtT, PREC)
+        vb = _tile(v + tok * V, t0, T, H * V, i_v * BV, V, 64, BV).to(F32) * b[:, None]
+        dA += _dot(_tile(du + tok * V, t0, T, H * V, i_v * BV, V, 64, BV).to(F32), tl.trans(vb), PREC)
+    dL = -_dot(_dot(AtT, dA, PREC), AtT, PREC)
     dL = tl.where(r[:, None] > r[None, :], dL, 0.0)
-    dLd = dL.to(DT)
-    dLTd = tl.trans(dL).to(DT)
 
     db = tl.zeros([64], tl.float32)
     for i_k in range(tl.cdiv(K, BK)):
-        kt = _tile(k + tok * K, t0, T, H * K, i_k * BK, K, 64, BK)
-        kb = (kt * b[:, None]).to(DT)
-        dkb = _dot(AtT, _tile(dw + tok * K, t0, T, H * K, i_k * BK, K, 64, BK), PREC) + _dot(dLd, kt, PREC)
+        kt = _tile(k + tok * K, t0, T, H * K, i_k * BK, K, 64, BK).to(F32)
+        kb = kt * b[:, None]
+        dkb = _dot(AtT, _tile(dw + tok * K, t0, T, H * K, i_k * BK, K, 64, BK).to(F32), PREC) + _dot(dL, kt, PREC)
         dkt = _tile(dk_part + tok * K, t0, T, H * K, i_k * BK, K, 64, BK)
-        dkt += _dot(dLTd, kb, PREC) + dkb * b[:, None]
+        dkt += _dot(tl.trans(dL), kb, PREC) + dkb * b[:, None]
         db += tl.sum(dkb * kt.to(tl.float32), 1)
         _put(dk + tok * K, dkt, t0, T, H * K, i_k * BK, K, 64, BK)
     for i_v in range(tl.cdiv(V, BV)):
-        vt = _tile(v + tok * V, t0, T, H * V, i_v * BV, V, 64, BV)
-        dvb = _dot(AtT, _tile(du + tok * V, t0, T, H * V, i_v * BV, V, 64, BV), PREC)
+        vt = _tile(v + tok * V, t0, T, H * V, i_v * BV, V, 64, BV).to(F32)
+        dvb = _dot(AtT, _tile(du + tok * V, t0, T, H * V, i_v * BV, V, 64, BV).to(F32), PREC)
         db += tl.sum(dvb * vt.to(tl.float32), 1)
         _put(dv + tok * V, dvb * b[:, None], t0, T, H * V, i_v * BV, V, 64, BV)
     rows = t0 + r
