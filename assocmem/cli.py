@@ -121,6 +121,23 @@ def _generate(args):
     )
 
 
+def _hopfield_capacity(args):
+    from .experiments.capacity import CapacitySetup, run
+
+    setup = CapacitySetup(
+        dims=tuple(args.d), betas=tuple(args.beta), kinds=tuple(args.kinds), flip=args.flip,
+        queries=args.queries, threshold=args.threshold, max_patterns=args.max_patterns, seed=args.seed,
+    )  # fmt: skip
+    run(setup, None if args.no_save else args.out, plot=not args.no_plot)
+
+
+def _hopfield_retrieve(args):
+    from .experiments.retrieve import RetrieveSetup, run
+
+    setup = RetrieveSetup(per_class=args.per_class, betas=tuple(args.beta), noise=args.noise, seed=args.seed)
+    run(setup, None if args.no_save else args.out, plot=not args.no_plot)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="assocmem", description="Sequence models built on associative memory.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -180,6 +197,32 @@ def build_parser() -> argparse.ArgumentParser:
     md.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/models_DEVICE.json)")
     md.add_argument("--no-save", action="store_true", help="print the table only")
     md.set_defaults(func=_bench_models)
+
+    hop = commands.add_parser("hopfield", help="experiments of the modern-Hopfield paper: capacity, retrieval")
+    hops = hop.add_subparsers(dest="experiment", required=True, metavar="EXPERIMENT")
+    cap = hops.add_parser("capacity", help="retrieval success vs number of stored patterns, per network and d")
+    cap.add_argument("--d", type=int, nargs="+", default=[8, 12, 16, 20, 24, 28, 32], help="pattern dimensions")
+    cap.add_argument("--beta", type=float, nargs="+", default=[1.0, 4.0, 16.0], help="β of the modern network")
+    cap.add_argument("--kinds", nargs="+", default=["classical", "dense-poly", "dense-exp", "modern"],
+                     choices=["classical", "dense-poly", "dense-exp", "modern"])  # fmt: skip
+    cap.add_argument("--flip", type=float, default=0.1, help="fraction of signs flipped in a query")
+    cap.add_argument("--queries", type=int, default=50)
+    cap.add_argument("--threshold", type=float, default=0.9, help="success rate that counts as stored")
+    cap.add_argument("--max-patterns", type=int, default=2**18)
+    cap.add_argument("--seed", type=int, default=0)
+    cap.add_argument("--out", type=Path, default=Path("benchmarks/results/hopfield_capacity.json"))
+    cap.add_argument("--no-save", action="store_true")
+    cap.add_argument("--no-plot", action="store_true")
+    cap.set_defaults(func=_hopfield_capacity)
+    ret = hops.add_parser("retrieve", help="digits: masked / noisy queries to fixed points for several β")
+    ret.add_argument("--per-class", type=int, default=20, help="stored images per digit")
+    ret.add_argument("--beta", type=float, nargs="+", default=[0.1, 0.5, 0.8, 3.0])
+    ret.add_argument("--noise", type=float, default=0.6, help="std of the noise of the noisy queries")
+    ret.add_argument("--seed", type=int, default=0)
+    ret.add_argument("--out", type=Path, default=Path("benchmarks/results/hopfield_retrieve.json"))
+    ret.add_argument("--no-save", action="store_true")
+    ret.add_argument("--no-plot", action="store_true")
+    ret.set_defaults(func=_hopfield_retrieve)
 
     tr = commands.add_parser("train", help="train a language model (TOML config; torchrun for several processes)")
     tr.add_argument("config", nargs="?", default=None, help="TOML config (configs/tiny.toml); none: the defaults")
