@@ -138,6 +138,26 @@ def _hopfield_retrieve(args):
     run(setup, None if args.no_save else args.out, plot=not args.no_plot)
 
 
+def _mil(args):
+    from .experiments.mil import MILSetup, run
+
+    setup = MILSetup(
+        datasets=tuple(args.datasets), folds=args.folds, repeats=args.repeats, epochs=args.epochs,
+        seed=args.seed, data_dir=None if args.data_dir is None else str(args.data_dir),
+    )  # fmt: skip
+    run(setup, None if args.no_save else args.out, plot=not args.no_plot)
+
+
+def _tabular(args):
+    from .experiments.tabular import TabularSetup, run
+
+    setup = TabularSetup(
+        datasets=tuple(args.datasets) if args.datasets else None, folds=args.folds, repeats=args.repeats,
+        epochs=args.epochs, seed=args.seed, mlbench_dir=args.mlbench_dir,
+    )  # fmt: skip
+    run(setup, None if args.no_save else args.out, plot=not args.no_plot)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="assocmem", description="Sequence models built on associative memory.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -223,6 +243,33 @@ def build_parser() -> argparse.ArgumentParser:
     ret.add_argument("--no-save", action="store_true")
     ret.add_argument("--no-plot", action="store_true")
     ret.set_defaults(func=_hopfield_retrieve)
+
+    mil = commands.add_parser("mil", help="multiple-instance learning with HopfieldPooling (10-fold CV x 5)")
+    mil.add_argument("--datasets", nargs="+", default=["tiger", "fox", "elephant", "ucsb"],
+                     choices=["tiger", "fox", "elephant", "ucsb", "musk1", "musk2"])  # fmt: skip
+    mil.add_argument("--folds", type=int, default=10)
+    mil.add_argument("--repeats", type=int, default=5)
+    mil.add_argument("--epochs", type=int, default=40)
+    mil.add_argument("--seed", type=int, default=0)
+    mil.add_argument("--data-dir", type=Path, default=None,
+                     help="folder of the Tiger/Fox/Elephant .mat files (default ../shared/data/mil)")  # fmt: skip
+    mil.add_argument("--out", type=Path, default=Path("benchmarks/results/mil.json"))
+    mil.add_argument("--no-save", action="store_true")
+    mil.add_argument("--no-plot", action="store_true")
+    mil.set_defaults(func=_mil)
+
+    tab = commands.add_parser("tabular", help="HopfieldLayer classifier vs SVM and random forest on small tables")
+    tab.add_argument("--datasets", nargs="+", default=None,
+                     help="default: scikit-learn's sets and, where r-cran-mlbench is found, the UCI ones")  # fmt: skip
+    tab.add_argument("--folds", type=int, default=5)
+    tab.add_argument("--repeats", type=int, default=2)
+    tab.add_argument("--epochs", type=int, default=200)
+    tab.add_argument("--seed", type=int, default=0)
+    tab.add_argument("--mlbench-dir", default=None, help="folder of mlbench's .rda files")
+    tab.add_argument("--out", type=Path, default=Path("benchmarks/results/tabular.json"))
+    tab.add_argument("--no-save", action="store_true")
+    tab.add_argument("--no-plot", action="store_true")
+    tab.set_defaults(func=_tabular)
 
     tr = commands.add_parser("train", help="train a language model (TOML config; torchrun for several processes)")
     tr.add_argument("config", nargs="?", default=None, help="TOML config (configs/tiny.toml); none: the defaults")
