@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # multi-GB CUDA build, so on a machine without a GPU the CPU wheel goes in first.
 CPU_TORCH ?= torch==2.13.0
 
-.PHONY: venv demo test lint clean
+.PHONY: venv demo test lint clean mlbench
 
 $(VENV)/.stamp: pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -25,6 +25,10 @@ demo: venv
 test: venv
 	$(PY) -m ruff check assocmem tests
 	$(PY) -m pytest -q
+
+# Debian's r-cran-mlbench (UCI sets for `assocmem tabular`), unpacked into .cache/ without installing it.
+mlbench:
+	bash scripts/fetch_mlbench.sh
 
 lint: venv
 	$(PY) -m ruff check assocmem tests
