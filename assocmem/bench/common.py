@@ -186,8 +186,8 @@ def save_results(result: dict, out: Path | None, plot=None) -> None:
             print(f"wrote {png}")
 
 
-def time_memory_axes():
-    """(pyplot, figure, time axes, memory axes) for a two-panel benchmark plot, or None without matplotlib."""
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend, or None (with a note) where matplotlib is missing."""
     try:
         import matplotlib
 
@@ -195,6 +195,14 @@ def time_memory_axes():
         import matplotlib.pyplot as plt
     except ImportError:
         print("matplotlib is not installed: no plot")
+        return None
+    return plt
+
+
+def time_memory_axes():
+    """(pyplot, figure, time axes, memory axes) for a two-panel benchmark plot, or None without matplotlib."""
+    plt = pyplot()
+    if plt is None:
         return None
     fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(11, 4.2))
     return plt, fig, ax_t, ax_m

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from ..ops.delta_rule import delta_rule, delta_rule_step
-from .common import RESULTS_DIR, CudaPeakMemory, format_table, machine_info, save_results, write_json
+from .common import RESULTS_DIR, CudaPeakMemory, format_table, machine_info, pyplot, save_results, write_json
 
 TOKENS = 32768
 WIDTH = 2048
@@ -323,12 +323,8 @@ def _summary(rows, dec):
 
 
 def _plot(rows, dec, path: Path, result):
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return None
     Ds = sorted({r["D"] for r in rows})
     fig, axes = plt.subplots(1, len(Ds) + 1, figsize=(4.2 * (len(Ds) + 1), 4))

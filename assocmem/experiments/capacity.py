@@ -178,12 +178,10 @@ def run(setup: CapacitySetup, out: Path | None, plot: bool = True) -> dict:
 
 
 def _plot(rows, setup, path):
-    try:
-        import matplotlib
+    from ..bench.common import pyplot
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return None
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for i, (kind, beta) in enumerate(sorted({(r["kind"], r["beta"] or 0.0) for r in rows})):

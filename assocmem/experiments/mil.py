@@ -212,12 +212,10 @@ def run(setup: MILSetup, out: Path | None, plot: bool = True) -> dict:
 
 
 def _plot(rows, setup, path):
-    try:
-        import matplotlib
+    from ..bench.common import pyplot
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return None
     names = [r["dataset"] for r in rows]
     fig, ax = plt.subplots(figsize=(1.6 * len(names) + 2, 3.8))

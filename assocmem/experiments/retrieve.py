@@ -95,12 +95,10 @@ def run(setup: RetrieveSetup, out: Path | None, plot: bool = True) -> dict:
 
 
 def _plot(originals, queries, shown, setup, path):
-    try:
-        import matplotlib
+    from ..bench.common import pyplot
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return None
     n = originals.shape[0]
     cols = 2 + len(setup.betas)

@@ -210,12 +210,10 @@ def run(setup: TabularSetup, out: Path | None, plot: bool = True) -> dict:
 
 
 def _plot(rows, ranks, path):
-    try:
-        import matplotlib
+    from ..bench.common import pyplot
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return None
     names = [r["dataset"] for r in rows]
     fig, ax = plt.subplots(figsize=(1.1 * len(names) + 2, 3.8))
