@@ -38,6 +38,10 @@ def _precision(dtype: torch.dtype) -> str:
     return "tf32x3" if dtype == torch.float32 else "tf32"
 
 
+def _num_sequences(B: int, cu_seqlens) -> int:
+    return B if cu_seqlens is None else cu_seqlens.shape[0] - 1
+
+
 def _state_tile_v(K: int, V: int) -> int:
     """Value tile of the sequential kernels: the [K, BV] float32 state stays in registers. (Narrower tiles
     for more programs when sequences are few made both state kernels slower on the H200: NOTES.md.)"""
@@ -104,7 +108,7 @@ def _state_fwd(q, k, w, u, scale, h0, chunks: _Chunks, *, for_backward: bool):
 
 def _empty_fwd(q, k, v, h0, cu_seqlens):
     B, T, H, K = q.shape
-    N = B if cu_seqlens is None else cu_seqlens.shape[0] - 1
+    N = _num_sequences(B, cu_seqlens)
     ht = torch.zeros(N, H, K, v.shape[-1], device=q.device) if h0 is None else h0.clone()
     A = torch.empty(B, T, H, BT, dtype=torch.float32, device=q.device)
     return torch.empty_like(v), ht, A, torch.empty_like(k), torch.empty_like(v)
@@ -125,7 +129,7 @@ def chunk_bwd(q, k, v, beta, scale: float, h0, cu_seqlens, do, dht, A, w, u):
     B, T, H, K = q.shape
     V = v.shape[-1]
     if T == 0:  # no tokens: the final state is the initial one
-        N = B if cu_seqlens is None else cu_seqlens.shape[0] - 1
+        N = _num_sequences(B, cu_seqlens)
         dh0 = torch.zeros(N, H, K, V, device=q.device) if dht is None else dht.clone()
         return torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v), torch.zeros_like(beta), dh0
     chunks = _Chunks(B, T, cu_seqlens)
@@ -184,7 +188,7 @@ def _fwd_op(
 
 @_fwd_op.register_fake
 def _(q, k, v, beta, scale, initial_state, cu_seqlens):
-    N = q.shape[0] if cu_seqlens is None else cu_seqlens.shape[0] - 1
+    N = _num_sequences(q.shape[0], cu_seqlens)
     state = q.new_empty((N, q.shape[2], q.shape[3], v.shape[3]), dtype=torch.float32)
     A = q.new_empty((*q.shape[:3], BT), dtype=torch.float32)
     return torch.empty_like(v), state, A, torch.empty_like(k), torch.empty_like(v)
@@ -213,7 +217,7 @@ def _bwd_op(
 
 @_bwd_op.register_fake
 def _(q, k, v, beta, scale, initial_state, cu_seqlens, do, dfinal, A, w, u):
-    N = q.shape[0] if cu_seqlens is None else cu_seqlens.shape[0] - 1
+    N = _num_sequences(q.shape[0], cu_seqlens)
     state = q.new_empty((N, q.shape[2], q.shape[3], v.shape[3]), dtype=torch.float32)
     return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v), torch.empty_like(beta), state
 

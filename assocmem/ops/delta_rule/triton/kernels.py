@@ -57,6 +57,19 @@ def _span(cu_seqlens, chunk_index, i_b, i_t, T, IS_VARLEN: tl.constexpr):
 
 
 @triton.jit
+def _sequence(cu_seqlens, chunk_offsets, i_n, T, IS_VARLEN: tl.constexpr):
+    """(first token, length, first global chunk) of sequence i_n, for the kernels that walk a sequence."""
+    if IS_VARLEN:
+        bos = tl.load(cu_seqlens + i_n).to(tl.int32)
+        length = tl.load(cu_seqlens + i_n + 1).to(tl.int32) - bos
+        boh = tl.load(chunk_offsets + i_n).to(tl.int32)
+    else:
+        bos, length = i_n * T, T
+        boh = i_n * tl.cdiv(T, 64)
+    return bos, length, boh
+
+
+@triton.jit
 def _inv_unit_lower16(L):
     """(I + L)^-1 for a 16x16 L whose strictly lower part is used: forward substitution, row by row.
 
@@ -215,13 +228,7 @@ def state_fwd_kernel(
     """
     i_v, i_nh = tl.program_id(0), tl.program_id(1)
     i_n, i_h = i_nh // H, i_nh % H
-    if IS_VARLEN:
-        bos = tl.load(cu_seqlens + i_n).to(tl.int32)
-        T = tl.load(cu_seqlens + i_n + 1).to(tl.int32) - bos
-        boh = tl.load(chunk_offsets + i_n).to(tl.int32)
-    else:
-        bos = i_n * T
-        boh = i_n * tl.cdiv(T, 64)
+    bos, T, boh = _sequence(cu_seqlens, chunk_offsets, i_n, T, IS_VARLEN)
     v0 = i_v * BV
     q += (bos * H + i_h).to(tl.int64) * K
     k += (bos * H + i_h).to(tl.int64) * K
@@ -266,13 +273,7 @@ def state_bwd_kernel(
     dV' = tril(Q K^T)^T dO + K dS, then dS += Q^T dO - W^T dV'."""
     i_v, i_nh = tl.program_id(0), tl.program_id(1)
     i_n, i_h = i_nh // H, i_nh % H
-    if IS_VARLEN:
-        bos = tl.load(cu_seqlens + i_n).to(tl.int32)
-        T = tl.load(cu_seqlens + i_n + 1).to(tl.int32) - bos
-        boh = tl.load(chunk_offsets + i_n).to(tl.int32)
-    else:
-        bos = i_n * T
-        boh = i_n * tl.cdiv(T, 64)
+    bos, T, boh = _sequence(cu_seqlens, chunk_offsets, i_n, T, IS_VARLEN)
     v0 = i_v * BV
     q += (bos * H + i_h).to(tl.int64) * K
     k += (bos * H + i_h).to(tl.int64) * K

@@ -9,7 +9,7 @@ import torch
 import triton
 
 from . import kernels
-from .chunk import _pow2
+from .chunk import _num_sequences, _pow2
 
 LAUNCH = {"fwd": {"num_warps": 4, "num_stages": 1}, "bwd": {"num_warps": 4, "num_stages": 1}}
 
@@ -27,7 +27,7 @@ def recurrent_fwd(q, k, v, beta, scale, h0, cu_seqlens, *, state_out=None, store
     h0 itself for an in-place update) and, with store_u, the written values u [B, T, H, V] float32."""
     B, T, H, K = q.shape
     V = v.shape[-1]
-    N = B if cu_seqlens is None else cu_seqlens.shape[0] - 1
+    N = _num_sequences(B, cu_seqlens)
     BV = _tile_v(K, V, N * H)
     o = torch.empty_like(v)
     ht = state_out if state_out is not None else torch.empty(N, H, K, V, dtype=torch.float32, device=q.device)
@@ -43,7 +43,7 @@ def recurrent_fwd(q, k, v, beta, scale, h0, cu_seqlens, *, state_out=None, store
 def recurrent_bwd(q, k, v, beta, scale, u, ht, cu_seqlens, do, dht):
     B, T, H, K = q.shape
     V = v.shape[-1]
-    N = B if cu_seqlens is None else cu_seqlens.shape[0] - 1
+    N = _num_sequences(B, cu_seqlens)
     BV = _tile_v(K, V, N * H)
     NV = triton.cdiv(V, BV)
     dq = torch.empty(NV, B, T, H, K, dtype=torch.float32, device=q.device)
