@@ -15,9 +15,10 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm 
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
 for step in $STEPS; do
   case "$step" in
-    tests) timeout "${TEST_TIMEOUT:-280}" python3 -m pytest -v -p no:cacheprovider --durations=15 \
-             tests/ops/test_delta_rule_triton.py tests/test_cuda.py -k "${TEST_FILTER:-triton or deltanet}" 2>&1 \
-             | grep -v "^$" | tail -80 | tee "$OUT/gpu_kernels_tests.log" ;;
+    tests) timeout "${TEST_TIMEOUT:-280}" python3 -m pytest -v -p no:cacheprovider --durations=15 --tb=short \
+             --timeout="${TEST_EACH_TIMEOUT:-120}" tests/ops/test_delta_rule_triton.py tests/test_cuda.py \
+             -k "${TEST_FILTER:-triton or deltanet}" 2>&1 | grep -v "^$" > "$OUT/gpu_kernels_tests.log"
+           grep -E "PASSED|FAILED|ERROR|passed|failed|Error|assert" "$OUT/gpu_kernels_tests.log" | tail -60 ;;
     profile) timeout 120 python3 scripts/profile_triton.py 128 4096 2>&1 | tee "$OUT/triton_profile_h200.txt" ;;
     sweep) timeout 300 python3 scripts/sweep_triton.py "$OUT/triton_sweep.json" 2>&1 | tail -60 ;;
     bench) timeout "${BENCH_TIMEOUT:-420}" python3 -m assocmem bench delta-rule --device cuda ${BENCH_ARGS:-} --out "$OUT/delta_rule_cuda.json" 2>&1 \

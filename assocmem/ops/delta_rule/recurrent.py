@@ -39,9 +39,9 @@ def delta_rule_step(
         if not grad and q_BHK.dtype != torch.float64 and on_gpu:
             from .triton.recurrent import recurrent_step_
 
-            o = recurrent_step_(q_BHK[:, None], k_BHK[:, None], v_BHV[:, None], beta_BH[:, None], state_BHKV,
-                                float(scale), qk_l2norm=qk_l2norm)  # fmt: skip
-            return o[:, 0], state_BHKV
+            o = recurrent_step_(q_BHK.unsqueeze(1), k_BHK.unsqueeze(1), v_BHV.unsqueeze(1), beta_BH.unsqueeze(1),
+                                state_BHKV, float(scale), qk_l2norm=qk_l2norm)  # fmt: skip
+            return o.squeeze(1), state_BHKV
         o, new_state = delta_rule_step(q_BHK, k_BHK, v_BHV, beta_BH, state_BHKV, scale=scale, qk_l2norm=qk_l2norm)
         return o, state_BHKV.copy_(new_state)
     math = torch.float64 if state_BHKV.dtype == torch.float64 else torch.float32

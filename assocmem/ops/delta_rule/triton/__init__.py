@@ -4,6 +4,7 @@
 for lack of Triton, the kernel modules are imported on first use.
 """
 
+import functools
 import importlib.util
 import os
 
@@ -14,9 +15,14 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
+@functools.cache
+def _installed() -> bool:
+    return importlib.util.find_spec("triton") is not None
+
+
 def available(device: torch.device) -> bool:
     """True when Triton is importable and can run on `device` (CUDA, or the CPU under the interpreter)."""
-    if importlib.util.find_spec("triton") is None:
+    if not _installed():  # asked on every decoding step: looked up once
         return False
     if device.type == "cuda":
         return True

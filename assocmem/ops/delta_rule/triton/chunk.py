@@ -13,7 +13,13 @@ from . import kernels
 from .kernels import BT
 
 # Launch options per kernel, with overrides per padded head size K (measured on an H200: NOTES.md).
-LAUNCH_BY_K: dict[tuple[str, int], dict] = {}
+# The state kernels pipeline [64, K] tiles of the sequence through shared memory, one buffer per stage:
+# at K = 128 three stages overflow the H200's 227 KiB per block, and float32 inputs (twice the bytes)
+# leave room for one (scripts/smem_check.py compiles every kernel for sm_90 and prints its use).
+LAUNCH_BY_K: dict[tuple[str, int], dict] = {
+    ("state_fwd", 128): {"num_warps": 4, "num_stages": 2},
+}
+FP32_MAX_STAGES = {("state_fwd", 128): 1, ("state_bwd", 128): 1}
 LAUNCH = {
     "wy_fwd": {"num_warps": 2, "num_stages": 2},
     "state_fwd": {"num_warps": 4, "num_stages": 3},
@@ -28,8 +34,12 @@ def _pow2(n: int, lo: int = 16) -> int:
     return max(lo, triton.next_power_of_2(n))
 
 
-def _launch(name: str, K: int) -> dict:
-    return LAUNCH_BY_K.get((name, _pow2(K)), LAUNCH[name])
+def _launch(name: str, K: int, dtype: torch.dtype = torch.bfloat16) -> dict:
+    key = (name, _pow2(K))
+    options = dict(LAUNCH_BY_K.get(key, LAUNCH[name]))
+    if dtype == torch.float32 and key in FP32_MAX_STAGES:
+        options["num_stages"] = min(options["num_stages"], FP32_MAX_STAGES[key])
+    return options
 
 
 def _precision(dtype: torch.dtype) -> str:
@@ -81,7 +91,7 @@ def _wy_fwd(k, v, beta, chunks: _Chunks):
     kernels.wy_fwd_kernel[grid](
         k, v, beta, A, w, u, chunks.cu_seqlens, chunks.index, T,
         H=H, K=K, V=V, BK=min(64, _pow2(K)), BV=min(64, _pow2(V)),
-        IS_VARLEN=chunks.varlen, PREC=_precision(k.dtype), **_launch("wy_fwd", K),
+        IS_VARLEN=chunks.varlen, PREC=_precision(k.dtype), **_launch("wy_fwd", K, k.dtype),
     )  # fmt: skip
     return A, w, u
 
@@ -101,7 +111,7 @@ def _state_fwd(q, k, w, u, scale, h0, chunks: _Chunks, *, for_backward: bool):
         q, k, w, u, o, h, vnew, h0, ht, chunks.cu_seqlens, chunks.offsets, scale, T,
         H=H, K=K, V=V, BK=_pow2(K), BV=BV, USE_H0=h0 is not None, STORE_FINAL=not for_backward,
         STORE_H=for_backward, WRITE_O=not for_backward, IS_VARLEN=chunks.varlen,
-        PREC=_precision(q.dtype), **_launch("state_fwd", K),
+        PREC=_precision(q.dtype), **_launch("state_fwd", K, q.dtype),
     )  # fmt: skip
     return (h, vnew) if for_backward else (o, ht)
 
@@ -143,7 +153,7 @@ def chunk_bwd(q, k, v, beta, scale: float, h0, cu_seqlens, do, dht, A, w, u):
     kernels.state_bwd_kernel[(triton.cdiv(V, BV), chunks.N * H)](
         q, k, w, do, dh, dvnew, dht, dh0, chunks.cu_seqlens, chunks.offsets, scale, T,
         H=H, K=K, V=V, BK=_pow2(K), BV=BV, USE_DHT=dht is not None, STORE_DH0=True,
-        IS_VARLEN=chunks.varlen, PREC=prec, **_launch("state_bwd", K),
+        IS_VARLEN=chunks.varlen, PREC=prec, **_launch("state_bwd", K, q.dtype),
     )  # fmt: skip
 
     dq = torch.empty_like(q)
@@ -153,7 +163,7 @@ def chunk_bwd(q, k, v, beta, scale: float, h0, cu_seqlens, do, dht, A, w, u):
     heads = B * H if not chunks.varlen else H
     kernels.dqkw_kernel[(triton.cdiv(K, BK), chunks.grid_t, heads)](
         q, k, vnew, do, dvnew, h, dh, dq, dk_part, dw, chunks.cu_seqlens, chunks.index, scale, T,
-        H=H, K=K, V=V, BK=BK, BV=min(64, _pow2(V)), IS_VARLEN=chunks.varlen, PREC=prec, **_launch("dqkw", K),
+        H=H, K=K, V=V, BK=BK, BV=min(64, _pow2(V)), IS_VARLEN=chunks.varlen, PREC=prec, **_launch("dqkw", K, q.dtype),
     )  # fmt: skip
 
     dk, dv = torch.empty_like(k), torch.empty_like(v)
@@ -161,7 +171,7 @@ def chunk_bwd(q, k, v, beta, scale: float, h0, cu_seqlens, do, dht, A, w, u):
     kernels.wy_bwd_kernel[(chunks.grid_t, heads)](
         k, v, beta, A, dw, dvnew, dk_part, dk, dv, dbeta, chunks.cu_seqlens, chunks.index, T,
         H=H, K=K, V=V, BK=min(64, _pow2(K)), BV=min(64, _pow2(V)),
-        IS_VARLEN=chunks.varlen, PREC=prec, **_launch("wy_bwd", K),
+        IS_VARLEN=chunks.varlen, PREC=prec, **_launch("wy_bwd", K, q.dtype),
     )  # fmt: skip
     return dq, dk, dv, dbeta.to(beta.dtype), dh0
 

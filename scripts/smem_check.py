@@ -1,0 +1,70 @@
+"""Compile the chunk kernels for an sm_90 target without a GPU and print their shared memory, so that
+launch settings can be checked before a run on the H200 (limit 232448 bytes per block)."""
+
+import sys
+
+import torch
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+from assocmem.ops.delta_rule.triton import chunk, kernels
+
+LIMIT = 232448
+
+
+def compile_(fn, types: dict, consts: dict, num_warps: int, num_stages: int):
+    signature, constexprs = {}, {}
+    for i, name in enumerate(fn.arg_names):
+        if name in consts:
+            signature[name] = "constexpr"
+            constexprs[(i,)] = consts[name]
+        else:
+            signature[name] = types.get(name, "*fp32")
+    src = ASTSource(fn, signature, constexprs)
+    opts = {"num_warps": num_warps, "num_stages": num_stages}
+    return triton.compile(src, target=GPUTarget("cuda", 90, 32), options=opts)
+
+
+def launches(K, V, dtype="bf16", varlen=False):
+    io = f"*{dtype}"
+    BKs, BVs = min(64, chunk._pow2(K)), min(64, chunk._pow2(V))
+    common = {"K": K, "V": V, "H": 16, "IS_VARLEN": varlen, "PREC": "tf32" if dtype != "fp32" else "tf32x3"}
+    ints = {"cu_seqlens": "*i32", "index": "*i32", "chunk_offsets": "*i32", "T": "i32", "scale": "fp32"}
+    yield "wy_fwd", kernels.wy_fwd_kernel, {**ints, "k": io, "v": io, "beta": io}, {
+        **common, "BK": BKs, "BV": BVs, "cu_seqlens": None if not varlen else None}
+    BV = chunk._state_tile_v(K, V)
+    for flags in ({"STORE_H": False, "WRITE_O": True, "STORE_FINAL": True},
+                  {"STORE_H": True, "WRITE_O": False, "STORE_FINAL": False}):
+        yield ("state_fwd" + ("(bwd)" if flags["STORE_H"] else "")), kernels.state_fwd_kernel, {
+            **ints, "q": io, "k": io, "o": io}, {**common, **flags, "BK": chunk._pow2(K), "BV": BV, "USE_H0": True}
+    yield "state_bwd", kernels.state_bwd_kernel, {**ints, "q": io, "k": io, "do": io}, {
+        **common, "BK": chunk._pow2(K), "BV": BV, "USE_DHT": True, "STORE_DH0": True}
+    yield "dqkw", kernels.dqkw_kernel, {**ints, "q": io, "k": io, "do": io, "dq": io}, {
+        **common, "BK": BKs, "BV": BVs}
+    yield "wy_bwd", kernels.wy_bwd_kernel, {**ints, "k": io, "v": io, "beta": io, "dk": io, "dv": io}, {
+        **common, "BK": BKs, "BV": BVs}
+
+
+def main(Ks=(64, 128), dtypes=("bf16", "fp32")):
+    bad = 0
+    for K in Ks:
+        for dtype in dtypes:
+            for name, fn, types, consts in launches(K, K, dtype):
+                base = name.split("(")[0]
+                cfg = chunk._launch(base, K, torch.float32 if dtype == "fp32" else torch.bfloat16)
+                try:
+                    c = compile_(fn, types, {k: v for k, v in consts.items() if k in fn.arg_names}, **cfg)
+                    smem = c.metadata.shared
+                    ok = smem <= LIMIT
+                    bad += not ok
+                    print(f"K={K:4d} {dtype:5s} {name:16s} {cfg} shared {smem:7d} {'ok' if ok else 'TOO MUCH'}")
+                except Exception as e:  # noqa: BLE001
+                    bad += 1
+                    print(f"K={K:4d} {dtype:5s} {name:16s} {cfg} failed: {type(e).__name__}: {str(e)[:300]}")
+    return bad
+
+
+if __name__ == "__main__":
+    Ks = tuple(int(a) for a in sys.argv[1:]) or (64, 128)
+    sys.exit(1 if main(Ks) else 0)
