@@ -158,6 +158,18 @@ def _tabular(args):
     run(setup, None if args.no_save else args.out, plot=not args.no_plot)
 
 
+def _recall(args):
+    from .experiments.recall import RecallSetup, run
+
+    setup = RecallSetup(
+        mixers=tuple(args.mixers), widths=tuple(args.widths), lrs=tuple(args.lrs), vocab_size=args.vocab_size,
+        seq_len=args.seq_len, num_kv_pairs=args.kv_pairs, steps=args.steps, batch=args.batch,
+        test_examples=args.test_examples, head_size=args.head_size, max_minutes=args.max_minutes,
+        seed=args.seed, device=args.device, workers=args.workers,
+    )  # fmt: skip
+    run(setup, None if args.no_save else args.out, plot=not args.no_plot)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="assocmem", description="Sequence models built on associative memory.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -270,6 +282,28 @@ def build_parser() -> argparse.ArgumentParser:
     tab.add_argument("--no-save", action="store_true")
     tab.add_argument("--no-plot", action="store_true")
     tab.set_defaults(func=_tabular)
+
+    from .experiments.recall import MIXERS
+
+    rec = commands.add_parser("recall", help="associative recall (MQAR): DeltaNet vs linear and softmax attention")
+    rec.add_argument("--mixers", nargs="+", default=list(MIXERS), choices=list(MIXERS))
+    rec.add_argument("--widths", type=int, nargs="+", default=[64, 128, 256, 512])
+    rec.add_argument("--lrs", type=float, nargs="+", default=[1e-3, 3e-3], help="learning rates swept per point")
+    rec.add_argument("--vocab-size", type=int, default=8192)
+    rec.add_argument("--seq-len", type=int, default=512)
+    rec.add_argument("--kv-pairs", type=int, default=64)
+    rec.add_argument("--steps", type=int, default=2000, help="training steps per run (fresh batches each step)")
+    rec.add_argument("--batch", type=int, default=64)
+    rec.add_argument("--test-examples", type=int, default=1000)
+    rec.add_argument("--head-size", type=int, default=64)
+    rec.add_argument("--max-minutes", type=float, default=None, help="per run: stop training after this long")
+    rec.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    rec.add_argument("--workers", type=int, default=1, help="runs at once, each in its own process")
+    rec.add_argument("--seed", type=int, default=0)
+    rec.add_argument("--out", type=Path, default=Path("benchmarks/results/mqar.json"))
+    rec.add_argument("--no-save", action="store_true")
+    rec.add_argument("--no-plot", action="store_true")
+    rec.set_defaults(func=_recall)
 
     tr = commands.add_parser("train", help="train a language model (TOML config; torchrun for several processes)")
     tr.add_argument("config", nargs="?", default=None, help="TOML config (configs/tiny.toml); none: the defaults")

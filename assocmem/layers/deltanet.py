@@ -9,6 +9,8 @@ from torch import nn
 
 from ..modules import GatedRMSNorm, RMSNorm, ShortConvolution
 from ..ops.delta_rule import delta_rule, delta_rule_step
+from ..ops.delta_rule.naive import l2_normalize
+from ..ops.linear_attention import linear_attention, linear_attention_step
 from .state import DeltaNetState
 
 
@@ -19,6 +21,8 @@ class DeltaNet(nn.Module):
     q and k L2-normalised per head, beta = sigmoid(W_beta x) per head (2 * sigmoid with
     `allow_neg_eigval`, so that I - beta k k^T may have a negative eigenvalue), o = delta_rule(q, k, v, beta),
     then a per-head RMSNorm (times SiLU(W_g x) with `use_output_gate`) and the output projection.
+    `use_delta_rule=False` switches the correction off: the state grows by k v^T (plain linear attention,
+    `ops.linear_attention`; no beta), everything else unchanged — the baseline of the recall benchmark.
 
     forward(x [B, T, C], attention_mask [B, T'] (1 = token; its last T columns are used), cu_seqlens (packed,
     B = 1), state, use_cache) -> (y [B, T, C], new state or None). Padded tokens write nothing into the
@@ -34,6 +38,7 @@ class DeltaNet(nn.Module):
         conv_size: int = 4,
         allow_neg_eigval: bool = False,
         use_output_gate: bool = False,
+        use_delta_rule: bool = True,
         norm_eps: float = 1e-6,
         backend: str = "auto",
         chunk_size: int = 64,
@@ -44,12 +49,13 @@ class DeltaNet(nn.Module):
         self.hidden_size, self.num_heads = hidden_size, num_heads
         self.head_dim = hidden_size // num_heads
         self.use_short_conv, self.allow_neg_eigval = use_short_conv, allow_neg_eigval
-        self.use_output_gate = use_output_gate
+        self.use_output_gate, self.use_delta_rule = use_output_gate, use_delta_rule
         self.backend, self.chunk_size = backend, chunk_size
         self.q_proj = nn.Linear(hidden_size, hidden_size, bias=False)
         self.k_proj = nn.Linear(hidden_size, hidden_size, bias=False)
         self.v_proj = nn.Linear(hidden_size, hidden_size, bias=False)
-        self.b_proj = nn.Linear(hidden_size, num_heads, bias=False)
+        if use_delta_rule:
+            self.b_proj = nn.Linear(hidden_size, num_heads, bias=False)
         if use_short_conv:
             self.q_conv = ShortConvolution(hidden_size, conv_size)
             self.k_conv = ShortConvolution(hidden_size, conv_size)
@@ -87,12 +93,15 @@ class DeltaNet(nn.Module):
             conv_states = (cq, ck, cv)
         else:
             q, k, v = F.silu(q), F.silu(k), F.silu(v)
+        q, k, v = q.view(B, T, H, D), k.view(B, T, H, D), v.view(B, T, H, D)
+        if not self.use_delta_rule:
+            o, recurrent = self._linear_attention(q, k, v, mask_BT, cu_seqlens, state, use_cache)
+            return self._output(o, x_BTC, recurrent, conv_states, use_cache)
         beta = self.b_proj(x_BTC).float().sigmoid()
         if self.allow_neg_eigval:
             beta = 2 * beta
         if mask_BT is not None:
             beta = beta * mask_BT[..., None].to(beta.dtype)
-        q, k, v = q.view(B, T, H, D), k.view(B, T, H, D), v.view(B, T, H, D)
         if state is not None and T == 1:
             # Decoding one token: the recurrence itself is the cheapest exact path.
             # The state is advanced in place where nothing needs the old one (fused Triton kernel on CUDA).
@@ -111,6 +120,23 @@ class DeltaNet(nn.Module):
                 backend=self.backend,
                 chunk_size=self.chunk_size,
             )
+        return self._output(o, x_BTC, recurrent, conv_states, use_cache)
+
+    def _linear_attention(self, q, k, v, mask_BT, cu_seqlens, state, use_cache):
+        """The additive update (use_delta_rule=False): padded tokens write nothing (their k is zero)."""
+        q, k = l2_normalize(q.float()).to(q.dtype), l2_normalize(k.float()).to(k.dtype)
+        if mask_BT is not None:
+            k = k * mask_BT[..., None, None].to(k.dtype)
+        if state is not None and q.shape[1] == 1:
+            o, recurrent = linear_attention_step(q[:, 0], k[:, 0], v[:, 0], state.recurrent)
+            return o[:, None], recurrent
+        h0 = None if state is None else state.recurrent
+        return linear_attention(q, k, v, initial_state=h0, output_final_state=use_cache,
+                                chunk_size=self.chunk_size, cu_seqlens=cu_seqlens)  # fmt: skip
+
+    def _output(self, o, x_BTC, recurrent, conv_states, use_cache):
+        B, T, C = x_BTC.shape
+        H, D = self.num_heads, self.head_dim
         if self.use_output_gate:
             o = self.o_norm(o, self.g_proj(x_BTC).view(B, T, H, D))
         else:

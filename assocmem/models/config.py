@@ -45,6 +45,7 @@ class AssocMemConfig(PreTrainedConfig):
     conv_size: int = 4
     allow_neg_eigval: bool = False
     use_output_gate: bool = False
+    use_delta_rule: bool = True
     delta_rule_backend: str = "auto"
     chunk_size: int = 64
     norm_eps: float = 1e-6

@@ -28,6 +28,7 @@ def build_mixer(config: AssocMemConfig, layer_type: str) -> nn.Module:
             conv_size=config.conv_size,
             allow_neg_eigval=config.allow_neg_eigval,
             use_output_gate=config.use_output_gate,
+            use_delta_rule=config.use_delta_rule,
             norm_eps=config.norm_eps,
             backend=config.delta_rule_backend,
             chunk_size=config.chunk_size,

@@ -109,3 +109,27 @@ def test_bad_arguments():
     _, state = layer(torch.randn(1, 3, C), use_cache=True)
     with pytest.raises(ValueError, match="cu_seqlens"):
         layer(torch.randn(1, 3, C), state=state, cu_seqlens=torch.tensor([0, 3]))
+
+
+def test_linear_attention_mode_decodes_like_the_full_pass_and_matches_the_recurrence():
+    from assocmem.ops.delta_rule.naive import l2_normalize
+    from assocmem.ops.linear_attention import linear_attention_naive
+
+    torch.manual_seed(0)
+    layer = DeltaNet(32, 4, use_delta_rule=False, use_short_conv=False).eval()
+    assert not hasattr(layer, "b_proj")
+    x = torch.randn(2, 21, 32)
+    with torch.no_grad():
+        full, _ = layer(x)
+        y, state = layer(x[:, :9], use_cache=True)
+        steps = [y]
+        for t in range(9, 21):
+            y, state = layer(x[:, t : t + 1], state=state, use_cache=True)
+            steps.append(y)
+        assert (torch.cat(steps, 1) - full).abs().max() < 1e-5
+        # The mixer itself is the additive recurrence on the normalised q, k.
+        B, T, H, D = 2, 21, 4, 8
+        q, k, v = (torch.nn.functional.silu(p(x)).view(B, T, H, D) for p in (layer.q_proj, layer.k_proj, layer.v_proj))
+        o, _ = linear_attention_naive(l2_normalize(q), l2_normalize(k), v)
+        ref = layer.o_proj(layer.o_norm(o.float()).reshape(B, T, 32))
+        assert (ref - full).abs().max() < 1e-5

@@ -114,6 +114,10 @@ def _run(q, k, v, beta, scale, initial_state, output_final_state, cu_seqlens, ba
             cu_seqlens=cu_seqlens,
             compute_dtype=compute_dtype,
         )
+    if backend.startswith("triton"):
+        # The kernels take one input dtype, v's (the output's): q and k normalised in float32 above are
+        # rounded back to it, as the projections that made them were.
+        q, k, beta = q.to(v.dtype), k.to(v.dtype), beta.to(v.dtype)
     if backend == "triton":
         from .triton.chunk import triton_chunk_delta_rule
 

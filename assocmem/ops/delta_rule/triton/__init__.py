@@ -27,3 +27,17 @@ def available(device: torch.device) -> bool:
     if device.type == "cuda":
         return True
     return device.type == "cpu" and interpreting()
+
+
+def on_input_device(fn):
+    """Run `fn(q, ...)` with q's GPU as the current device: Triton launches on the current device, so a
+    tensor on cuda:1 while cuda:0 is current would otherwise be refused (or read from the wrong card)."""
+
+    @functools.wraps(fn)
+    def wrapper(q, *args, **kwargs):
+        if q.is_cuda and q.device.index != torch.cuda.current_device():
+            with torch.cuda.device(q.device):
+                return fn(q, *args, **kwargs)
+        return fn(q, *args, **kwargs)
+
+    return wrapper

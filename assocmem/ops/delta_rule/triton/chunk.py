@@ -9,7 +9,7 @@ keeps W, U and A (float32: K + V + 64 numbers per token and head) for the backwa
 import torch
 import triton
 
-from . import kernels
+from . import kernels, on_input_device
 from .kernels import BT
 
 # Launch options per kernel, with overrides per padded head size K (measured on an H200: NOTES.md).
@@ -124,6 +124,7 @@ def _empty_fwd(q, k, v, h0, cu_seqlens):
     return torch.empty_like(v), ht, A, torch.empty_like(k), torch.empty_like(v)
 
 
+@on_input_device
 def chunk_fwd(q, k, v, beta, scale: float, h0, cu_seqlens):
     """o [B, T, H, V] in v's dtype, the final state [N, H, K, V] float32, and (A, W, U) for the backward."""
     if q.shape[1] == 0:
@@ -134,6 +135,7 @@ def chunk_fwd(q, k, v, beta, scale: float, h0, cu_seqlens):
     return o, ht, A, w, u
 
 
+@on_input_device
 def chunk_bwd(q, k, v, beta, scale: float, h0, cu_seqlens, do, dht, A, w, u):
     """(dq, dk, dv, dbeta, dh0): the first four in their inputs' dtypes, dh0 float32 [N, H, K, V]."""
     B, T, H, K = q.shape

@@ -8,7 +8,7 @@ values u_t kept by the forward), so nothing of size T x K x V is stored.
 import torch
 import triton
 
-from . import kernels
+from . import kernels, on_input_device
 from .chunk import _num_sequences, _pow2
 
 LAUNCH = {"fwd": {"num_warps": 4, "num_stages": 1}, "bwd": {"num_warps": 4, "num_stages": 1}}
@@ -22,6 +22,7 @@ def _tile_v(K: int, V: int, programs_per_tile: int) -> int:
     return bv
 
 
+@on_input_device
 def recurrent_fwd(q, k, v, beta, scale, h0, cu_seqlens, *, state_out=None, store_u=False, qk_l2norm=False):
     """o [B, T, H, V] in v's dtype, the final state (written into `state_out` when given; it may be
     h0 itself for an in-place update) and, with store_u, the written values u [B, T, H, V] float32."""
@@ -40,6 +41,7 @@ def recurrent_fwd(q, k, v, beta, scale, h0, cu_seqlens, *, state_out=None, store
     return o, ht, u
 
 
+@on_input_device
 def recurrent_bwd(q, k, v, beta, scale, u, ht, cu_seqlens, do, dht):
     B, T, H, K = q.shape
     V = v.shape[-1]

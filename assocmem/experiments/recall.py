@@ -1,0 +1,244 @@
+"""`assocmem recall`: multi-query associative recall (MQAR) across token mixers and model widths.
+
+The DeltaNet paper's Figure 2 setting: two-layer models, sequences of 512 tokens holding 64 key–value
+pairs, vocabulary 8192, model widths 64…512, the best accuracy over a small learning-rate sweep per point.
+Mixers (everything else equal: embeddings, SwiGLU MLPs, RMSNorm, head size 64 or the width if smaller):
+
+- `deltanet`: DeltaNet layers (delta rule, short convolutions, L2-normalised q and k);
+- `linear`: the same layer with the delta rule switched off (additive update S += k v^T);
+- `attention`: global causal softmax attention (rotary positions);
+- `deltanet-noconv`: DeltaNet without the short convolutions.
+
+Training: fresh MQAR batches every step (the stream is a function of the seed), AdamW (weight decay
+0.1, betas 0.9/0.98), linear warm-up over the first 10 % then cosine decay to zero, bf16 autocast on
+CUDA. A run ends after `steps` steps or, with `max_minutes`, when that much training time has passed,
+whichever comes first; the schedule follows whichever is further along, so the learning rate always
+decays to zero (the steps done are recorded). The loss and the accuracy count only the answers.
+Accuracy: the share of answers whose argmax is the right value on a fixed held-out set of sequences,
+measured at the end of training.
+
+Runs are independent; `workers` > 1 runs several at once in separate processes (the small models leave
+most of a GPU idle); on CUDA run i goes to GPU i mod (number of GPUs). A partial JSON is written after
+each finished run.
+"""
+
+import math
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..data.mqar import IGNORE, mqar
+
+MIXERS = ("deltanet", "linear", "attention", "deltanet-noconv")
+
+
+@dataclass
+class RecallSetup:
+    mixers: tuple[str, ...] = MIXERS
+    widths: tuple[int, ...] = (64, 128, 256, 512)
+    lrs: tuple[float, ...] = (1e-3, 3e-3)
+    vocab_size: int = 8192
+    seq_len: int = 512
+    num_kv_pairs: int = 64
+    steps: int = 2000
+    batch: int = 64
+    test_examples: int = 1000
+    head_size: int = 64
+    max_minutes: float | None = None  # per run: training time budget (see the module docstring)
+    seed: int = 0
+    device: str = "cpu"
+    workers: int = 1
+    extra: dict = field(default_factory=dict)
+
+
+def model_config(mixer: str, width: int, setup: RecallSetup):
+    from ..models import AssocMemConfig
+
+    if mixer not in MIXERS:
+        raise ValueError(f"recall: unknown mixer {mixer!r}; expected one of {MIXERS}")
+    heads = max(1, width // setup.head_size)
+    return AssocMemConfig(
+        vocab_size=setup.vocab_size,
+        hidden_size=width,
+        num_heads=heads,
+        layer_types=["attention" if mixer == "attention" else "deltanet"] * 2,
+        mlp_multiple_of=16,
+        max_position_embeddings=setup.seq_len,
+        use_short_conv=mixer != "deltanet-noconv",
+        use_delta_rule=mixer != "linear",
+        tie_word_embeddings=False,
+    )
+
+
+def _lr_at(progress: float, lr: float) -> float:
+    """Warm-up over the first 10 % of training, then cosine to zero; progress in [0, 1]."""
+    if progress < 0.1:
+        return lr * max(progress, 1e-3) / 0.1
+    return 0.5 * lr * (1 + math.cos(math.pi * min(1.0, (progress - 0.1) / 0.9)))
+
+
+def _answer_loss(model, inputs, labels):
+    """Cross-entropy over the answers only: the LM head runs on the answered positions alone."""
+    hidden = model.model(inputs, use_cache=False).last_hidden_state
+    where = labels != IGNORE
+    logits = model.lm_head(hidden[where]).float()
+    return F.cross_entropy(logits, labels[where]), logits, labels[where]
+
+
+@torch.no_grad()
+def accuracy(model, task, device, batch: int = 100, autocast: bool = False) -> float:
+    model.eval()
+    right = total = 0
+    for i in range(0, len(task), batch):
+        x, y = task.inputs[i : i + batch].to(device), task.labels[i : i + batch].to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            _, logits, answers = _answer_loss(model, x, y)
+        right += (logits.argmax(-1) == answers).sum().item()
+        total += answers.numel()
+    model.train()
+    return right / max(1, total)
+
+
+def train_one(mixer: str, width: int, lr: float, setup: RecallSetup, index: int = 0) -> dict:
+    """Train one model on the MQAR stream and return its held-out accuracy (and how the run went)."""
+    from ..models import AssocMemForCausalLM
+
+    device = torch.device(setup.device)
+    if device.type == "cuda" and torch.cuda.device_count() > 1:
+        device = torch.device("cuda", index % torch.cuda.device_count())
+        torch.cuda.set_device(device)
+    if setup.workers > 1:
+        torch.set_num_threads(2)
+    torch.manual_seed(setup.seed)
+    model = AssocMemForCausalLM(model_config(mixer, width, setup)).to(device)
+    params = sum(p.numel() for p in model.parameters())
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
+                            lr=lr, betas=(0.9, 0.98))  # fmt: skip
+    task_args = dict(vocab_size=setup.vocab_size, seq_len=setup.seq_len, num_kv_pairs=setup.num_kv_pairs)
+    test = mqar(setup.test_examples, seed=10**6 + setup.seed, **task_args)
+    autocast = device.type == "cuda"
+    start = time.perf_counter()
+    budget = None if setup.max_minutes is None else 60 * setup.max_minutes
+    losses, stopped_early, step = [], False, 0
+    for step in range(setup.steps):
+        progress = step / setup.steps
+        if budget is not None:
+            by_time = (time.perf_counter() - start) / budget
+            if by_time >= 1:
+                stopped_early = True
+                break
+            progress = max(progress, by_time)
+        batch = mqar(setup.batch, seed=setup.seed * 10**7 + step, **task_args)
+        for group in opt.param_groups:
+            group["lr"] = _lr_at(progress, lr)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            loss, _, _ = _answer_loss(model, batch.inputs.to(device), batch.labels.to(device))
+        if not torch.isfinite(loss):
+            losses.append(float("nan"))
+            break
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        if step % max(1, setup.steps // 50) == 0 or step == setup.steps - 1:
+            losses.append(round(loss.item(), 4))
+    else:
+        step += 1
+    seconds = time.perf_counter() - start
+    return {
+        "mixer": mixer, "width": width, "lr": lr, "params": params, "steps_done": step,
+        "stopped_early": stopped_early, "diverged": bool(losses) and math.isnan(losses[-1]),
+        "accuracy": accuracy(model, test, device, autocast=autocast), "train_seconds": round(seconds, 1),
+        "loss_curve": losses,
+    }  # fmt: skip
+
+
+def _train_star(args):
+    return train_one(*args)
+
+
+def best_per_point(runs: list[dict]) -> list[dict]:
+    best = {}
+    for r in runs:
+        key = (r["mixer"], r["width"])
+        if key not in best or r["accuracy"] > best[key]["accuracy"]:
+            best[key] = r
+    return [
+        {"mixer": m, "width": w, "accuracy": r["accuracy"], "lr": r["lr"], "params": r["params"]}
+        for (m, w), r in sorted(best.items(), key=lambda kv: (MIXERS.index(kv[0][0]), kv[0][1]))
+    ]
+
+
+def run(setup: RecallSetup, out: Path | None = None, plot: bool = True, log=print) -> dict:
+    from ..bench.common import machine_info, save_results, write_json
+
+    # The most telling points first, so that a run cut short still answers the main question.
+    points = [(m, w, lr) for w in sorted(setup.widths) for m in setup.mixers for lr in setup.lrs]
+    jobs = [(m, w, lr, setup, i) for i, (m, w, lr) in enumerate(points)]
+    machine = machine_info(torch.device(setup.device))
+    result = {"experiment": "mqar_recall", "setup": asdict(setup), "machine": machine, "runs": []}
+
+    def finished(r):
+        result["runs"].append(r)
+        flag = " (time budget reached first)" if r["stopped_early"] else ""
+        log(f"{r['mixer']:16s} width {r['width']:4d} lr {r['lr']:.0e}: accuracy {100 * r['accuracy']:5.1f} %  "
+            f"[{r['steps_done']} steps, {r['train_seconds']:.0f} s]{flag}")  # fmt: skip
+        if out is not None:
+            write_json(Path(out), {**result, "partial": True, "best": best_per_point(result["runs"])})
+
+    if setup.workers > 1:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=setup.workers, mp_context=ctx) as pool:
+            for future in as_completed([pool.submit(_train_star, job) for job in jobs]):
+                finished(future.result())
+    else:
+        for job in jobs:
+            finished(train_one(*job))
+    result["best"] = best_per_point(result["runs"])
+    log("")
+    log(format_best(result["best"], setup))
+    save_results(result, out, (lambda png: _plot(result, png)) if plot else None)
+    return result
+
+
+def format_best(best: list[dict], setup: RecallSetup) -> str:
+    widths = sorted({b["width"] for b in best})
+    title = f"MQAR accuracy % (best lr), seq_len {setup.seq_len}, {setup.num_kv_pairs} pairs, vocab {setup.vocab_size}"
+    lines = [title, f"{'mixer':16s}" + "".join(f"{w:>9d}" for w in widths)]
+    for mixer in setup.mixers:
+        cells = {b["width"]: b["accuracy"] for b in best if b["mixer"] == mixer}
+        lines.append(f"{mixer:16s}" + "".join(f"{100 * cells[w]:9.1f}" if w in cells else f"{'-':>9s}" for w in widths))
+    return "\n".join(lines)
+
+
+def _plot(result, path: Path):
+    from ..bench.common import pyplot
+
+    plt = pyplot()
+    if plt is None:
+        return None
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for mixer in result["setup"]["mixers"]:
+        sel = [b for b in result["best"] if b["mixer"] == mixer]
+        if sel:
+            ax.plot([b["width"] for b in sel], [100 * b["accuracy"] for b in sel], marker="o", label=mixer)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("model width")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 102)
+    s = result["setup"]
+    ax.set_title(f"MQAR: T={s['seq_len']}, {s['num_kv_pairs']} KV pairs, {s['steps']} steps", fontsize=9)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

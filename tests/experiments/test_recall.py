@@ -1,0 +1,46 @@
+import json
+
+import pytest
+
+from assocmem.experiments.recall import RecallSetup, best_per_point, model_config, run, train_one
+
+TINY = dict(vocab_size=32, seq_len=16, num_kv_pairs=2, batch=32, test_examples=200, head_size=16)
+
+
+def test_mixers_map_to_the_right_models():
+    setup = RecallSetup(**TINY)
+    assert model_config("attention", 32, setup).mixer_types == ["attention", "attention"]
+    linear = model_config("linear", 32, setup)
+    assert linear.layer_types == ["deltanet", "deltanet"] and not linear.use_delta_rule and linear.use_short_conv
+    noconv = model_config("deltanet-noconv", 64, setup)
+    assert noconv.use_delta_rule and not noconv.use_short_conv and noconv.num_heads == 4
+    with pytest.raises(ValueError, match="mixer"):
+        model_config("mamba", 32, setup)
+
+
+def test_a_tiny_model_learns_recall_above_chance():
+    # 2 pairs, values drawn from 16 tokens: chance is 1/16.
+    r = train_one("deltanet", 32, 3e-3, RecallSetup(steps=300, **TINY))
+    assert r["steps_done"] == 300 and not r["diverged"] and not r["stopped_early"]
+    assert r["accuracy"] > 0.25, r  # 4x chance
+    assert r["loss_curve"][-1] < r["loss_curve"][0]
+
+
+def test_command_writes_table_json_and_picks_the_best_lr(tmp_path):
+    setup = RecallSetup(mixers=("linear", "attention"), widths=(16,), lrs=(1e-3, 3e-3), steps=3, **TINY)
+    out = tmp_path / "mqar.json"
+    lines = []
+    result = run(setup, out, plot=False, log=lines.append)
+    saved = json.loads(out.read_text())
+    assert len(saved["runs"]) == 4 and "partial" not in saved
+    assert [(b["mixer"], b["width"]) for b in saved["best"]] == [("linear", 16), ("attention", 16)]
+    for b in result["best"]:
+        same = [r["accuracy"] for r in result["runs"] if r["mixer"] == b["mixer"]]
+        assert b["accuracy"] == max(same)
+    assert any("MQAR accuracy" in line for line in lines)
+    assert best_per_point([]) == []
+
+
+def test_time_budget_ends_a_run_and_is_recorded():
+    r = train_one("linear", 16, 1e-3, RecallSetup(steps=10**6, max_minutes=0.02, **TINY))
+    assert r["stopped_early"] and 0 < r["steps_done"] < 10**6
