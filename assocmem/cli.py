@@ -158,6 +158,17 @@ def _tabular(args):
     run(setup, None if args.no_save else args.out, plot=not args.no_plot)
 
 
+def _molecules(args):
+    from .experiments.molecules import MoleculeSetup, run
+
+    setup = MoleculeSetup(
+        datasets=tuple(args.datasets), splits=args.splits, epochs=args.epochs, trees=args.trees,
+        svm_max_train=args.svm_max_train, seed=args.seed,
+        data_dir=None if args.data_dir is None else str(args.data_dir),
+    )  # fmt: skip
+    run(setup, None if args.no_save else args.out, plot=not args.no_plot)
+
+
 def _recall(args):
     from .experiments.recall import RecallSetup, run
 
@@ -166,6 +177,7 @@ def _recall(args):
         seq_len=args.seq_len, num_kv_pairs=args.kv_pairs, steps=args.steps, batch=args.batch,
         test_examples=args.test_examples, head_size=args.head_size, max_minutes=args.max_minutes,
         seed=args.seed, device=args.device, workers=args.workers,
+        train_kv_pairs=tuple(args.train_kv_pairs) if args.train_kv_pairs else None,
     )  # fmt: skip
     run(setup, None if args.no_save else args.out, plot=not args.no_plot)
 
@@ -283,6 +295,21 @@ def build_parser() -> argparse.ArgumentParser:
     tab.add_argument("--no-plot", action="store_true")
     tab.set_defaults(func=_tabular)
 
+    mol = commands.add_parser("molecules", help="drug design: HopfieldLayer vs SVM and random forest on fingerprints")
+    mol.add_argument("--datasets", nargs="+", default=["hiv", "bace", "bbbp", "sider"],
+                     choices=["hiv", "bace", "bbbp", "sider"])  # fmt: skip
+    mol.add_argument("--splits", type=int, default=3, help="random 80/10/10 splits")
+    mol.add_argument("--epochs", type=int, default=30, help="Hopfield classifier epochs (best validation epoch kept)")
+    mol.add_argument("--trees", type=int, default=500)
+    mol.add_argument("--svm-max-train", type=int, default=10000, help="SVM training subsample cap (HIV)")
+    mol.add_argument("--seed", type=int, default=0)
+    mol.add_argument("--data-dir", type=Path, default=None,
+                     help="folder of the MoleculeNet CSVs (default ../shared/data/moleculenet)")  # fmt: skip
+    mol.add_argument("--out", type=Path, default=Path("benchmarks/results/molecules.json"))
+    mol.add_argument("--no-save", action="store_true")
+    mol.add_argument("--no-plot", action="store_true")
+    mol.set_defaults(func=_molecules)
+
     from .experiments.recall import MIXERS
 
     rec = commands.add_parser("recall", help="associative recall (MQAR): DeltaNet vs linear and softmax attention")
@@ -294,6 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--kv-pairs", type=int, default=64)
     rec.add_argument("--steps", type=int, default=2000, help="training steps per run (fresh batches each step)")
     rec.add_argument("--batch", type=int, default=64)
+    rec.add_argument("--train-kv-pairs", type=int, nargs="+", default=None,
+                     help="train on batches cycling through these numbers of pairs (test: --kv-pairs)")  # fmt: skip
     rec.add_argument("--test-examples", type=int, default=1000)
     rec.add_argument("--head-size", type=int, default=64)
     rec.add_argument("--max-minutes", type=float, default=None, help="per run: stop training after this long")

@@ -13,7 +13,10 @@ Training: fresh MQAR batches every step (the stream is a function of the seed), 
 0.1, betas 0.9/0.98), linear warm-up over the first 10 % then cosine decay to zero, bf16 autocast on
 CUDA. A run ends after `steps` steps or, with `max_minutes`, when that much training time has passed,
 whichever comes first; the schedule follows whichever is further along, so the learning rate always
-decays to zero (the steps done are recorded). The loss and the accuracy count only the answers.
+decays to zero (the steps done are recorded). With `train_kv_pairs` the training batches cycle through
+those numbers of pairs (a mixture of easier and harder sequences of the same length, as Zoology's standard
+training mixture does); the test set always has `num_kv_pairs`. The loss and the accuracy count only the
+answers.
 Accuracy: the share of answers whose argmax is the right value on a fixed held-out set of sequences,
 measured at the end of training.
 
@@ -49,6 +52,7 @@ class RecallSetup:
     test_examples: int = 1000
     head_size: int = 64
     max_minutes: float | None = None  # per run: training time budget (see the module docstring)
+    train_kv_pairs: tuple[int, ...] | None = None  # a mixture of easier tasks for training (test: num_kv_pairs)
     seed: int = 0
     device: str = "cpu"
     workers: int = 1
@@ -134,7 +138,9 @@ def train_one(mixer: str, width: int, lr: float, setup: RecallSetup, index: int 
                 stopped_early = True
                 break
             progress = max(progress, by_time)
-        batch = mqar(setup.batch, seed=setup.seed * 10**7 + step, **task_args)
+        mixture = setup.train_kv_pairs or (setup.num_kv_pairs,)
+        pairs = mixture[step % len(mixture)]
+        batch = mqar(setup.batch, seed=setup.seed * 10**7 + step, **{**task_args, "num_kv_pairs": pairs})
         for group in opt.param_groups:
             group["lr"] = _lr_at(progress, lr)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):

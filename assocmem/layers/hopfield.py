@@ -268,7 +268,12 @@ class HopfieldLayer(nn.Module):
         """state [B, L, input_size]."""
         if not isinstance(state, torch.Tensor) or state.dim() != 3:
             raise ValueError(f"HopfieldLayer: `state` must be [B, L, input_size], got {getattr(state, 'shape', state)}")
-        B = state.shape[0]
+        B, L = state.shape[:2]
+        if not return_association:
+            # Every state pattern looks up the same memory independently: fold the batch into one
+            # sequence of B·L queries instead of copying the memory B times (and summing B gradients).
+            out = self.hopfield(state.reshape(1, B * L, -1), self.patterns[None], self.targets[None])
+            return out.reshape(B, L, -1)
         stored = self.patterns.expand(B, *self.patterns.shape)
         targets = self.targets.expand(B, *self.targets.shape)
         return self.hopfield(state, stored, targets, return_association=return_association)

@@ -71,9 +71,12 @@ def test_pooling_and_layer_shapes():
     mask[:, 4:] = False
     assert torch.allclose(pool(Y, mask=mask), pool(Y[:, :4]), atol=1e-6)
 
-    memory = HopfieldLayer(10, num_patterns=16, num_heads=2, output_size=3)
-    out, A = memory(torch.randn(5, 7, 10), return_association=True)
+    memory = HopfieldLayer(10, num_patterns=16, num_heads=2, output_size=3, steps=2)
+    R = torch.randn(5, 7, 10)
+    out, A = memory(R, return_association=True)
     assert out.shape == (5, 7, 3) and A.shape == (5, 2, 7, 16)
+    # Without the association the batch is folded into one sequence of queries: the same numbers.
+    assert torch.allclose(memory(R), out, atol=1e-6)
 
 
 @pytest.mark.parametrize(
