@@ -28,7 +28,7 @@ each finished run.
 import math
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -56,7 +56,6 @@ class RecallSetup:
     seed: int = 0
     device: str = "cpu"
     workers: int = 1
-    extra: dict = field(default_factory=dict)
 
 
 def model_config(mixer: str, width: int, setup: RecallSetup):
