@@ -203,6 +203,10 @@ def run(setup: MILSetup, out: Path | None, plot: bool = True) -> dict:
         parts = [f"{m}: {row[m]['auc_mean'] * 100:.1f} ± {row[m]['auc_std'] * 100:.1f}" for m in setup.models]
         paper = f"  (paper: {PAPER_AUC[name][0]} ± {PAPER_AUC[name][1]})" if name in PAPER_AUC else ""
         print(f"{name:9s} ROC-AUC×100  " + "   ".join(parts) + paper + f"   [{row['seconds']:.0f} s]", flush=True)
+        if out is not None:  # a run cut short keeps the datasets it finished, marked as partial
+            from ..bench.common import write_json
+
+            write_json(Path(out), {"experiment": "mil", "setup": asdict(setup), "rows": rows, "partial": True})
     result = {"experiment": "mil", "setup": asdict(setup), "rows": rows}
     if out is not None:
         from ..bench.common import save_results
