@@ -182,6 +182,13 @@ def _recall(args):
     run(setup, None if args.no_save else args.out, plot=not args.no_plot)
 
 
+def _result_args(parser: argparse.ArgumentParser, name: str) -> None:
+    """--out, --no-save, --no-plot of an experiment whose results go to benchmarks/results/NAME.json/.png."""
+    parser.add_argument("--out", type=Path, default=Path(f"benchmarks/results/{name}.json"), help="JSON path")
+    parser.add_argument("--no-save", action="store_true", help="print the results only")
+    parser.add_argument("--no-plot", action="store_true", help="write no PNG")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="assocmem", description="Sequence models built on associative memory.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -254,18 +261,14 @@ def build_parser() -> argparse.ArgumentParser:
     cap.add_argument("--threshold", type=float, default=0.9, help="success rate that counts as stored")
     cap.add_argument("--max-patterns", type=int, default=2**18)
     cap.add_argument("--seed", type=int, default=0)
-    cap.add_argument("--out", type=Path, default=Path("benchmarks/results/hopfield_capacity.json"))
-    cap.add_argument("--no-save", action="store_true")
-    cap.add_argument("--no-plot", action="store_true")
+    _result_args(cap, "hopfield_capacity")
     cap.set_defaults(func=_hopfield_capacity)
     ret = hops.add_parser("retrieve", help="digits: masked / noisy queries to fixed points for several β")
     ret.add_argument("--per-class", type=int, default=20, help="stored images per digit")
     ret.add_argument("--beta", type=float, nargs="+", default=[0.1, 0.5, 0.8, 3.0])
     ret.add_argument("--noise", type=float, default=0.6, help="std of the noise of the noisy queries")
     ret.add_argument("--seed", type=int, default=0)
-    ret.add_argument("--out", type=Path, default=Path("benchmarks/results/hopfield_retrieve.json"))
-    ret.add_argument("--no-save", action="store_true")
-    ret.add_argument("--no-plot", action="store_true")
+    _result_args(ret, "hopfield_retrieve")
     ret.set_defaults(func=_hopfield_retrieve)
 
     mil = commands.add_parser("mil", help="multiple-instance learning with HopfieldPooling (10-fold CV x 5)")
@@ -277,9 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     mil.add_argument("--seed", type=int, default=0)
     mil.add_argument("--data-dir", type=Path, default=None,
                      help="folder of the Tiger/Fox/Elephant .mat files (default ../shared/data/mil)")  # fmt: skip
-    mil.add_argument("--out", type=Path, default=Path("benchmarks/results/mil.json"))
-    mil.add_argument("--no-save", action="store_true")
-    mil.add_argument("--no-plot", action="store_true")
+    _result_args(mil, "mil")
     mil.set_defaults(func=_mil)
 
     tab = commands.add_parser("tabular", help="HopfieldLayer classifier vs SVM and random forest on small tables")
@@ -290,9 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     tab.add_argument("--epochs", type=int, default=200)
     tab.add_argument("--seed", type=int, default=0)
     tab.add_argument("--mlbench-dir", default=None, help="folder of mlbench's .rda files")
-    tab.add_argument("--out", type=Path, default=Path("benchmarks/results/tabular.json"))
-    tab.add_argument("--no-save", action="store_true")
-    tab.add_argument("--no-plot", action="store_true")
+    _result_args(tab, "tabular")
     tab.set_defaults(func=_tabular)
 
     mol = commands.add_parser("molecules", help="drug design: HopfieldLayer vs SVM and random forest on fingerprints")
@@ -305,9 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     mol.add_argument("--seed", type=int, default=0)
     mol.add_argument("--data-dir", type=Path, default=None,
                      help="folder of the MoleculeNet CSVs (default ../shared/data/moleculenet)")  # fmt: skip
-    mol.add_argument("--out", type=Path, default=Path("benchmarks/results/molecules.json"))
-    mol.add_argument("--no-save", action="store_true")
-    mol.add_argument("--no-plot", action="store_true")
+    _result_args(mol, "molecules")
     mol.set_defaults(func=_molecules)
 
     from .experiments.recall import MIXERS
@@ -329,9 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     rec.add_argument("--workers", type=int, default=1, help="runs at once, each in its own process")
     rec.add_argument("--seed", type=int, default=0)
-    rec.add_argument("--out", type=Path, default=Path("benchmarks/results/mqar.json"))
-    rec.add_argument("--no-save", action="store_true")
-    rec.add_argument("--no-plot", action="store_true")
+    _result_args(rec, "mqar")
     rec.set_defaults(func=_recall)
 
     tr = commands.add_parser("train", help="train a language model (TOML config; torchrun for several processes)")
