@@ -164,10 +164,6 @@ def train_one(mixer: str, width: int, lr: float, setup: RecallSetup, index: int 
     }  # fmt: skip
 
 
-def _train_star(args):
-    return train_one(*args)
-
-
 def best_per_point(runs: list[dict]) -> list[dict]:
     best = {}
     for r in runs:
@@ -202,7 +198,7 @@ def run(setup: RecallSetup, out: Path | None = None, plot: bool = True, log=prin
 
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=setup.workers, mp_context=ctx) as pool:
-            for future in as_completed([pool.submit(_train_star, job) for job in jobs]):
+            for future in as_completed([pool.submit(train_one, *job) for job in jobs]):
                 finished(future.result())
     else:
         for job in jobs:

@@ -76,9 +76,12 @@ def linear_attention(q, k, v, *, scale=None, initial_state=None, output_final_st
     o = o.permute(0, 2, 3, 1, 4).reshape(B, n * C, H, V)[:, :T].to(v.dtype)
     final = None
     if output_final_state:
-        final = states[:, :, -1] if n else q.new_zeros(B, H, K, V, dtype=torch.float32)
-        if n == 0 and initial_state is not None:
+        if n:
+            final = states[:, :, -1]
+        elif initial_state is not None:  # no tokens: the state is the initial one
             final = initial_state.float().clone()
+        else:
+            final = q.new_zeros(B, H, K, V, dtype=torch.float32)
     return o, final
 
 
