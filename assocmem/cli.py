@@ -139,12 +139,14 @@ def _hopfield_retrieve(args):
 
 
 def _mil(args):
-    from .experiments.mil import MILSetup, run
+    from .experiments.mil import MILSetup, parse_grid, run
 
     setup = MILSetup(
         datasets=tuple(args.datasets), folds=args.folds, repeats=args.repeats, epochs=args.epochs,
         seed=args.seed, data_dir=None if args.data_dir is None else str(args.data_dir),
     )  # fmt: skip
+    if args.grid:
+        setup.grid = parse_grid(args.grid)
     run(setup, None if args.no_save else args.out, plot=not args.no_plot)
 
 
@@ -278,6 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
     mil.add_argument("--repeats", type=int, default=5)
     mil.add_argument("--epochs", type=int, default=40)
     mil.add_argument("--seed", type=int, default=0)
+    mil.add_argument("--grid", nargs="+", default=None, metavar="KEY=V1,V2",
+                     help="hyperparameter grid chosen from on the inner validation split; keys lr, hidden, "
+                     "beta_scale, heads, dropout (default lr=1e-3,3e-4 beta_scale=1,4 hidden=64)")  # fmt: skip
     mil.add_argument("--data-dir", type=Path, default=None,
                      help="folder of the Tiger/Fox/Elephant .mat files (default ../shared/data/mil)")  # fmt: skip
     _result_args(mil, "mil")

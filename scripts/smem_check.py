@@ -31,17 +31,18 @@ def launches(K, V, dtype="bf16", varlen=False):
     BKs, BVs = min(64, chunk._pow2(K)), min(64, chunk._pow2(V))
     common = {"K": K, "V": V, "H": 16, "IS_VARLEN": varlen, "PREC": "tf32" if dtype != "fp32" else "tf32x3"}
     ints = {"cu_seqlens": "*i32", "index": "*i32", "chunk_offsets": "*i32", "T": "i32", "scale": "fp32"}
-    yield "wy_fwd", kernels.wy_fwd_kernel, {**ints, "k": io, "v": io, "beta": io}, {
-        **common, "BK": BKs, "BV": BVs, "cu_seqlens": None if not varlen else None}
+    store = "*bf16" if dtype == "bf16" else "*fp32"  # chunk states kept for the backward
+    yield "wy_fwd", kernels.wy_fwd_kernel, {**ints, "k": io, "beta": io}, {**common, "BK": BKs}
     BV = chunk._state_tile_v(K, V)
     for flags in ({"STORE_H": False, "WRITE_O": True, "STORE_FINAL": True},
                   {"STORE_H": True, "WRITE_O": False, "STORE_FINAL": False}):
         yield ("state_fwd" + ("(bwd)" if flags["STORE_H"] else "")), kernels.state_fwd_kernel, {
-            **ints, "q": io, "k": io, "o": io}, {**common, **flags, "BK": chunk._pow2(K), "BV": BV, "USE_H0": True}
-    yield "state_bwd", kernels.state_bwd_kernel, {**ints, "q": io, "k": io, "do": io}, {
+            **ints, "q": io, "k": io, "v": io, "beta": io, "o": io, "h": store}, {
+            **common, **flags, "BK": chunk._pow2(K), "BV": BV, "USE_H0": True}
+    yield "state_bwd", kernels.state_bwd_kernel, {**ints, "q": io, "k": io, "beta": io, "do": io, "dh": store}, {
         **common, "BK": chunk._pow2(K), "BV": BV, "USE_DHT": True, "STORE_DH0": True}
-    yield "dqkw", kernels.dqkw_kernel, {**ints, "q": io, "k": io, "do": io, "dq": io}, {
-        **common, "BK": BKs, "BV": BVs}
+    yield "dqkw", kernels.dqkw_kernel, {**ints, "q": io, "k": io, "do": io, "dq": io, "h": store, "dh": store}, {
+        **common, "BK": chunk._dqkw_tile_k(K), "BV": BVs}
     yield "wy_bwd", kernels.wy_bwd_kernel, {**ints, "k": io, "v": io, "beta": io, "dk": io, "dv": io}, {
         **common, "BK": BKs, "BV": BVs}
 

@@ -130,9 +130,9 @@ def test_triton_gradients_on_cuda(dtype, shape):
             assert err <= 2 * rel_err(low, ref) and err < 1e-2, name
 
 
-def test_triton_above_head_size_128_is_refused_and_auto_uses_chunk():
-    q, k, v, beta, _ = (None if x is None else x.cuda() for x in make_inputs(1, 70, 1, 256, 32, state=False))
-    with pytest.raises(ValueError, match="head sizes up to 128"):
+def test_triton_above_head_size_256_is_refused_and_auto_uses_chunk():
+    q, k, v, beta, _ = (None if x is None else x.cuda() for x in make_inputs(1, 70, 1, 320, 32, state=False))
+    with pytest.raises(ValueError, match="head sizes up to 256"):
         delta_rule(q, k, v, beta, backend="triton")
     o, _ = delta_rule(q, k, v, beta)
     o_ref, _ = naive_delta_rule(q.cpu(), k.cpu(), v.cpu(), beta.cpu())

@@ -135,7 +135,8 @@ def _fit_score(train_bags, train_y, test_bags, pooling, params, setup, seed):
     xt, maskt = _pad(test_bags, mean, std)
     y = torch.tensor(train_y, dtype=torch.float32)
     torch.manual_seed(seed)
-    model = MILNet(x.shape[-1], params["hidden"], pooling, setup.heads, params["beta_scale"], setup.dropout)
+    model = MILNet(x.shape[-1], params["hidden"], pooling, params.get("heads", setup.heads),
+                   params.get("beta_scale", 1.0), params.get("dropout", setup.dropout))  # fmt: skip
     opt = torch.optim.AdamW(model.parameters(), lr=params["lr"], weight_decay=setup.weight_decay)
     g = torch.Generator().manual_seed(seed)
     batch = setup.batch
@@ -153,9 +154,28 @@ def _fit_score(train_bags, train_y, test_bags, pooling, params, setup, seed):
         return model(xt, maskt).numpy()
 
 
-def _configs(grid):
-    keys = sorted(grid)
+GRID_KEYS = ("lr", "hidden", "beta_scale", "heads", "dropout")
+HOPFIELD_ONLY = ("beta_scale", "heads")  # mean pooling has neither: its grid leaves them out
+
+
+def _configs(grid, pooling="hopfield"):
+    unknown = set(grid) - set(GRID_KEYS)
+    if unknown or "lr" not in grid or "hidden" not in grid:
+        raise ValueError(f"mil: `grid` needs 'lr' and 'hidden' and may also set {GRID_KEYS[2:]}; got {sorted(grid)}")
+    keys = sorted(k for k in grid if pooling == "hopfield" or k not in HOPFIELD_ONLY)
     return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
+
+
+def parse_grid(items: list[str]) -> dict:
+    """`["lr=1e-3,3e-4", "hidden=64,128"]` → {"lr": [0.001, 0.0003], "hidden": [64, 128]}."""
+    grid = {}
+    for item in items:
+        key, sep, values = item.partition("=")
+        if not sep or key not in GRID_KEYS or not values:
+            raise ValueError(f"mil: a --grid entry must look like KEY=V1,V2 with KEY one of {GRID_KEYS}; got {item!r}")
+        cast = int if key in ("hidden", "heads") else float
+        grid[key] = [cast(v) for v in values.split(",")]
+    return grid
 
 
 def evaluate(name: str, setup: MILSetup) -> dict:
@@ -172,7 +192,7 @@ def evaluate(name: str, setup: MILSetup) -> dict:
             inner_tr, inner_va = train_test_split(tr, test_size=setup.validation, stratify=y[tr], random_state=seed)
             for pooling in setup.models:
                 best, best_auc = None, -1.0
-                for params in _configs(setup.grid):
+                for params in _configs(setup.grid, pooling):
                     scores = _fit_score([bags[i] for i in inner_tr], y[inner_tr], [bags[i] for i in inner_va],
                                         pooling, params, setup, seed)  # fmt: skip
                     auc = _auc(y[inner_va], scores) if len(set(y[inner_va])) > 1 else 0.5

@@ -131,8 +131,9 @@ def test_auto_on_cuda_picks_triton_where_the_kernels_apply(monkeypatch):
         assert delta_rule_pkg._pick_backend("naive", _fake(), _fake()) == "naive"
     with pytest.warns(UserWarning, match="float64"):
         assert delta_rule_pkg._pick_backend("auto", _fake(dtype=torch.float64), _fake()) == "chunk"
-    with pytest.warns(UserWarning, match="head sizes up to 128"):
-        assert delta_rule_pkg._pick_backend("auto", _fake(), _fake(K=256)) == "chunk"
+        assert delta_rule_pkg._pick_backend("auto", _fake(), _fake(K=256)) == "triton"
+    with pytest.warns(UserWarning, match="head sizes up to 256"):
+        assert delta_rule_pkg._pick_backend("auto", _fake(), _fake(K=320)) == "chunk"
 
 
 def test_triton_backend_on_cpu_says_what_runs_there(monkeypatch):
@@ -150,10 +151,10 @@ def test_triton_backend_rejects_what_its_kernels_do_not_take(monkeypatch):
     ):
         delta_rule(q.double(), k.double(), v.double(), beta.double(), backend="triton_recurrent")
     big = torch.randn(*q.shape[:3], 260)
-    with pytest.raises(ValueError, match="head sizes up to 128, got K = 260.*'chunk' takes any"):
+    with pytest.raises(ValueError, match="head sizes up to 256, got K = 260.*'chunk' takes any"):
         delta_rule(big, big, v, beta, backend="triton")
-    wide = torch.randn(*q.shape[:3], 256).bfloat16()
-    with pytest.raises(ValueError, match="head sizes up to 128, got K = 256"):
-        delta_rule(wide, wide, v.bfloat16(), beta, backend="triton")
+    wide = torch.randn(*q.shape[:3], 512).bfloat16()
+    with pytest.raises(ValueError, match="head sizes up to 256, got K = 8, V = 512"):
+        delta_rule(q.bfloat16(), k.bfloat16(), wide, beta, backend="triton")
     with pytest.raises(ValueError, match="uses chunks of 64, got `chunk_size` = 32"):
         delta_rule(q, k, v, beta, backend="triton", chunk_size=32)

@@ -80,7 +80,7 @@ def check_fp32(backend, B, T, H, K, V, cu_seqlens=None):
 
 @pytest.mark.parametrize(
     "B, T, H, K, V",
-    [(2, 100, 2, 32, 16), (1, 63, 1, 60, 100), (1, 130, 1, 16, 128), (1, 64, 1, 128, 16)],
+    [(2, 100, 2, 32, 16), (1, 63, 1, 60, 100), (1, 130, 1, 16, 128), (1, 64, 1, 128, 16), (1, 70, 1, 256, 40)],
 )
 def test_chunk_kernels_match_naive_fp32(B, T, H, K, V):
     check_fp32("triton", B, T, H, K, V)

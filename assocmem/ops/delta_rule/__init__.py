@@ -65,7 +65,7 @@ def delta_rule(
             sequence n is tokens cu_seqlens[n]:cu_seqlens[n + 1]; no state crosses a boundary.
         qk_l2norm: L2-normalise q and k over their last dimension first (in float32).
         backend: "auto" (the Triton kernels on CUDA, else the PyTorch chunk path), "triton" (the
-            chunkwise algorithm in Triton kernels; CUDA, head sizes up to 128, not float64),
+            chunkwise algorithm in Triton kernels; CUDA, head sizes up to 256, not float64),
             "triton_recurrent" (the fused token-by-token kernel, for decoding and short sequences),
             "chunk" (the chunkwise WY/UT algorithm in PyTorch, any device) or "naive" (the
             step-by-step specification, slow).

@@ -6,8 +6,8 @@ import torch
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 BACKENDS = ("auto", "triton", "triton_recurrent", "chunk", "naive")
-# float32 [64, 256] tiles overflow the state kernels' shared memory on an H200 (ops/delta_rule/triton/NOTES.md).
-TRITON_MAX_HEAD_SIZE = 128
+# Beyond 256 the state kernels' [K, BV] register tile and [64, K] shared-memory tiles no longer fit (NOTES.md, v5).
+TRITON_MAX_HEAD_SIZE = 256
 
 
 def _shape(x: torch.Tensor) -> list[int]:

@@ -1,9 +1,9 @@
 """Host side of the Triton chunk kernels: buffers, grids, the autograd Function.
 
-Forward: two kernels (WY representation per chunk; the state recurrence fused with the output), so
-neither the per-chunk states nor V' touch memory. Backward: four kernels (the chunk-start states and V'
-again, the reverse state pass, dQ/dK/dW per chunk, the WY backward). Besides its inputs the forward
-keeps W, U and A (float32: K + V + 64 numbers per token and head) for the backward. Head sizes up to 128.
+Forward: two kernels (the WY representation's A per chunk; the state recurrence fused with the output,
+applying A), so neither the per-chunk states, V', nor W and U touch memory. Backward: four kernels (the
+chunk-start states and V' again, the reverse state pass, dQ/dK/dW per chunk, the WY backward). Besides
+its inputs the forward keeps only A (float32, 64 numbers per token and head). Head sizes up to 256.
 """
 
 import torch
@@ -14,12 +14,12 @@ from .kernels import BT
 
 # Launch options per kernel, with overrides per padded head size K (measured on an H200: NOTES.md).
 # The state kernels pipeline [64, K] tiles of the sequence through shared memory, one buffer per stage:
-# at K = 128 three stages overflow the H200's 227 KiB per block, and float32 inputs (twice the bytes)
-# leave room for one (scripts/smem_check.py compiles every kernel for sm_90 and prints its use).
+# float32 inputs (twice the bytes) leave room for one stage at K >= 128 within the H200's 227 KiB per
+# block (scripts/smem_check.py compiles every kernel for sm_90 and prints its use).
 LAUNCH_BY_K: dict[tuple[str, int], dict] = {
-    ("state_fwd", 128): {"num_warps": 4, "num_stages": 2},
+    ("state_fwd", 256): {"num_warps": 4, "num_stages": 2},
 }
-FP32_MAX_STAGES = {("state_fwd", 128): 1, ("state_bwd", 128): 1}
+FP32_MAX_STAGES = {("state_fwd", 128): 1, ("state_bwd", 128): 1, ("state_fwd", 256): 1, ("state_bwd", 256): 1}
 LAUNCH = {
     "wy_fwd": {"num_warps": 2, "num_stages": 2},
     "state_fwd": {"num_warps": 4, "num_stages": 3},
@@ -28,6 +28,13 @@ LAUNCH = {
     "wy_bwd": {"num_warps": 4, "num_stages": 2},
 }
 
+
+
+def _STORE(dtype: torch.dtype) -> torch.dtype:
+    """Storage of the chunk states and their gradients between the backward's kernels: bf16 for bf16
+    inputs (half the traffic of the largest buffers; the matmuls that read them accumulate in float32),
+    float32 otherwise (fp16's range is too small for states). V' and dV' stay float32: NOTES.md, v5."""
+    return torch.bfloat16 if dtype == torch.bfloat16 else torch.float32
 
 
 def _pow2(n: int, lo: int = 16) -> int:
@@ -52,10 +59,19 @@ def _num_sequences(B: int, cu_seqlens) -> int:
     return B if cu_seqlens is None else cu_seqlens.shape[0] - 1
 
 
+# Key tile of `dqkw` per padded K: each tile re-reads V', dV' and dO; one tile per head needs 8 warps.
+DQKW_TILE_K = {16: 16, 32: 32, 64: 64, 128: 64, 256: 64}
+
+
+def _dqkw_tile_k(K: int) -> int:
+    return DQKW_TILE_K[_pow2(K)]
+
+
 def _state_tile_v(K: int, V: int) -> int:
     """Value tile of the sequential kernels: the [K, BV] float32 state stays in registers. (Narrower tiles
-    for more programs when sequences are few made both state kernels slower on the H200: NOTES.md.)"""
-    return min(64, _pow2(V))
+    for more programs when sequences are few made both state kernels slower on the H200: NOTES.md.)
+    At K = 256 the tile is 32 wide, which keeps the state at 64 registers per thread of four warps."""
+    return min(64 if K <= 128 else 32, _pow2(V))
 
 
 class _Chunks:
@@ -81,34 +97,30 @@ class _Chunks:
             self.grid_t = self.total
 
 
-def _wy_fwd(k, v, beta, chunks: _Chunks):
+def _wy_fwd(k, beta, chunks: _Chunks):
     B, T, H, K = k.shape
-    V = v.shape[-1]
     A = torch.empty(B, T, H, BT, dtype=torch.float32, device=k.device)
-    w = torch.empty_like(k, dtype=torch.float32)
-    u = torch.empty_like(v, dtype=torch.float32)
     grid = (chunks.grid_t, B * H if not chunks.varlen else H)
     kernels.wy_fwd_kernel[grid](
-        k, v, beta, A, w, u, chunks.cu_seqlens, chunks.index, T,
-        H=H, K=K, V=V, BK=min(64, _pow2(K)), BV=min(64, _pow2(V)),
+        k, beta, A, chunks.cu_seqlens, chunks.index, T, H=H, K=K, BK=min(64, _pow2(K)),
         IS_VARLEN=chunks.varlen, PREC=_precision(k.dtype), **_launch("wy_fwd", K, k.dtype),
     )  # fmt: skip
-    return A, w, u
+    return A
 
 
-def _state_fwd(q, k, w, u, scale, h0, chunks: _Chunks, *, for_backward: bool):
+def _state_fwd(q, k, v, beta, A, scale, h0, chunks: _Chunks, *, for_backward: bool):
     B, T, H, K = q.shape
-    V = u.shape[-1]
+    V = v.shape[-1]
     BV = _state_tile_v(K, V)
     if for_backward:
-        h = torch.empty(chunks.total, H, K, V, dtype=torch.float32, device=q.device)
-        vnew, o, ht = torch.empty_like(u, dtype=torch.float32), None, None
+        h = torch.empty(chunks.total, H, K, V, dtype=_STORE(q.dtype), device=q.device)
+        vnew, o, ht = torch.empty_like(v, dtype=torch.float32), None, None
     else:
         h = vnew = None
-        o = torch.empty_like(u, dtype=q.dtype)  # v's dtype
+        o = torch.empty_like(v)
         ht = torch.empty(chunks.N, H, K, V, dtype=torch.float32, device=q.device)
     kernels.state_fwd_kernel[(triton.cdiv(V, BV), chunks.N * H)](
-        q, k, w, u, o, h, vnew, h0, ht, chunks.cu_seqlens, chunks.offsets, scale, T,
+        q, k, v, beta, A, o, h, vnew, h0, ht, chunks.cu_seqlens, chunks.offsets, scale, T,
         H=H, K=K, V=V, BK=_pow2(K), BV=BV, USE_H0=h0 is not None, STORE_FINAL=not for_backward,
         STORE_H=for_backward, WRITE_O=not for_backward, IS_VARLEN=chunks.varlen,
         PREC=_precision(q.dtype), **_launch("state_fwd", K, q.dtype),
@@ -121,22 +133,22 @@ def _empty_fwd(q, k, v, h0, cu_seqlens):
     N = _num_sequences(B, cu_seqlens)
     ht = torch.zeros(N, H, K, v.shape[-1], device=q.device) if h0 is None else h0.clone()
     A = torch.empty(B, T, H, BT, dtype=torch.float32, device=q.device)
-    return torch.empty_like(v), ht, A, torch.empty_like(k), torch.empty_like(v)
+    return torch.empty_like(v), ht, A
 
 
 @on_input_device
 def chunk_fwd(q, k, v, beta, scale: float, h0, cu_seqlens):
-    """o [B, T, H, V] in v's dtype, the final state [N, H, K, V] float32, and (A, W, U) for the backward."""
+    """o [B, T, H, V] in v's dtype, the final state [N, H, K, V] float32, and A for the backward."""
     if q.shape[1] == 0:
         return _empty_fwd(q, k, v, h0, cu_seqlens)
     chunks = _Chunks(q.shape[0], q.shape[1], cu_seqlens)
-    A, w, u = _wy_fwd(k, v, beta, chunks)
-    o, ht = _state_fwd(q, k, w, u, scale, h0, chunks, for_backward=False)
-    return o, ht, A, w, u
+    A = _wy_fwd(k, beta, chunks)
+    o, ht = _state_fwd(q, k, v, beta, A, scale, h0, chunks, for_backward=False)
+    return o, ht, A
 
 
 @on_input_device
-def chunk_bwd(q, k, v, beta, scale: float, h0, cu_seqlens, do, dht, A, w, u):
+def chunk_bwd(q, k, v, beta, scale: float, h0, cu_seqlens, do, dht, A):
     """(dq, dk, dv, dbeta, dh0): the first four in their inputs' dtypes, dh0 float32 [N, H, K, V]."""
     B, T, H, K = q.shape
     V = v.shape[-1]
@@ -146,14 +158,14 @@ def chunk_bwd(q, k, v, beta, scale: float, h0, cu_seqlens, do, dht, A, w, u):
         return torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v), torch.zeros_like(beta), dh0
     chunks = _Chunks(B, T, cu_seqlens)
     prec = _precision(q.dtype)
-    h, vnew = _state_fwd(q, k, w, u, scale, h0, chunks, for_backward=True)
+    h, vnew = _state_fwd(q, k, v, beta, A, scale, h0, chunks, for_backward=True)
 
     BV = _state_tile_v(K, V)
     dh = torch.empty_like(h)
     dvnew = torch.empty_like(v, dtype=torch.float32)
     dh0 = torch.empty(chunks.N, H, K, V, dtype=torch.float32, device=q.device)
     kernels.state_bwd_kernel[(triton.cdiv(V, BV), chunks.N * H)](
-        q, k, w, do, dh, dvnew, dht, dh0, chunks.cu_seqlens, chunks.offsets, scale, T,
+        q, k, beta, A, do, dh, dvnew, dht, dh0, chunks.cu_seqlens, chunks.offsets, scale, T,
         H=H, K=K, V=V, BK=_pow2(K), BV=BV, USE_DHT=dht is not None, STORE_DH0=True,
         IS_VARLEN=chunks.varlen, PREC=prec, **_launch("state_bwd", K, q.dtype),
     )  # fmt: skip
@@ -161,7 +173,7 @@ def chunk_bwd(q, k, v, beta, scale: float, h0, cu_seqlens, do, dht, A, w, u):
     dq = torch.empty_like(q)
     dk_part = torch.empty(B, T, H, K, dtype=torch.float32, device=q.device)
     dw = torch.empty(B, T, H, K, dtype=torch.float32, device=q.device)
-    BK = min(64, _pow2(K))
+    BK = _dqkw_tile_k(K)
     heads = B * H if not chunks.varlen else H
     kernels.dqkw_kernel[(triton.cdiv(K, BK), chunks.grid_t, heads)](
         q, k, vnew, do, dvnew, h, dh, dq, dk_part, dw, chunks.cu_seqlens, chunks.index, scale, T,
@@ -193,7 +205,7 @@ def _fwd_op(
     scale: float,
     initial_state: torch.Tensor | None,
     cu_seqlens: torch.Tensor | None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     q, k, v, beta, h0 = _prepare(q, k, v, beta, initial_state)
     return chunk_fwd(q, k, v, beta, scale, h0, cu_seqlens)
 
@@ -203,7 +215,7 @@ def _(q, k, v, beta, scale, initial_state, cu_seqlens):
     N = _num_sequences(q.shape[0], cu_seqlens)
     state = q.new_empty((N, q.shape[2], q.shape[3], v.shape[3]), dtype=torch.float32)
     A = q.new_empty((*q.shape[:3], BT), dtype=torch.float32)
-    return torch.empty_like(v), state, A, torch.empty_like(k), torch.empty_like(v)
+    return torch.empty_like(v), state, A
 
 
 @torch.library.custom_op("assocmem::triton_chunk_delta_rule_bwd", mutates_args=())
@@ -218,17 +230,15 @@ def _bwd_op(
     do: torch.Tensor,
     dfinal: torch.Tensor | None,
     A: torch.Tensor,
-    w: torch.Tensor,
-    u: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     q, k, v, beta, h0 = _prepare(q, k, v, beta, initial_state)
     do = do.to(v.dtype).contiguous()
     dht = None if dfinal is None else dfinal.to(torch.float32).contiguous()
-    return chunk_bwd(q, k, v, beta, scale, h0, cu_seqlens, do, dht, A, w, u)
+    return chunk_bwd(q, k, v, beta, scale, h0, cu_seqlens, do, dht, A)
 
 
 @_bwd_op.register_fake
-def _(q, k, v, beta, scale, initial_state, cu_seqlens, do, dfinal, A, w, u):
+def _(q, k, v, beta, scale, initial_state, cu_seqlens, do, dfinal, A):
     N = _num_sequences(q.shape[0], cu_seqlens)
     state = q.new_empty((N, q.shape[2], q.shape[3], v.shape[3]), dtype=torch.float32)
     return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v), torch.empty_like(beta), state
@@ -237,15 +247,15 @@ def _(q, k, v, beta, scale, initial_state, cu_seqlens, do, dfinal, A, w, u):
 class TritonChunkFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, beta, scale, initial_state, cu_seqlens):
-        o, final, A, w, u = _fwd_op(q, k, v, beta, scale, initial_state, cu_seqlens)
-        ctx.save_for_backward(q, k, v, beta, initial_state, cu_seqlens, A, w, u)
+        o, final, A = _fwd_op(q, k, v, beta, scale, initial_state, cu_seqlens)
+        ctx.save_for_backward(q, k, v, beta, initial_state, cu_seqlens, A)
         ctx.scale = scale
         return o, final
 
     @staticmethod
     def backward(ctx, do, dfinal):
-        q, k, v, beta, initial_state, cu_seqlens, A, w, u = ctx.saved_tensors
-        dq, dk, dv, dbeta, dh0 = _bwd_op(q, k, v, beta, ctx.scale, initial_state, cu_seqlens, do, dfinal, A, w, u)
+        q, k, v, beta, initial_state, cu_seqlens, A = ctx.saved_tensors
+        dq, dk, dv, dbeta, dh0 = _bwd_op(q, k, v, beta, ctx.scale, initial_state, cu_seqlens, do, dfinal, A)
         dh0 = None if initial_state is None else dh0.to(initial_state.dtype)
         return dq, dk, dv, dbeta, None, dh0, None
 

@@ -3,13 +3,14 @@
 Legend: BT chunk length (64, four 16-row sub-blocks), BK / BV tiles of the key / value size, N sequences,
 H heads. Every tensor is token-major as the public op takes it ([B, T, H, D] or packed [1, total, H, D]),
 so a chunk of one head is a [BT, D] tile with row stride H * D. Matmuls of two inputs run in the input
-dtype (the products are exact in float32); every intermediate (states, W, U, V', their gradients) is
+dtype (the products are exact in float32); every intermediate (A, states, V', their gradients) is
 float32 and so are the matmuls that touch one. `PREC` is the precision of float32 matmuls: "tf32x3"
 for float32 inputs (within the fp32 error bound), "tf32" otherwise (bf16/fp16 inputs are exact in TF32).
 
 The math, per chunk with chunk-start state S and q already scaled:
     L = strict_tril(diag(beta) K K^T),  A = (I + L)^-1,  W = A diag(beta) K,  U = A diag(beta) V
-    V' = U - W S,   O = Q S + tril(Q K^T) V',   S_next = S + K^T V'
+    V' = U - W S = A diag(beta) (V - K S),   O = Q S + tril(Q K^T) V',   S_next = S + K^T V'
+Only A is stored (64 numbers per token and head); W and U exist only as A applied in the state kernels.
 The backward is chunk.py's (the PyTorch path), split into a reverse state pass and two parallel passes.
 """
 
@@ -101,11 +102,11 @@ def _ieee(a, b):
 
 @triton.jit
 def wy_fwd_kernel(
-    k, v, beta, A, w, u, cu_seqlens, chunk_index, T,
-    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    IS_VARLEN: tl.constexpr, PREC: tl.constexpr,
+    k, beta, A, cu_seqlens, chunk_index, T,
+    H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, IS_VARLEN: tl.constexpr, PREC: tl.constexpr,
 ):  # fmt: skip
-    """One chunk of one head: A = (I + strict_tril(beta K K^T))^-1 (float32), W = A beta K, U = A beta V.
+    """One chunk of one head: A = (I + strict_tril(beta K K^T))^-1 in float32, the WY representation's
+    only stored part (W = A beta K and U = A beta V are never formed: the state kernels apply A).
 
     Everything on 16-row sub-blocks held in registers. (Whole 64x64 matmuls with L passed through the A
     buffer to cut it into blocks was twice as slow on the H200: NOTES.md, version 2.)
@@ -115,9 +116,6 @@ def wy_fwd_kernel(
     bos, T, i_c, i_n = _span(cu_seqlens, chunk_index, i_b, i_t, T, IS_VARLEN)
     t0 = i_c * 64
     k += (bos * H + i_h).to(tl.int64) * K
-    v += (bos * H + i_h).to(tl.int64) * V
-    w += (bos * H + i_h).to(tl.int64) * K
-    u += (bos * H + i_h).to(tl.int64) * V
     beta += bos * H + i_h
     A += (bos * H + i_h).to(tl.int64) * 64
     b0 = _vec(beta, t0, T, H, 16)
@@ -188,43 +186,26 @@ def wy_fwd_kernel(
     _put(A, A32, t0 + 48, T, H * 64, 32, 64, 16, 16)
     _put(A, A33, t0 + 48, T, H * 64, 48, 64, 16, 16)
 
-    # W = A (beta K) and U = A (beta V), sub-block row by sub-block row, kept in float32.
-    a00, a10, a11 = A00, A10, A11
-    a20, a21, a22 = A20, A21, A22
-    a30, a31, a32, a33 = A30, A31, A32, A33
-    for i_k in range(tl.cdiv(K, BK)):
-        x0 = (_tile(k, t0, T, H * K, i_k * BK, K, 16, BK) * b0[:, None])
-        x1 = (_tile(k, t0 + 16, T, H * K, i_k * BK, K, 16, BK) * b1[:, None])
-        x2 = (_tile(k, t0 + 32, T, H * K, i_k * BK, K, 16, BK) * b2[:, None])
-        x3 = (_tile(k, t0 + 48, T, H * K, i_k * BK, K, 16, BK) * b3[:, None])
-        _put(w, _dot(a00, x0, PREC), t0, T, H * K, i_k * BK, K, 16, BK)
-        _put(w, _dot(a10, x0, PREC) + _dot(a11, x1, PREC), t0 + 16, T, H * K, i_k * BK, K, 16, BK)
-        _put(w, _dot(a20, x0, PREC) + _dot(a21, x1, PREC) + _dot(a22, x2, PREC), t0 + 32, T, H * K, i_k * BK, K, 16, BK)
-        y3 = _dot(a30, x0, PREC) + _dot(a31, x1, PREC) + _dot(a32, x2, PREC) + _dot(a33, x3, PREC)
-        _put(w, y3, t0 + 48, T, H * K, i_k * BK, K, 16, BK)
-    for i_v in range(tl.cdiv(V, BV)):
-        x0 = (_tile(v, t0, T, H * V, i_v * BV, V, 16, BV) * b0[:, None])
-        x1 = (_tile(v, t0 + 16, T, H * V, i_v * BV, V, 16, BV) * b1[:, None])
-        x2 = (_tile(v, t0 + 32, T, H * V, i_v * BV, V, 16, BV) * b2[:, None])
-        x3 = (_tile(v, t0 + 48, T, H * V, i_v * BV, V, 16, BV) * b3[:, None])
-        _put(u, _dot(a00, x0, PREC), t0, T, H * V, i_v * BV, V, 16, BV)
-        _put(u, _dot(a10, x0, PREC) + _dot(a11, x1, PREC), t0 + 16, T, H * V, i_v * BV, V, 16, BV)
-        _put(u, _dot(a20, x0, PREC) + _dot(a21, x1, PREC) + _dot(a22, x2, PREC), t0 + 32, T, H * V, i_v * BV, V, 16, BV)
-        y3 = _dot(a30, x0, PREC) + _dot(a31, x1, PREC) + _dot(a32, x2, PREC) + _dot(a33, x3, PREC)
-        _put(u, y3, t0 + 48, T, H * V, i_v * BV, V, 16, BV)
+
+@triton.jit
+def _chunk_a(A, t0, T, H: tl.constexpr):
+    """The chunk's [64, 64] A (float32), its upper blocks (never written) masked to zero."""
+    r = tl.arange(0, 64)
+    return tl.where(r[:, None] >= r[None, :], _tile(A, t0, T, H * 64, 0, 64, 64, 64), 0.0)
 
 
 @triton.jit
 def state_fwd_kernel(
-    q, k, w, u, o, h, vnew, h0, ht, cu_seqlens, chunk_offsets, scale, T,
+    q, k, v, beta, A, o, h, vnew, h0, ht, cu_seqlens, chunk_offsets, scale, T,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     USE_H0: tl.constexpr, STORE_FINAL: tl.constexpr, STORE_H: tl.constexpr, WRITE_O: tl.constexpr,
     IS_VARLEN: tl.constexpr, PREC: tl.constexpr,
 ):  # fmt: skip
     """The recurrence across chunks for one head and one value tile, fused with the output.
 
-    Per chunk: V' = U - W S, O = scale (Q S + tril(Q K^T) V'), S += K^T V'. With STORE_H the chunk-start
-    states and V' are written for the backward (and O is skipped unless WRITE_O).
+    Per chunk: V' = A (beta (V - K S)) (= U - W S without forming W or U), O = scale (Q S + tril(Q K^T) V'),
+    S += K^T V'. With STORE_H the chunk-start states and V' are written for the backward (and O is
+    skipped unless WRITE_O).
     """
     i_v, i_nh = tl.program_id(0), tl.program_id(1)
     i_n, i_h = i_nh // H, i_nh % H
@@ -232,8 +213,9 @@ def state_fwd_kernel(
     v0 = i_v * BV
     q += (bos * H + i_h).to(tl.int64) * K
     k += (bos * H + i_h).to(tl.int64) * K
-    w += (bos * H + i_h).to(tl.int64) * K
-    u += (bos * H + i_h).to(tl.int64) * V
+    v += (bos * H + i_h).to(tl.int64) * V
+    beta += bos * H + i_h
+    A += (bos * H + i_h).to(tl.int64) * 64
     if WRITE_O:
         o += (bos * H + i_h).to(tl.int64) * V
     if STORE_H:
@@ -248,11 +230,13 @@ def state_fwd_kernel(
         t0 = i_t * 64
         if STORE_H:
             _put(h + ((boh + i_t) * H + i_h).to(tl.int64) * K * V, S, 0, K, V, v0, V, BK, BV)
-        wt = _tile(w, t0, T, H * K, 0, K, 64, BK)
-        vn = _tile(u, t0, T, H * V, v0, V, 64, BV).to(tl.float32) - _dot(wt.to(tl.float32), S, PREC)
+        kt = _tile(k, t0, T, H * K, 0, K, 64, BK)
+        bt = _vec(beta, t0, T, H, 64)
+        # What the chunk's writes must add to what S already predicts, in float32 (close numbers).
+        x = (_tile(v, t0, T, H * V, v0, V, 64, BV).to(tl.float32) - _dot(kt.to(tl.float32), S, PREC)) * bt[:, None]
+        vn = _dot(_chunk_a(A, t0, T, H), x, PREC)
         if STORE_H:
             _put(vnew, vn, t0, T, H * V, v0, V, 64, BV)
-        kt = _tile(k, t0, T, H * K, 0, K, 64, BK)
         if WRITE_O:
             qt = _tile(q, t0, T, H * K, 0, K, 64, BK)
             s = tl.where(causal, _dot(qt, tl.trans(kt), PREC), 0.0)
@@ -265,19 +249,20 @@ def state_fwd_kernel(
 
 @triton.jit
 def state_bwd_kernel(
-    q, k, w, do, dh, dvnew, dht, dh0, cu_seqlens, chunk_offsets, scale, T,
+    q, k, beta, A, do, dh, dvnew, dht, dh0, cu_seqlens, chunk_offsets, scale, T,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     USE_DHT: tl.constexpr, STORE_DH0: tl.constexpr, IS_VARLEN: tl.constexpr, PREC: tl.constexpr,
 ):  # fmt: skip
     """The reverse recurrence: dS is the gradient of the state after chunk n (stored per chunk);
-    dV' = tril(Q K^T)^T dO + K dS, then dS += Q^T dO - W^T dV'."""
+    dV' = tril(Q K^T)^T dO + K dS, then dS += Q^T dO - W^T dV' with W^T dV' = K^T (beta A^T dV')."""
     i_v, i_nh = tl.program_id(0), tl.program_id(1)
     i_n, i_h = i_nh // H, i_nh % H
     bos, T, boh = _sequence(cu_seqlens, chunk_offsets, i_n, T, IS_VARLEN)
     v0 = i_v * BV
     q += (bos * H + i_h).to(tl.int64) * K
     k += (bos * H + i_h).to(tl.int64) * K
-    w += (bos * H + i_h).to(tl.int64) * K
+    beta += bos * H + i_h
+    A += (bos * H + i_h).to(tl.int64) * 64
     do += (bos * H + i_h).to(tl.int64) * V
     dvnew += (bos * H + i_h).to(tl.int64) * V
     r = tl.arange(0, 64)
@@ -297,8 +282,8 @@ def state_bwd_kernel(
         sT = tl.where(anticausal, _dot(kt, tl.trans(qt), PREC), 0.0) * scale
         dvn = _dot(sT, dot_.to(tl.float32), PREC) + _dot(kt.to(tl.float32), dS, PREC)
         _put(dvnew, dvn, t0, T, H * V, v0, V, 64, BV)
-        wt = _tile(w, t0, T, H * K, 0, K, 64, BK)
-        dS += _dot(tl.trans(qt), dot_, PREC) * scale - _dot(tl.trans(wt).to(tl.float32), dvn, PREC)
+        dx = _dot(tl.trans(_chunk_a(A, t0, T, H)), dvn, PREC) * _vec(beta, t0, T, H, 64)[:, None]
+        dS += _dot(tl.trans(qt), dot_, PREC) * scale - _dot(tl.trans(kt).to(tl.float32), dx, PREC)
     if STORE_DH0:
         _put(dh0 + i_nh * K * V, dS, 0, K, V, v0, V, BK, BV)
 
@@ -331,15 +316,17 @@ def dqkw_kernel(
     dP = tl.zeros([64, 64], tl.float32)
     for i_v in range(tl.cdiv(V, BV)):
         v0 = i_v * BV
+        # The chunk states are stored in bf16 for bf16 inputs (float32 otherwise): dO S^T runs as a bf16
+        # matmul there (exact products); V' and dV' stay float32 (rounding them costs dK its accuracy).
         St = _tile(h, k0, K, V, v0, V, BK, BV)
-        dSt = _tile(dh, k0, K, V, v0, V, BK, BV)
+        dSt = _tile(dh, k0, K, V, v0, V, BK, BV).to(F32)
         vn = _tile(vnew + tok * V, t0, T, H * V, v0, V, 64, BV)
-        dot_ = _tile(do + tok * V, t0, T, H * V, v0, V, 64, BV).to(F32)
+        dot_ = _tile(do + tok * V, t0, T, H * V, v0, V, 64, BV)
         dvn = _tile(dvnew + tok * V, t0, T, H * V, v0, V, 64, BV)
-        dP += _dot(dot_, tl.trans(vn), PREC)
-        dqt += _dot(dot_, tl.trans(St), PREC)
+        dP += _dot(dot_.to(F32), tl.trans(vn), PREC)
+        dqt += _dot(dot_.to(St.dtype), tl.trans(St), PREC)
         dkt += _dot(vn, tl.trans(dSt), PREC)
-        dwt -= _dot(dvn, tl.trans(St), PREC)
+        dwt -= _dot(dvn, tl.trans(St.to(F32)), PREC)
     dP = tl.where(r[:, None] >= r[None, :], dP, 0.0) * scale
     qt = _tile(q + tok * K, t0, T, H * K, k0, K, 64, BK).to(F32)
     kt = _tile(k + tok * K, t0, T, H * K, k0, K, 64, BK).to(F32)
