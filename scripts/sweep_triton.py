@@ -36,18 +36,27 @@ def main(out=None):
         chosen = {}
         for name in tchunk.LAUNCH:
             call = ours[False] if name in FWD_KERNELS else ours[True]
+            # dqkw also tries one key tile per head (it re-reads V', dV', dO once per tile)
+            tiles = [tchunk.DQKW_TILE_K[D]] + ([D] if name == "dqkw" and D > tchunk.DQKW_TILE_K[D] else [])
             times = {}
-            for warps, stages in OPTIONS:
-                tchunk.LAUNCH_BY_K[(name, D)] = {"num_warps": warps, "num_stages": stages}
-                try:
-                    times[f"{warps},{stages}"] = _events_ms(call, reps=5, repeats=3)
-                except Exception as error:  # noqa: BLE001 - out of resources etc.: that option is out
-                    times[f"{warps},{stages}"] = f"{type(error).__name__}"
+            for tile in tiles:
+                tchunk.DQKW_TILE_K[D] = tile
+                for warps, stages in OPTIONS:
+                    key = f"{warps},{stages}" + (f",BK={tile}" if len(tiles) > 1 else "")
+                    tchunk.LAUNCH_BY_K[(name, D)] = {"num_warps": warps, "num_stages": stages}
+                    try:
+                        times[key] = _events_ms(call, reps=5, repeats=3)
+                    except Exception as error:  # noqa: BLE001 - out of resources etc.: that option is out
+                        times[key] = f"{type(error).__name__}"
             ok = {k: t for k, t in times.items() if isinstance(t, float)}
             best = min(ok, key=ok.get)
-            warps, stages = map(int, best.split(","))
+            warps, stages = map(int, best.split(",")[:2])
+            if len(tiles) > 1:
+                tchunk.DQKW_TILE_K[D] = int(best.split("BK=")[1])
             tchunk.LAUNCH_BY_K[(name, D)] = {"num_warps": warps, "num_stages": stages}
             chosen[name] = {"num_warps": warps, "num_stages": stages, "times_ms": times}
+            if name == "dqkw":
+                chosen[name]["tile_k"] = tchunk.DQKW_TILE_K[D]
             shown = {k: (round(t, 4) if isinstance(t, float) else t) for k, t in times.items()}
             print(D, name, best, shown, flush=True)
         entry["chosen"] = chosen

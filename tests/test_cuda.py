@@ -79,6 +79,8 @@ FWD_CASES = [
     (torch.float16, (2, 1000, 3, 64, 100)),
     (torch.bfloat16, (1, 512, 2, 128, 64)),
     (torch.float32, (2, 300, 2, 16, 32)),
+    (torch.bfloat16, (1, 300, 2, 256, 256)),
+    (torch.float32, (1, 200, 1, 256, 64)),
 ]
 
 
@@ -104,6 +106,8 @@ GRAD_CASES = [
     (torch.bfloat16, (1, 512, 2, 128, 128)),
     (torch.bfloat16, (1, 300, 2, 64, 128)),
     (torch.float16, (2, 130, 2, 32, 100)),
+    (torch.bfloat16, (1, 300, 2, 256, 256)),
+    (torch.float32, (1, 200, 1, 256, 128)),
 ]
 
 
@@ -157,6 +161,21 @@ def test_triton_packed_on_cuda_equals_one_by_one():
             for x, y in zip(xs[:4], ys[:4]):
                 assert rel_err(x.grad[:, a:b], y.grad) < 1e-5
         assert rel_err(s[n], s1[0]) < 1e-5 and rel_err(xs[4].grad[n], ys[4].grad[0]) < 1e-5
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs a second GPU")
+def test_triton_on_the_second_gpu_equals_the_first():
+    """Kernels launch on their inputs' device, not the current one (which stays cuda:0)."""
+    inputs = make_inputs(2, 200, 2, 64, 64, torch.bfloat16)
+    results = []
+    for device in ("cuda:0", "cuda:1"):
+        xs = leaves(*[x.to(device) for x in inputs])
+        o, s = delta_rule(*xs[:4], initial_state=xs[4], output_final_state=True, backend="triton")
+        (o.float().square().sum() + s.square().sum()).backward()
+        assert o.device == torch.device(device) and xs[0].grad.device == torch.device(device)
+        results.append([o.cpu(), s.cpu()] + [x.grad.cpu() for x in xs])
+    for a, b in zip(*results):
+        assert torch.equal(a, b)
 
 
 def test_triton_long_sequence_is_finite():

@@ -41,8 +41,12 @@ def mqar(
     num_kv_pairs: int = 64,
     power_a: float = 0.01,
     seed: int = 0,
+    device: str | torch.device = "cpu",
 ) -> MQAR:
-    """`num_examples` MQAR sequences; see the module docstring for the layout."""
+    """`num_examples` MQAR sequences; see the module docstring for the layout.
+
+    `device`: where the tensors are drawn and live (a CUDA device draws a training stream in microseconds;
+    the same seed gives the same tensors on one kind of device, not across kinds)."""
     _check("num_examples", num_examples, 1)
     _check("vocab_size", vocab_size, 4)
     _check("seq_len", seq_len, 4)
@@ -61,16 +65,17 @@ def mqar(
             f"mqar: seq_len ({seq_len}) too short for {num_kv_pairs} pairs and their queries: "
             f"needs at least {4 * num_kv_pairs}"
         )
-    g = torch.Generator().manual_seed(seed)
+    device = torch.device(device)
+    g = torch.Generator(device).manual_seed(seed)
     N, P = num_examples, num_kv_pairs
-    # Distinct keys per sequence: the first P of a random permutation of 1 .. half-1.
-    keys = torch.argsort(torch.rand(N, half - 1, generator=g), dim=1)[:, :P] + 1
-    values = torch.randint(half, vocab_size, (N, P), generator=g)
+    # Distinct keys per sequence, in random order: the P largest of half-1 uniform draws (a random P-subset).
+    keys = torch.rand(N, half - 1, generator=g, device=device).topk(P, dim=1).indices + 1
+    values = torch.randint(half, vocab_size, (N, P), generator=g, device=device)
     # Query slots: P distinct slots per sequence, slot s drawn with weight (s + 1)^(a - 1).
-    weights = torch.arange(1, slots + 1, dtype=torch.float64) ** (power_a - 1)
+    weights = torch.arange(1, slots + 1, dtype=torch.float64, device=device) ** (power_a - 1)
     gaps = torch.multinomial(weights.expand(N, slots), P, replacement=False, generator=g)
-    inputs = torch.randint(0, vocab_size, (N, seq_len), generator=g)
-    labels = torch.full((N, seq_len), IGNORE, dtype=torch.int64)
+    inputs = torch.randint(0, vocab_size, (N, seq_len), generator=g, device=device)
+    labels = torch.full((N, seq_len), IGNORE, dtype=torch.int64, device=device)
     inputs[:, 0:context:2] = keys
     inputs[:, 1:context:2] = values
     at = context + 2 * gaps  # where each key is asked again

@@ -9,7 +9,8 @@ Mixers (everything else equal: embeddings, SwiGLU MLPs, RMSNorm, head size 64 or
 - `attention`: global causal softmax attention (rotary positions);
 - `deltanet-noconv`: DeltaNet without the short convolutions.
 
-Training: fresh MQAR batches every step (the stream is a function of the seed), AdamW (weight decay
+Training: fresh MQAR batches every step, drawn on the training device (the stream is a function of the
+seed and the kind of device; the held-out set is drawn on the CPU, the same everywhere), AdamW (weight decay
 0.1, betas 0.9/0.98), linear warm-up over the first 10 % then cosine decay to zero, bf16 autocast on
 CUDA. A run ends after `steps` steps or, with `max_minutes`, when that much training time has passed,
 whichever comes first; the schedule follows whichever is further along, so the learning rate always
@@ -139,7 +140,8 @@ def train_one(mixer: str, width: int, lr: float, setup: RecallSetup, index: int 
             progress = max(progress, by_time)
         mixture = setup.train_kv_pairs or (setup.num_kv_pairs,)
         pairs = mixture[step % len(mixture)]
-        batch = mqar(setup.batch, seed=setup.seed * 10**7 + step, **{**task_args, "num_kv_pairs": pairs})
+        batch = mqar(setup.batch, seed=setup.seed * 10**7 + step, device=device,
+                     **{**task_args, "num_kv_pairs": pairs})  # fmt: skip
         for group in opt.param_groups:
             group["lr"] = _lr_at(progress, lr)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):

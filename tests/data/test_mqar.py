@@ -1,14 +1,20 @@
 import pytest
 import torch
 
-from assocmem.data.mqar import IGNORE, mqar
+from assocmem.data.mqar import IGNORE, MQAR, mqar
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
-def test_layout_answers_and_determinism():
-    task = mqar(50, vocab_size=64, seq_len=64, num_kv_pairs=8, seed=3)
+@pytest.mark.parametrize("device", DEVICES)
+def test_layout_answers_and_determinism(device):
+    task = mqar(50, vocab_size=64, seq_len=64, num_kv_pairs=8, seed=3, device=device)
+    assert task.inputs.device.type == device
     assert task.inputs.shape == task.labels.shape == (50, 64) and len(task) == 50
-    assert torch.equal(task.inputs, mqar(50, vocab_size=64, seq_len=64, num_kv_pairs=8, seed=3).inputs)
-    assert not torch.equal(task.inputs, mqar(50, vocab_size=64, seq_len=64, num_kv_pairs=8, seed=4).inputs)
+    again = dict(vocab_size=64, seq_len=64, num_kv_pairs=8, device=device)
+    assert torch.equal(task.inputs, mqar(50, seed=3, **again).inputs)
+    assert not torch.equal(task.inputs, mqar(50, seed=4, **again).inputs)
+    task = MQAR(task.inputs.cpu(), task.labels.cpu())
     for x, y in zip(task.inputs, task.labels):
         keys, values = x[0:16:2], x[1:16:2]
         assert len(set(keys.tolist())) == 8 and (keys >= 1).all() and (keys < 32).all() and (values >= 32).all()
