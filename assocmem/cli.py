@@ -172,8 +172,11 @@ def _molecules(args):
 
 
 def _recall(args):
-    from .experiments.recall import RecallSetup, run
+    from .experiments.recall import RecallSetup, run, save_merged
 
+    if args.merge:
+        save_merged(args.merge, None if args.no_save else args.out, plot=not args.no_plot)
+        return
     setup = RecallSetup(
         mixers=tuple(args.mixers), widths=tuple(args.widths), lrs=tuple(args.lrs), vocab_size=args.vocab_size,
         seq_len=args.seq_len, num_kv_pairs=args.kv_pairs, steps=args.steps, batch=args.batch,
@@ -331,6 +334,8 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     rec.add_argument("--workers", type=int, default=1, help="runs at once, each in its own process")
     rec.add_argument("--seed", type=int, default=0)
+    rec.add_argument("--merge", type=Path, nargs="+", default=None, metavar="JSON",
+                     help="train nothing: merge these results of one task (the best per point over all runs)")  # fmt: skip
     _result_args(rec, "mqar")
     rec.set_defaults(func=_recall)
 

@@ -212,6 +212,37 @@ def run(setup: RecallSetup, out: Path | None = None, plot: bool = True, log=prin
     return result
 
 
+def merge(results: list[dict]) -> dict:
+    """One result from several runs of the grid on the same task (e.g. one learning rate per GPU call):
+    every run kept (with the index of the call it came from), the best per point taken over all of them."""
+    if not results:
+        raise ValueError("recall: merge needs at least one result")
+    task = ("vocab_size", "seq_len", "num_kv_pairs", "train_kv_pairs", "batch")
+    for r in results[1:]:
+        if any(r["setup"][k] != results[0]["setup"][k] for k in task):
+            raise ValueError(f"recall: merge takes results of one task; these differ in {task}")
+    runs = [{**run, "call": i, "max_minutes": r["setup"]["max_minutes"]} for i, r in enumerate(results)
+            for run in r["runs"]]  # fmt: skip
+    setup = dict(results[0]["setup"])
+    setup["mixers"] = [m for m in MIXERS if any(run["mixer"] == m for run in runs)]
+    setup["widths"] = sorted({run["width"] for run in runs})
+    setup["lrs"] = sorted({run["lr"] for run in runs})
+    calls = [{"setup": r["setup"], "machine": r.get("machine")} for r in results]
+    return {"experiment": "mqar_recall", "setup": setup, "calls": calls, "runs": runs, "best": best_per_point(runs)}
+
+
+def save_merged(paths: list[Path], out: Path | None, plot: bool = True, log=print) -> dict:
+    import json
+
+    from ..bench.common import save_results
+
+    result = merge([json.loads(Path(p).read_text()) for p in paths])
+    s = result["setup"]
+    log(format_best(result["best"], RecallSetup(**{**s, "mixers": tuple(s["mixers"])})))
+    save_results(result, out, (lambda png: _plot(result, png)) if plot else None)
+    return result
+
+
 def format_best(best: list[dict], setup: RecallSetup) -> str:
     widths = sorted({b["width"] for b in best})
     title = f"MQAR accuracy % (best lr), seq_len {setup.seq_len}, {setup.num_kv_pairs} pairs, vocab {setup.vocab_size}"
@@ -238,7 +269,9 @@ def _plot(result, path: Path):
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(0, 102)
     s = result["setup"]
-    ax.set_title(f"MQAR: T={s['seq_len']}, {s['num_kv_pairs']} KV pairs, {s['steps']} steps", fontsize=9)
+    steps = [r["steps_done"] for r in result["runs"]] or [0]
+    ax.set_title(f"MQAR: T={s['seq_len']}, {s['num_kv_pairs']} KV pairs, {min(steps)}–{max(steps)} steps per run",
+                 fontsize=9)  # fmt: skip
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

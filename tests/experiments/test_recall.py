@@ -44,3 +44,29 @@ def test_command_writes_table_json_and_picks_the_best_lr(tmp_path):
 def test_time_budget_ends_a_run_and_is_recorded():
     r = train_one("linear", 16, 1e-3, RecallSetup(steps=10**6, max_minutes=0.02, **TINY))
     assert r["stopped_early"] and 0 < r["steps_done"] < 10**6
+
+
+def test_merge_keeps_every_run_and_takes_the_best_over_calls(tmp_path):
+    from assocmem.experiments.recall import merge, save_merged
+
+    def result(lr, accs, **setup):
+        runs = [{"mixer": m, "width": 16, "lr": lr, "accuracy": a, "params": 1, "steps_done": 5}
+                for m, a in accs.items()]  # fmt: skip
+        return {"setup": {**vars(RecallSetup(**TINY)), "lrs": [lr], **setup}, "machine": None, "runs": runs}
+
+    a = result(1e-3, {"linear": 0.2, "deltanet": 0.9}, max_minutes=2.0)
+    b = result(3e-4, {"deltanet": 0.5, "attention": 1.0})
+    merged = merge([a, b])
+    assert len(merged["runs"]) == 4 and [r["call"] for r in merged["runs"]] == [0, 0, 1, 1]
+    assert merged["runs"][0]["max_minutes"] == 2.0 and merged["setup"]["lrs"] == [3e-4, 1e-3]
+    assert merged["setup"]["mixers"] == ["deltanet", "linear", "attention"]
+    best = {(x["mixer"], x["lr"]): x["accuracy"] for x in merged["best"]}
+    assert best == {("deltanet", 1e-3): 0.9, ("linear", 1e-3): 0.2, ("attention", 3e-4): 1.0}
+    with pytest.raises(ValueError, match="one task"):
+        merge([a, result(1e-3, {}, seq_len=32)])
+    paths = []
+    for i, r in enumerate((a, b)):
+        paths.append(tmp_path / f"{i}.json")
+        paths[-1].write_text(json.dumps(r))
+    save_merged(paths, tmp_path / "m.json", plot=False, log=lambda line: None)
+    assert json.loads((tmp_path / "m.json").read_text())["best"] == merged["best"]
