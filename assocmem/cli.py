@@ -335,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--workers", type=int, default=1, help="runs at once, each in its own process")
     rec.add_argument("--seed", type=int, default=0)
     rec.add_argument("--merge", type=Path, nargs="+", default=None, metavar="JSON",
-                     help="train nothing: merge these results of one task (the best per point over all runs)")  # fmt: skip
+                     help="train nothing: merge these results of one task (best per point over all runs)")  # fmt: skip
     _result_args(rec, "mqar")
     rec.set_defaults(func=_recall)
 
