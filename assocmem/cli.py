@@ -187,6 +187,13 @@ def _recall(args):
     run(setup, None if args.no_save else args.out, plot=not args.no_plot)
 
 
+def _convert_fla(args):
+    from .models.fla_interop import convert
+
+    direction, dst = convert(args.src, args.dst)
+    print(f"converted {args.src} {direction}: {dst}")
+
+
 def _result_args(parser: argparse.ArgumentParser, name: str) -> None:
     """--out, --no-save, --no-plot of an experiment whose results go to benchmarks/results/NAME.json/.png."""
     parser.add_argument("--out", type=Path, default=Path(f"benchmarks/results/{name}.json"), help="JSON path")
@@ -362,6 +369,13 @@ def build_parser() -> argparse.ArgumentParser:
     ge.add_argument("--seed", type=int, default=0)
     ge.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ge.set_defaults(func=_generate)
+
+    conv = commands.add_parser("convert", help="checkpoints of other libraries to ours and back")
+    conv_from = conv.add_subparsers(dest="library", required=True, metavar="LIBRARY")
+    cf = conv_from.add_parser("fla", help="flash-linear-attention DeltaNet <-> assocmem (direction from SRC's config)")
+    cf.add_argument("src", type=Path, help="Hugging Face checkpoint folder (model_type delta_net or assocmem)")
+    cf.add_argument("dst", type=Path, help="new folder for the converted checkpoint")
+    cf.set_defaults(func=_convert_fla)
     return parser
 
 
@@ -369,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (ValueError, TypeError, FileNotFoundError) as error:
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError) as error:
         print(f"assocmem {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
