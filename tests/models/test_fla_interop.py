@@ -101,8 +101,9 @@ def test_fla_model_and_ours_give_the_same_logits_after_conversion(tmp_path, monk
 
     torch.manual_seed(0)
     # fused_recurrent: fla's chunk kernels take no float32; the plain norms and MLP keep it to fla's model code.
+    plain = dict(fuse_norm=False, fuse_swiglu=False, fuse_cross_entropy=False)
     cfg = DeltaNetConfig(vocab_size=97, hidden_size=64, num_heads=2, num_hidden_layers=2, intermediate_size=96,
-                         attn_mode="fused_recurrent", fuse_norm=False, fuse_swiglu=False, fuse_cross_entropy=False)  # fmt: skip
+                         attn_mode="fused_recurrent", **plain)  # fmt: skip
     fla_model = DeltaNetForCausalLM(cfg).eval()
     with torch.no_grad():  # fla leaves its norm weights at one: make them matter
         for name, p in fla_model.named_parameters():
