@@ -1,5 +1,7 @@
 """Checks on a CUDA device (run on the GPU machine by scripts/gpu_check.sh; skipped where there is none)."""
 
+import importlib.util
+
 import pytest
 import torch
 
@@ -196,3 +198,29 @@ def test_triton_under_torch_compile():
     eager = f(q, k, v, beta)
     compiled = torch.compile(f, fullgraph=True)(q, k, v, beta)
     assert rel_err(compiled, eager) < 1e-6
+
+
+@pytest.mark.skipif(importlib.util.find_spec("fla") is None, reason="flash-linear-attention is not installed")
+def test_fla_checkpoint_converted_gives_the_same_logits_and_greedy_tokens(tmp_path):
+    """fla's DeltaNet model (its own chunk kernels, fused norms) in bf16 on the GPU against ours after
+    `assocmem convert fla`: logits within bf16 error, the same greedy continuation."""
+    from fla.models import DeltaNetConfig, DeltaNetForCausalLM
+
+    from assocmem.models import AssocMemForCausalLM
+    from assocmem.models.fla_interop import convert
+
+    torch.manual_seed(0)
+    cfg = DeltaNetConfig(vocab_size=1000, hidden_size=256, num_heads=4, num_hidden_layers=4)
+    fla_model = DeltaNetForCausalLM(cfg).to("cuda", torch.bfloat16).eval()
+    fla_model.save_pretrained(tmp_path / "fla")
+    convert(tmp_path / "fla", tmp_path / "ours")
+    ours = AssocMemForCausalLM.from_pretrained(tmp_path / "ours").to("cuda").eval()
+    assert next(ours.parameters()).dtype == torch.bfloat16
+    ids = torch.randint(0, 1000, (2, 300), device="cuda")
+    with torch.no_grad():
+        ref, got = fla_model(ids).logits.float(), ours(ids).logits.float()
+    assert rel_err(got, ref) < 2e-2
+    prompt = ids[:, :100]
+    fla_tokens = fla_model.generate(prompt, max_new_tokens=16, do_sample=False)
+    our_tokens = ours.generate(prompt, max_new_tokens=16, do_sample=False)
+    assert torch.equal(fla_tokens, our_tokens)
