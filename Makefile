@@ -11,7 +11,7 @@ $(VENV)/.stamp: pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
 	if ! command -v nvidia-smi >/dev/null 2>&1 && ! $(PY) -c "import torch" >/dev/null 2>&1; then \
 		$(PY) -m pip install -q "$(CPU_TORCH)"; fi
-	$(PY) -m pip install -q -e ".[dev,experiments]"
+	$(PY) -m pip install -q -e ".[dev,experiments,eval]"
 	touch $@
 
 venv: $(VENV)/.stamp

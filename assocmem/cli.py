@@ -83,6 +83,10 @@ def _train(args):
 
 
 def _eval(args):
+    if args.prepare_tasks or args.tasks:
+        return _zero_shot(args)
+    if args.checkpoint is None:
+        raise ValueError("a checkpoint is needed (or --prepare-tasks)")
     from .eval.perplexity import perplexity
 
     result = perplexity(args.checkpoint, corpus=args.corpus, batches=args.batches, device=args.device)
@@ -90,6 +94,28 @@ def _eval(args):
         f"{result['corpus']}: held-out loss {result['val_loss']:.4f} nats/token, perplexity {result['val_ppl']:.2f} "
         f"({result['tokens']:,} tokens)"
     )
+
+
+def _zero_shot(args):
+    from .eval.zero_shot import TASKS, evaluate, prepare
+
+    tasks = args.tasks or list(TASKS)
+    if args.prepare_tasks:
+        for task, path in prepare(tasks, args.data_dir).items():
+            print(f"{task}: {path}")
+        return
+    if args.checkpoint is None:
+        raise ValueError("--tasks needs a checkpoint to evaluate")
+    device = args.device if args.device != "auto" else ("cuda" if __import__("torch").cuda.is_available() else "cpu")
+    result = evaluate(args.checkpoint, tasks, data_dir=args.data_dir, limit=args.limit, device=device)
+    print(f"{'task':14s} {'n':>6s} {'acc':>7s} {'acc_norm':>9s} {'chance':>7s}")
+    for task, r in result["tasks"].items():
+        print(f"{task:14s} {r['n']:6d} {r['acc']:7.3f} {r['acc_norm']:9.3f} {r['chance']:7.2f}")
+    if args.out is not None:
+        from .bench.common import write_json
+
+        write_json(args.out, result)
+        print(f"wrote {args.out}")
 
 
 def _generate(args):
@@ -352,11 +378,19 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--resume", metavar="PATH", help="continue from a checkpoint or a run folder's newest one")
     tr.set_defaults(func=_train)
 
-    ev = commands.add_parser("eval", help="held-out perplexity of a trained model")
-    ev.add_argument("checkpoint", help="run folder, checkpoint folder or final model folder")
+    ev = commands.add_parser("eval", help="held-out perplexity of a trained model, or zero-shot tasks (lm-eval)")
+    ev.add_argument("checkpoint", nargs="?", default=None, help="run folder, checkpoint folder or final model folder")
     ev.add_argument("--corpus", default=None, help="another corpus (stdlib, a folder, hf:NAME); default: the run's")
     ev.add_argument("--batches", type=int, default=50)
     ev.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ev.add_argument("--tasks", nargs="+", default=None, metavar="TASK",
+                    help="zero-shot accuracy with lm-eval instead of perplexity: arc_easy arc_challenge piqa "
+                    "hellaswag openbookqa")  # fmt: skip
+    ev.add_argument("--limit", type=int, default=None, help="--tasks: the first N questions of each task")
+    ev.add_argument("--data-dir", type=Path, default=None, help="--tasks: raw files (default ../shared/data/eval)")
+    ev.add_argument("--prepare-tasks", action="store_true",
+                    help="write the tasks' normalised files to .cache/eval/ (for running lm_eval directly)")  # fmt: skip
+    ev.add_argument("--out", type=Path, default=None, help="--tasks: JSON of the accuracies")
     ev.set_defaults(func=_eval)
 
     ge = commands.add_parser("generate", help="stream text from a trained model")
