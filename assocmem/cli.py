@@ -389,7 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--limit", type=int, default=None, help="--tasks: the first N questions of each task")
     ev.add_argument("--data-dir", type=Path, default=None, help="--tasks: raw files (default ../shared/data/eval)")
     ev.add_argument("--prepare-tasks", action="store_true",
-                    help="write the tasks' normalised files to .cache/eval/ (for running lm_eval directly)")  # fmt: skip
+                    help="write the tasks' normalised files to .cache/eval/ (to run lm_eval directly)")  # fmt: skip
     ev.add_argument("--out", type=Path, default=None, help="--tasks: JSON of the accuracies")
     ev.set_defaults(func=_eval)
 

@@ -140,9 +140,10 @@ def evaluate(checkpoint: str | Path, tasks=TASKS, *, data_dir=None, limit: int |
         paths = prepare(tasks, data_dir, Path(tmp) / "data")
         (Path(tmp) / "tasks").mkdir()
         _task_configs(paths, Path(tmp) / "tasks")
+        dtype = "bfloat16" if device == "cuda" else "float32"
         manager = TaskManager(include_path=str(Path(tmp) / "tasks"), include_defaults=False)
         output = lm_eval.simple_evaluate(
-            model="hf", model_args={"pretrained": str(model_dir), "dtype": "float32" if device == "cpu" else "bfloat16"},
+            model="hf", model_args={"pretrained": str(model_dir), "dtype": dtype},
             tasks=[f"assocmem_{t}" for t in tasks], task_manager=manager, device=device, batch_size=batch_size,
             limit=limit, log_samples=False,
         )  # fmt: skip

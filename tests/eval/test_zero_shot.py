@@ -77,8 +77,9 @@ def _tiny_checkpoint(folder, texts):
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=320, special_tokens=[EOS, PAD],
-                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))  # fmt: skip
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    trainer = trainers.BpeTrainer(vocab_size=320, special_tokens=[EOS, PAD], initial_alphabet=alphabet)
+    tok.train_from_iterator(texts, trainer)
     hf_tok = as_hf_tokenizer(tok)
     torch.manual_seed(0)
     config = AssocMemConfig(vocab_size=len(hf_tok), hidden_size=32, num_heads=2, layer_types=["deltanet", "attention"],
