@@ -21,17 +21,15 @@ import re
 import tempfile
 from pathlib import Path
 
+from ..data.shared import shared_data_dir
+
 TASKS = ("arc_easy", "arc_challenge", "piqa", "hellaswag", "openbookqa")
 TASK_DIR = Path(__file__).parent / "tasks"
 CHANCE = {"arc_easy": 0.25, "arc_challenge": 0.25, "piqa": 0.5, "hellaswag": 0.25, "openbookqa": 0.25}
 
 
 def default_data_dir() -> Path:
-    for root in (Path.cwd(), Path(__file__).resolve().parents[2]):
-        candidate = root.parent / "shared" / "data" / "eval"
-        if candidate.is_dir():
-            return candidate
-    return Path("../shared/data/eval")
+    return shared_data_dir("eval")
 
 
 def _arc(path: Path) -> list[dict]:

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..data.shared import shared_data_dir
 from ..layers import HopfieldPooling
 
 MAT_SETS = ("tiger", "fox", "elephant")
@@ -48,12 +49,7 @@ class MILSetup:
 
 
 def default_data_dir() -> Path:
-    """`../shared/data/mil` from the working directory, else from the repository root."""
-    for root in (Path.cwd(), Path(__file__).resolve().parents[2]):
-        candidate = root.parent / "shared" / "data" / "mil"
-        if candidate.is_dir():
-            return candidate
-    return Path("../shared/data/mil")
+    return shared_data_dir("mil")
 
 
 def load_bags(name: str, data_dir: str | Path | None = None):
