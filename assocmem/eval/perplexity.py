@@ -6,7 +6,6 @@ from pathlib import Path
 
 import torch
 
-from ..models import AssocMemForCausalLM
 from ..train.checkpoint import resolve_checkpoint
 from ..train.config import TrainConfig
 from ..train.parallel import Distributed
@@ -29,16 +28,19 @@ def load_for_inference(path: str | Path, device: torch.device):
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
+    from ..train.trainer import model_class
+
     model_dir, config_path = model_dir_of(path)
+    saved = json.loads(config_path.read_text())
     try:
-        model = AssocMemForCausalLM.from_pretrained(model_dir)
+        model = model_class(saved.get("model_class", "")).from_pretrained(model_dir)
     except Exception as error:  # noqa: BLE001 - report any unreadable model as such
-        raise ValueError(f"{str(model_dir)!r} does not hold a loadable assocmem model: {error}") from error
+        raise ValueError(f"{str(model_dir)!r} does not hold a loadable model: {error}") from error
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     if len(tokenizer) != model.config.vocab_size:
         raise ValueError(f"tokenizer/vocabulary mismatch in {str(model_dir)!r}: the tokenizer has {len(tokenizer)} "
                          f"tokens, the model {model.config.vocab_size}")
-    return model.to(device).eval(), tokenizer, json.loads(config_path.read_text())
+    return model.to(device).eval(), tokenizer, saved
 
 
 def perplexity(path: str | Path, *, corpus: str | None = None, batches: int = 50, device: str = "auto") -> dict:

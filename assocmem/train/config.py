@@ -1,7 +1,8 @@
 """The training run's config: one flat, typed dataclass read from TOML, with `--set key=value` overrides.
 
-The model is a preset name plus `[model]` overrides of its config (AssocMemConfig keys); the vocabulary
-size always comes from the tokenizer.
+The model is a preset name plus `[model]` overrides of its config (AssocMemConfig keys), or, with
+`model_class = "module:Class"`, any Hugging Face causal LM (a PreTrainedModel with a `config_class`) whose
+config `[model]` gives; the vocabulary size always comes from the tokenizer.
 """
 
 import dataclasses
@@ -22,6 +23,7 @@ class TrainConfig:
     # model
     preset: str = "deltanet-swa-tiny"
     model: dict = field(default_factory=dict)
+    model_class: str = ""  # "module:Class" of another Hugging Face causal LM; empty: ours, from `preset`
     # data
     corpus: str = "stdlib"
     tokenizer: str = ""  # a tokenizer.json / tokenizer folder; empty: train a byte-level BPE on the corpus
@@ -77,6 +79,13 @@ class TrainConfig:
             raise TypeError(f"model must be a table of AssocMemConfig overrides, got {type(self.model).__name__}")
         if "vocab_size" in self.model:
             raise ValueError("set the vocabulary with vocab_size (the tokenizer's), not model.vocab_size")
+        if self.model_class:
+            module, _, name = self.model_class.partition(":")
+            if not module or not name:
+                raise ValueError(f"model_class must look like 'module:Class', got {self.model_class!r}")
+            if self.document_masking:
+                raise ValueError(f"document_masking needs a model that takes cu_seqlens (ours); set "
+                                 f"document_masking = false for model_class {self.model_class!r}")  # fmt: skip
 
     @classmethod
     def keys(cls) -> list[str]:

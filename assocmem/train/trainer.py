@@ -63,10 +63,40 @@ def prepare_data(cfg: TrainConfig, distributed: Distributed, tokenizer=None) -> 
     return Data(tokenizer, PackedSequences(train_cache, cfg.seq_len, cfg.seed), val)
 
 
-def build_model(cfg: TrainConfig, tokenizer) -> AssocMemForCausalLM:
-    config = preset_config(cfg.preset, vocab_size=len(tokenizer), eos_token_id=tokenizer.eos_token_id,
-                           bos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **cfg.model)
-    return AssocMemForCausalLM(config)
+def model_class(name: str = ""):
+    """Our AssocMemForCausalLM, or the Hugging Face causal LM class named "module:Class"."""
+    if not name:
+        return AssocMemForCausalLM
+    import importlib
+
+    module, _, attr = name.partition(":")
+    try:
+        cls = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as error:
+        raise ValueError(f"model_class {name!r} cannot be imported: {error}") from error
+    if not hasattr(cls, "config_class") or not hasattr(cls, "from_pretrained"):
+        raise ValueError(f"model_class {name!r} is not a Hugging Face PreTrainedModel")
+    return cls
+
+
+def build_model(cfg: TrainConfig, tokenizer):
+    ids = dict(vocab_size=len(tokenizer), eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.eos_token_id,
+               pad_token_id=tokenizer.pad_token_id)  # fmt: skip
+    if cfg.model_class:
+        cls = model_class(cfg.model_class)
+        return cls(cls.config_class(**{**cfg.model, **ids}))
+    return AssocMemForCausalLM(preset_config(cfg.preset, **ids, **cfg.model))
+
+
+def _blocks_of(model) -> type:
+    """The repeated block's class (for activation checkpointing and FSDP): ours, or the first entry of the
+    `layers` list that Hugging Face causal LMs keep (model.model.layers, model.backbone.layers, ...)."""
+    if isinstance(model, AssocMemForCausalLM):
+        return AssocMemBlock
+    for name, module in model.named_modules():
+        if name.endswith("layers") and isinstance(module, torch.nn.ModuleList) and len(module):
+            return type(module[0])
+    raise ValueError(f"{type(model).__name__}: no `layers` list of blocks found")
 
 
 def global_indices(seqs: PackedSequences, step: int, batch_size: int) -> list[int]:
@@ -93,8 +123,9 @@ def count_targets(batch: dict) -> int:
 def loss_sum(model, batch: dict, device: torch.device, autocast: bool) -> torch.Tensor:
     ids = batch["input_ids"].to(device)
     cu = batch["cu_seqlens"].to(device) if batch["cu_seqlens"] is not None else None
+    extra = {} if cu is None else {"cu_seqlens": cu}  # only with document masking, which only ours take
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-        logits = model(ids, cu_seqlens=cu, use_cache=False).logits
+        logits = model(input_ids=ids, use_cache=False, **extra).logits
     labels = batch["labels"].to(device)
     return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100,
                            reduction="sum")
@@ -134,17 +165,19 @@ def _set_rng_state(state: dict) -> None:
 
 def _check_resumable(saved: dict, cfg: TrainConfig) -> None:
     now = cfg.to_dict()
-    changed = sorted(k for k in now if k not in RESUMABLE_CHANGES and saved.get(k) != now[k])
+    defaults = TrainConfig().to_dict()  # keys added since the checkpoint was written had their defaults
+    changed = sorted(k for k in now if k not in RESUMABLE_CHANGES and saved.get(k, defaults[k]) != now[k])
     if changed:
         details = ", ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in changed)
         raise ValueError(f"cannot resume: the config differs from the checkpoint's in {details}")
 
 
-def sample_text(model_dir: Path, prompt: str, max_new_tokens: int, device: torch.device, seed: int = 0) -> str:
+def sample_text(model_dir: Path, prompt: str, max_new_tokens: int, device: torch.device, seed: int = 0,
+                model_class_name: str = "") -> str:  # fmt: skip
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AssocMemForCausalLM.from_pretrained(model_dir).to(device).eval()
+    model = model_class(model_class_name).from_pretrained(model_dir).to(device).eval()
     ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"].to(device)
     torch.manual_seed(seed)
     out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens, do_sample=True,
@@ -190,14 +223,14 @@ def _train(cfg, out_dir, distributed, checkpoint, trainer_state, tokenizer) -> d
     np.random.seed(cfg.seed)
     data = prepare_data(cfg, distributed, tokenizer)
     if checkpoint is not None:
-        model = AssocMemForCausalLM.from_pretrained(checkpoint / "model")
+        model = model_class(cfg.model_class).from_pretrained(checkpoint / "model")
         if model.config.vocab_size != len(data.tokenizer):
             raise ValueError(f"tokenizer/vocabulary mismatch: the checkpoint's model has {model.config.vocab_size} "
                              f"tokens, its tokenizer {len(data.tokenizer)}")
     else:
         model = build_model(cfg, data.tokenizer)
     model.to(device)
-    trained = parallelize(model, block_type=AssocMemBlock, activation_checkpointing=cfg.activation_checkpointing,
+    trained = parallelize(model, block_type=_blocks_of(model), activation_checkpointing=cfg.activation_checkpointing,
                           compile=cfg.compile, parallel=cfg.parallel, distributed=distributed, device=device)
     optimizer = build_optimizer(model, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(cfg.beta1, cfg.beta2))
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(
@@ -219,7 +252,8 @@ def _train(cfg, out_dir, distributed, checkpoint, trainer_state, tokenizer) -> d
     log = RunLog(out_dir, resume_step=step) if distributed.is_main else None
     if distributed.is_main:
         n_params = sum(p.numel() for p in model.parameters())
-        print(f"assocmem train: {cfg.preset} {model.config.mixer_types} ({n_params / 1e6:.2f}M parameters), "
+        what = f"{cfg.preset} {model.config.mixer_types}" if not cfg.model_class else cfg.model_class
+        print(f"assocmem train: {what} ({n_params / 1e6:.2f}M parameters), "
               f"{len(data.train.cache):,} training tokens, vocabulary {len(data.tokenizer)}, device {device}, "
               f"{distributed.world_size} process(es), {'bf16 autocast' if autocast else 'fp32'}", flush=True)
 
@@ -323,10 +357,11 @@ def _train(cfg, out_dir, distributed, checkpoint, trainer_state, tokenizer) -> d
         final = write_atomically(out_dir / "final", lambda tmp: _copy_model(last, tmp))
         result["final"] = str(final)
         png = plot_loss_curve(out_dir / "log.csv", out_dir / "loss.png",
-                              f"{cfg.preset}, {result['tokens']:,} tokens, {cfg.corpus}")
+                              f"{cfg.model_class or cfg.preset}, {result['tokens']:,} tokens, {cfg.corpus}")
         result["loss_png"] = str(png) if png else None
         if cfg.sample_tokens:
-            result["sample"] = sample_text(final, cfg.sample_prompt, cfg.sample_tokens, device, cfg.seed)
+            result["sample"] = sample_text(final, cfg.sample_prompt, cfg.sample_tokens, device, cfg.seed,
+                                           cfg.model_class)  # fmt: skip
         (out_dir / "result.json").write_text(json.dumps(result, indent=2))
     return result
 

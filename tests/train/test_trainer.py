@@ -12,6 +12,7 @@ from transformers import AutoModelForCausalLM
 from assocmem.cli import main
 from assocmem.train import train
 from assocmem.train.checkpoint import list_checkpoints, write_atomically
+from assocmem.train.config import TrainConfig
 
 
 def losses(run_dir) -> dict[int, float]:
@@ -155,3 +156,33 @@ def test_target_count_without_reading_tokens(tiny_config):
     indices = list(range(min(6, data.train.count)))
     for masking in (True, False):
         assert data.train.targets(indices, masking) == count_targets(make_batch(data.train, indices, masking))
+
+
+LLAMA = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
+             max_position_embeddings=128)  # fmt: skip
+
+
+def test_trainer_takes_another_hugging_face_causal_lm(tiny_config, tmp_path, capsys):
+    """model_class names any Hugging Face causal LM (here transformers' Llama); it trains, checkpoints,
+    resumes, is evaluated and sampled like ours."""
+    cfg = tiny_config(model_class="transformers:LlamaForCausalLM", model=LLAMA, document_masking=False, max_steps=12,
+                      lr=1e-2, activation_checkpointing=True)  # fmt: skip
+    result = train(cfg)
+    curve = losses(Path(cfg.out_dir))
+    assert curve[12] < curve[1] - 0.5 and isinstance(result["sample"], str)
+    model = AutoModelForCausalLM.from_pretrained(Path(cfg.out_dir) / "final")
+    assert type(model).__name__ == "LlamaForCausalLM" and model.config.vocab_size == 320
+    longer = TrainConfig.from_dict({**cfg.to_dict(), "max_steps": 14})
+    assert train(longer, resume=cfg.out_dir)["steps"] == 14
+    capsys.readouterr()
+    assert main(["eval", cfg.out_dir, "--batches", "2"]) == 0
+    assert "perplexity" in capsys.readouterr().out
+
+
+def test_another_model_class_is_checked(tiny_config):
+    with pytest.raises(ValueError, match="document_masking"):
+        tiny_config(model_class="transformers:LlamaForCausalLM", model=LLAMA)
+    with pytest.raises(ValueError, match="module:Class"):
+        tiny_config(model_class="LlamaForCausalLM", document_masking=False)
+    with pytest.raises(ValueError, match="cannot be imported"):
+        train(tiny_config(model_class="transformers:NoSuchModel", document_masking=False))
