@@ -17,7 +17,7 @@ for step in $STEPS; do
   case "$step" in
     tests) timeout "${TEST_TIMEOUT:-280}" python3 -m pytest -v -p no:cacheprovider --durations=15 --tb=short \
              --timeout="${TEST_EACH_TIMEOUT:-120}" tests/ops/test_delta_rule_triton.py tests/test_cuda.py \
-             -k "${TEST_FILTER:-triton or deltanet}" 2>&1 | grep -v "^$" > "$OUT/gpu_kernels_tests.log"
+             tests/data/test_mqar.py -k "${TEST_FILTER:-triton or deltanet or fla or layout}" 2>&1 | grep -v "^$" > "$OUT/gpu_kernels_tests.log"
            grep -E "PASSED|FAILED|ERROR|passed|failed|Error|assert" "$OUT/gpu_kernels_tests.log" | tail -60 ;;
     profile) timeout 120 python3 scripts/profile_triton.py 128 4096 2>&1 | tee "$OUT/triton_profile_h200.txt" ;;
     sweep) timeout 300 python3 scripts/sweep_triton.py "$OUT/triton_sweep.json" 2>&1 | tail -60 ;;
