@@ -33,14 +33,15 @@ def launches(K, V, dtype="bf16", varlen=False):
     ints = {"cu_seqlens": "*i32", "index": "*i32", "chunk_offsets": "*i32", "T": "i32", "scale": "fp32"}
     store = "*bf16" if dtype == "bf16" else "*fp32"  # chunk states kept for the backward
     yield "wy_fwd", kernels.wy_fwd_kernel, {**ints, "k": io, "beta": io}, {**common, "BK": BKs}
-    BV = chunk._state_tile_v(K, V)
+    BV = chunk._state_tile_v(K, V, "state_fwd")
     for flags in ({"STORE_H": False, "WRITE_O": True, "STORE_FINAL": True},
                   {"STORE_H": True, "WRITE_O": False, "STORE_FINAL": False}):
         yield ("state_fwd" + ("(bwd)" if flags["STORE_H"] else "")), kernels.state_fwd_kernel, {
             **ints, "q": io, "k": io, "v": io, "beta": io, "o": io, "h": store}, {
             **common, **flags, "BK": chunk._pow2(K), "BV": BV, "USE_H0": True}
-    yield "state_bwd", kernels.state_bwd_kernel, {**ints, "q": io, "k": io, "beta": io, "do": io, "dh": store}, {
-        **common, "BK": chunk._pow2(K), "BV": BV, "USE_DHT": True, "STORE_DH0": True}
+    bwd_types = {**ints, "q": io, "k": io, "beta": io, "do": io, "dh": store}
+    yield "state_bwd", kernels.state_bwd_kernel, bwd_types, {
+        **common, "BK": chunk._pow2(K), "BV": chunk._state_tile_v(K, V, "state_bwd"), "USE_DHT": True, "STORE_DH0": True}
     yield "dqkw", kernels.dqkw_kernel, {**ints, "q": io, "k": io, "do": io, "dq": io, "h": store, "dh": store}, {
         **common, "BK": chunk._dqkw_tile_k(K), "BV": BVs}
     yield "wy_bwd", kernels.wy_bwd_kernel, {**ints, "k": io, "v": io, "beta": io, "dk": io, "dv": io}, {

@@ -36,13 +36,23 @@ def main(out=None):
         chosen = {}
         for name in tchunk.LAUNCH:
             call = ours[False] if name in FWD_KERNELS else ours[True]
-            # dqkw also tries one key tile per head (it re-reads V', dV', dO once per tile)
-            tiles = [tchunk.DQKW_TILE_K[D]] + ([D] if name == "dqkw" and D > tchunk.DQKW_TILE_K[D] else [])
+            # dqkw also tries one key tile per head (it re-reads V', dV' and dO once per tile); the state
+            # kernels a value tile of 32 (twice the programs, half the state per program)
+            if name == "dqkw":
+                knob, table, key0 = "BK", tchunk.DQKW_TILE_K, D
+                tiles = [table[D]] + ([D] if D > table[D] else [])
+            elif name in ("state_fwd", "state_bwd"):
+                knob, table, key0 = "BV", tchunk.STATE_TILE_V, (name, D)
+                default = tchunk._state_tile_v(D, D, name)
+                tiles = [default] + ([32] if default > 32 else [])
+            else:
+                knob, table, key0, tiles = None, None, None, [None]
             times = {}
             for tile in tiles:
-                tchunk.DQKW_TILE_K[D] = tile
+                if tile is not None:
+                    table[key0] = tile
                 for warps, stages in OPTIONS:
-                    key = f"{warps},{stages}" + (f",BK={tile}" if len(tiles) > 1 else "")
+                    key = f"{warps},{stages}" + (f",{knob}={tile}" if len(tiles) > 1 else "")
                     tchunk.LAUNCH_BY_K[(name, D)] = {"num_warps": warps, "num_stages": stages}
                     try:
                         times[key] = _events_ms(call, reps=5, repeats=3)
@@ -51,12 +61,11 @@ def main(out=None):
             ok = {k: t for k, t in times.items() if isinstance(t, float)}
             best = min(ok, key=ok.get)
             warps, stages = map(int, best.split(",")[:2])
-            if len(tiles) > 1:
-                tchunk.DQKW_TILE_K[D] = int(best.split("BK=")[1])
             tchunk.LAUNCH_BY_K[(name, D)] = {"num_warps": warps, "num_stages": stages}
             chosen[name] = {"num_warps": warps, "num_stages": stages, "times_ms": times}
-            if name == "dqkw":
-                chosen[name]["tile_k"] = tchunk.DQKW_TILE_K[D]
+            if len(tiles) > 1:
+                table[key0] = int(best.split("=")[1])
+                chosen[name]["tile_k" if knob == "BK" else "tile_v"] = table[key0]
             shown = {k: (round(t, 4) if isinstance(t, float) else t) for k, t in times.items()}
             print(D, name, best, shown, flush=True)
         entry["chosen"] = chosen

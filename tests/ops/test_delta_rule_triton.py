@@ -181,3 +181,29 @@ def test_deltanet_layer_gradients_with_triton_equal_the_pytorch_path_under_autoc
     assert len(grads["chunk"]) >= 8
     for name, g in grads["chunk"].items():
         assert g.norm() > 0 and rel_err(grads["triton"][name], g) < 2e-2, name
+
+
+def test_tuned_launch_settings_load_and_other_tiles_stay_exact(tmp_path, monkeypatch):
+    """A sweep's JSON (scripts/sweep_triton.py) sets warps, stages and tiles; the kernels stay exact with
+    the other tiles it may choose (state kernels 32 wide, one dqkw key tile per head)."""
+    import json
+
+    from assocmem.ops.delta_rule.triton import chunk as tchunk
+
+    for table in ("LAUNCH_BY_K", "DQKW_TILE_K", "STATE_TILE_V"):
+        monkeypatch.setattr(tchunk, table, dict(getattr(tchunk, table)))
+    sweep = {"64": {"fla": {}, "chosen": {
+        "state_bwd": {"num_warps": 8, "num_stages": 1, "tile_v": 32, "times_ms": {}},
+        "state_fwd": {"num_warps": 4, "num_stages": 2, "tile_v": 32},
+        "dqkw": {"num_warps": 8, "num_stages": 1, "tile_k": 64}}}}  # fmt: skip
+    (tmp_path / "sweep.json").write_text(json.dumps(sweep))
+    tchunk.load_tuned(tmp_path / "sweep.json")
+    assert tchunk.LAUNCH_BY_K[("state_bwd", 64)] == {"num_warps": 8, "num_stages": 1}
+    assert tchunk._state_tile_v(64, 64, "state_bwd") == 32 and tchunk._dqkw_tile_k(64) == 64
+    check_fp32("triton", 1, 130, 2, 64, 64)
+    tchunk.DQKW_TILE_K[128] = 128
+    tchunk.STATE_TILE_V.update({("state_bwd", 128): 16, ("state_fwd", 128): 32})
+    check_fp32("triton", 1, 70, 1, 128, 48)
+    (tmp_path / "bad.json").write_text(json.dumps({"64": {"chosen": {"warp_drive": {}}}}))
+    with pytest.raises(ValueError, match="unknown kernel 'warp_drive'"):
+        tchunk.load_tuned(tmp_path / "bad.json")

@@ -6,6 +6,10 @@ chunk-start states and V' again, the reverse state pass, dQ/dK/dW per chunk, the
 its inputs the forward keeps only A (float32, 64 numbers per token and head). Head sizes up to 256.
 """
 
+import json
+import os
+from pathlib import Path
+
 import torch
 import triton
 
@@ -67,11 +71,36 @@ def _dqkw_tile_k(K: int) -> int:
     return DQKW_TILE_K[_pow2(K)]
 
 
-def _state_tile_v(K: int, V: int) -> int:
+# Value tile of the sequential kernels per (kernel, padded K), where a measurement chose one (sweep).
+STATE_TILE_V: dict[tuple[str, int], int] = {}
+
+
+def _state_tile_v(K: int, V: int, name: str = "state_fwd") -> int:
     """Value tile of the sequential kernels: the [K, BV] float32 state stays in registers. (Narrower tiles
-    for more programs when sequences are few made both state kernels slower on the H200: NOTES.md.)
-    At K = 256 the tile is 32 wide, which keeps the state at 64 registers per thread of four warps."""
-    return min(64 if K <= 128 else 32, _pow2(V))
+    for more programs when sequences are few made both state kernels slower on the H200 in version 2:
+    NOTES.md.) At K = 256 the tile is 32 wide, which keeps the state at 64 registers per thread of four warps."""
+    return min(STATE_TILE_V.get((name, _pow2(K)), 64 if K <= 128 else 32), _pow2(V))
+
+
+def load_tuned(path: str | Path) -> None:
+    """Apply the launch settings that scripts/sweep_triton.py chose and wrote ({D: {"chosen": {kernel:
+    {"num_warps", "num_stages", and "tile_k" / "tile_v" where it tried them}}}}); set by the environment
+    variable ASSOCMEM_TRITON_TUNED=path at import, so a benchmark can run with a sweep's result."""
+    report = json.loads(Path(path).read_text())
+    for D, entry in report.items():
+        K = _pow2(int(D))
+        for name, chosen in entry.get("chosen", {}).items():
+            if name not in LAUNCH:
+                raise ValueError(f"load_tuned: unknown kernel {name!r} in {path}; expected one of {sorted(LAUNCH)}")
+            LAUNCH_BY_K[(name, K)] = {"num_warps": int(chosen["num_warps"]), "num_stages": int(chosen["num_stages"])}
+            if "tile_k" in chosen:
+                DQKW_TILE_K[K] = int(chosen["tile_k"])
+            if "tile_v" in chosen:
+                STATE_TILE_V[(name, K)] = int(chosen["tile_v"])
+
+
+if os.environ.get("ASSOCMEM_TRITON_TUNED"):
+    load_tuned(os.environ["ASSOCMEM_TRITON_TUNED"])
 
 
 class _Chunks:
@@ -160,7 +189,7 @@ def chunk_bwd(q, k, v, beta, scale: float, h0, cu_seqlens, do, dht, A):
     prec = _precision(q.dtype)
     h, vnew = _state_fwd(q, k, v, beta, A, scale, h0, chunks, for_backward=True)
 
-    BV = _state_tile_v(K, V)
+    BV = _state_tile_v(K, V, "state_bwd")
     dh = torch.empty_like(h)
     dvnew = torch.empty_like(v, dtype=torch.float32)
     dh0 = torch.empty(chunks.N, H, K, V, dtype=torch.float32, device=q.device)
