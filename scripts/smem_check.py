@@ -41,7 +41,8 @@ def launches(K, V, dtype="bf16", varlen=False):
             **common, **flags, "BK": chunk._pow2(K), "BV": BV, "USE_H0": True}
     bwd_types = {**ints, "q": io, "k": io, "beta": io, "do": io, "dh": store}
     yield "state_bwd", kernels.state_bwd_kernel, bwd_types, {
-        **common, "BK": chunk._pow2(K), "BV": chunk._state_tile_v(K, V, "state_bwd"), "USE_DHT": True, "STORE_DH0": True}
+        **common, "BK": chunk._pow2(K), "BV": chunk._state_tile_v(K, V, "state_bwd"), "USE_DHT": True,
+        "STORE_DH0": True}
     yield "dqkw", kernels.dqkw_kernel, {**ints, "q": io, "k": io, "do": io, "dq": io, "h": store, "dh": store}, {
         **common, "BK": chunk._dqkw_tile_k(K), "BV": BVs}
     yield "wy_bwd", kernels.wy_bwd_kernel, {**ints, "k": io, "v": io, "beta": io, "dk": io, "dv": io}, {
