@@ -64,3 +64,29 @@ def test_cli_mil_writes_json_and_png(tmp_path):
                  "--out", str(out)]) == 0
     saved = json.loads(out.read_text())
     assert saved["rows"][0]["dataset"] == "musk1" and (tmp_path / "mil.png").exists()
+
+
+def test_grid_parsing_and_what_each_pooling_sweeps():
+    from assocmem.experiments.mil import _configs, _fit_score, parse_grid
+
+    grid = parse_grid(["lr=1e-3,3e-4", "beta_scale=1,4", "hidden=16", "dropout=0.1,0.5", "epochs=1,3"])
+    assert grid == {"lr": [1e-3, 3e-4], "beta_scale": [1.0, 4.0], "hidden": [16], "dropout": [0.1, 0.5],
+                    "epochs": [1, 3]}  # fmt: skip
+    assert len(_configs(grid, "hopfield")) == 16
+    mean = _configs(grid, "mean")  # beta_scale means nothing without Hopfield pooling: no duplicate runs
+    assert len(mean) == 8 and all("beta_scale" not in c for c in mean)
+    for bad in (["lr"], ["lr="], ["temperature=1"]):
+        with pytest.raises(ValueError, match="KEY=V1,V2"):
+            parse_grid(bad)
+    with pytest.raises(ValueError, match="needs 'lr' and 'hidden'"):
+        _configs({"lr": [1e-3]})
+    # a grid's epochs and dropout reach the training run
+    rng = np.random.default_rng(0)
+    bags = [rng.normal(size=(4, 6)).astype(np.float32) + (i % 2) for i in range(16)]
+    y = np.array([i % 2 for i in range(16)])
+    setup = MILSetup(batch=8)
+    base = {"lr": 1e-2, "hidden": 16, "beta_scale": 1.0, "dropout": 0.0}
+    short = _fit_score(bags, y, bags, "hopfield", {**base, "epochs": 0}, setup, seed=0)
+    trained = _fit_score(bags, y, bags, "hopfield", {**base, "epochs": 30}, setup, seed=0)
+    gap = lambda s: s[y == 1].mean() - s[y == 0].mean()  # noqa: E731
+    assert gap(trained) > gap(short) + 1.0
