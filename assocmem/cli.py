@@ -207,7 +207,7 @@ def _recall(args):
         mixers=tuple(args.mixers), widths=tuple(args.widths), lrs=tuple(args.lrs), vocab_size=args.vocab_size,
         seq_len=args.seq_len, num_kv_pairs=args.kv_pairs, steps=args.steps, batch=args.batch,
         test_examples=args.test_examples, head_size=args.head_size, max_minutes=args.max_minutes,
-        seed=args.seed, device=args.device, workers=args.workers,
+        seed=args.seed, device=args.device, workers=args.workers, delta_rule_backend=args.delta_rule_backend,
         train_kv_pairs=tuple(args.train_kv_pairs) if args.train_kv_pairs else None,
     )  # fmt: skip
     run(setup, None if args.no_save else args.out, plot=not args.no_plot)
@@ -366,6 +366,8 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--max-minutes", type=float, default=None, help="per run: stop training after this long")
     rec.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     rec.add_argument("--workers", type=int, default=1, help="runs at once, each in its own process")
+    rec.add_argument("--delta-rule-backend", default="auto", choices=["auto", "chunk", "naive"],
+                     help="the DeltaNet layers' delta-rule backend (auto: Triton on CUDA)")  # fmt: skip
     rec.add_argument("--seed", type=int, default=0)
     rec.add_argument("--merge", type=Path, nargs="+", default=None, metavar="JSON",
                      help="train nothing: merge these results of one task (best per point over all runs)")  # fmt: skip

@@ -57,6 +57,7 @@ class RecallSetup:
     seed: int = 0
     device: str = "cpu"
     workers: int = 1
+    delta_rule_backend: str = "auto"  # "chunk" forces the PyTorch path (e.g. to rule the Triton kernels out)
 
 
 def model_config(mixer: str, width: int, setup: RecallSetup):
@@ -75,6 +76,7 @@ def model_config(mixer: str, width: int, setup: RecallSetup):
         use_short_conv=mixer != "deltanet-noconv",
         use_delta_rule=mixer != "linear",
         tie_word_embeddings=False,
+        delta_rule_backend=setup.delta_rule_backend,
     )
 
 

@@ -16,6 +16,8 @@ def test_mixers_map_to_the_right_models():
     assert noconv.use_delta_rule and not noconv.use_short_conv and noconv.num_heads == 4
     with pytest.raises(ValueError, match="mixer"):
         model_config("mamba", 32, setup)
+    assert model_config("deltanet", 32, setup).delta_rule_backend == "auto"
+    assert model_config("deltanet", 32, RecallSetup(delta_rule_backend="chunk", **TINY)).delta_rule_backend == "chunk"
 
 
 def test_a_tiny_model_learns_recall_above_chance():
