@@ -186,3 +186,25 @@ def test_another_model_class_is_checked(tiny_config):
         tiny_config(model_class="LlamaForCausalLM", document_masking=False)
     with pytest.raises(ValueError, match="cannot be imported"):
         train(tiny_config(model_class="transformers:NoSuchModel", document_masking=False))
+
+
+def test_comparison_configs_build_models_of_the_same_size():
+    """configs/compare/*.toml (the paper's comparison at our scale): every config parses and builds a model
+    of 110 ± 6M parameters at the 16,384-token vocabulary (on the meta device: nothing is allocated)."""
+    from assocmem.train.config import load_config
+    from assocmem.train.trainer import build_model
+
+    class Tokenizer:
+        eos_token_id, pad_token_id = 0, 1
+
+        def __len__(self):
+            return 16384
+
+    configs = sorted((Path(__file__).resolve().parents[2] / "configs" / "compare").glob("*.toml"))
+    assert len(configs) == 7
+    for path in configs:
+        cfg = load_config(path)
+        assert cfg.max_steps * cfg.batch_size * cfg.seq_len >= 100_000_000 and not cfg.document_masking
+        with torch.device("meta"):
+            model = build_model(cfg, Tokenizer())
+        assert abs(sum(p.numel() for p in model.parameters()) - 110e6) < 6e6, path.name
