@@ -106,8 +106,7 @@ def _zero_shot(args):
         return
     if args.checkpoint is None:
         raise ValueError("--tasks needs a checkpoint to evaluate")
-    device = args.device if args.device != "auto" else ("cuda" if __import__("torch").cuda.is_available() else "cpu")
-    result = evaluate(args.checkpoint, tasks, data_dir=args.data_dir, limit=args.limit, device=device)
+    result = evaluate(args.checkpoint, tasks, data_dir=args.data_dir, limit=args.limit, device=args.device)
     print(f"{'task':14s} {'n':>6s} {'acc':>7s} {'acc_norm':>9s} {'chance':>7s}")
     for task, r in result["tasks"].items():
         print(f"{task:14s} {r['n']:6d} {r['acc']:7.3f} {r['acc_norm']:9.3f} {r['chance']:7.2f}")
@@ -122,13 +121,9 @@ def _generate(args):
     import torch
     from transformers import TextStreamer
 
-    from .eval.perplexity import load_for_inference
+    from .eval.perplexity import load_for_inference, pick_device
 
-    device = torch.device(
-        "cuda"
-        if args.device == "auto" and torch.cuda.is_available()
-        else ("cpu" if args.device == "auto" else args.device)
-    )
+    device = pick_device(args.device)
     model, tokenizer, _ = load_for_inference(args.checkpoint, device)
     ids = tokenizer(args.prompt, return_tensors="pt", add_special_tokens=False)["input_ids"].to(device)
     if ids.shape[1] == 0:

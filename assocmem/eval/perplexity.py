@@ -43,9 +43,15 @@ def load_for_inference(path: str | Path, device: torch.device):
     return model.to(device).eval(), tokenizer, saved
 
 
+def pick_device(name: str = "auto") -> torch.device:
+    """"auto": CUDA where there is a GPU, else the CPU; any other name as given."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
 def perplexity(path: str | Path, *, corpus: str | None = None, batches: int = 50, device: str = "auto") -> dict:
-    device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if device == "auto" else device))
+    device = pick_device(device)
     model, tokenizer, saved = load_for_inference(path, device)
     cfg = TrainConfig.from_dict({**saved, **({"corpus": corpus} if corpus else {})})
     data = prepare_data(cfg, Distributed(), tokenizer)

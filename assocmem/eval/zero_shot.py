@@ -114,24 +114,29 @@ def _task_configs(paths: dict[str, Path], folder: Path) -> None:
     """Copies of the committed YAMLs whose data_files name the prepared files by absolute path."""
     for task, data in paths.items():
         text = (TASK_DIR / f"assocmem_{task}.yaml").read_text()
-        text = text.replace(f"test: .cache/eval/{task}.jsonl", f"test: {json.dumps(str(data.resolve()))}")
+        placeholder = f"test: .cache/eval/{task}.jsonl"
+        if placeholder not in text:  # else lm-eval would silently read whatever lies at the repository path
+            raise ValueError(f"eval: {TASK_DIR / f'assocmem_{task}.yaml'} no longer names {placeholder!r}")
+        text = text.replace(placeholder, f"test: {json.dumps(str(data.resolve()))}")
         (folder / f"assocmem_{task}.yaml").write_text(text)
 
 
 def evaluate(checkpoint: str | Path, tasks=TASKS, *, data_dir=None, limit: int | None = None,
-             device: str = "cpu", batch_size: int = 16) -> dict:  # fmt: skip
+             device: str = "auto", batch_size: int = 16) -> dict:  # fmt: skip
     """lm-eval's `hf` model on our checkpoint (a folder with config, weights and tokenizer): accuracy
-    per task, with the number of questions and chance."""
+    per task, with the number of questions and chance. `device`: "auto" (CUDA where there is a GPU), "cpu",
+    "cuda"."""
     import lm_eval
     from lm_eval.tasks import TaskManager
 
     import assocmem  # noqa: F401 - registers our model with the Auto classes
 
-    from .perplexity import model_dir_of
+    from .perplexity import model_dir_of, pick_device
 
     bad = [t for t in tasks if t not in TASKS]
     if bad:
         raise ValueError(f"eval: unknown task(s) {bad}; expected some of {TASKS}")
+    device = pick_device(device).type
     path = Path(checkpoint)
     model_dir = path if (path / "config.json").is_file() else model_dir_of(path)[0]
     with tempfile.TemporaryDirectory() as tmp:

@@ -216,15 +216,15 @@ def run(setup: RecallSetup, out: Path | None = None, plot: bool = True, log=prin
 
 def merge(results: list[dict]) -> dict:
     """One result from several runs of the grid on the same task (e.g. one learning rate per GPU call):
-    every run kept (with the index of the call it came from), the best per point taken over all of them."""
+    every run kept (with the index of the call it came from: `calls[i]` holds that call's setup and machine),
+    the best per point taken over all of them."""
     if not results:
         raise ValueError("recall: merge needs at least one result")
     task = ("vocab_size", "seq_len", "num_kv_pairs", "train_kv_pairs", "batch")
     for r in results[1:]:
         if any(r["setup"][k] != results[0]["setup"][k] for k in task):
             raise ValueError(f"recall: merge takes results of one task; these differ in {task}")
-    runs = [{**run, "call": i, "max_minutes": r["setup"]["max_minutes"]} for i, r in enumerate(results)
-            for run in r["runs"]]  # fmt: skip
+    runs = [{**run, "call": i} for i, r in enumerate(results) for run in r["runs"]]
     setup = dict(results[0]["setup"])
     setup["mixers"] = [m for m in MIXERS if any(run["mixer"] == m for run in runs)]
     setup["widths"] = sorted({run["width"] for run in runs})

@@ -166,7 +166,8 @@ def _set_rng_state(state: dict) -> None:
 def _check_resumable(saved: dict, cfg: TrainConfig) -> None:
     now = cfg.to_dict()
     defaults = TrainConfig().to_dict()  # keys added since the checkpoint was written had their defaults
-    changed = sorted(k for k in now if k not in RESUMABLE_CHANGES and saved.get(k, defaults[k]) != now[k])
+    saved = {**defaults, **saved}
+    changed = sorted(k for k in now if k not in RESUMABLE_CHANGES and saved.get(k) != now[k])
     if changed:
         details = ", ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in changed)
         raise ValueError(f"cannot resume: the config differs from the checkpoint's in {details}")

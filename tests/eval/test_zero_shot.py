@@ -120,3 +120,15 @@ def test_lm_eval_hf_model_on_our_checkpoint_matches_the_likelihoods_by_hand(tmp_
         assert r["acc"] == pytest.approx(_by_hand(model, tok, docs[task])), task
     with pytest.raises(ValueError, match="unknown task"):
         evaluate(tmp_path / "model", ["arc_easy", "lambada"], data_dir=tmp_path / "raw")
+
+
+def test_a_task_yaml_without_its_data_placeholder_is_refused(tmp_path, monkeypatch):
+    """evaluate() points each YAML at its prepared file; a YAML that no longer names the placeholder path
+    must fail rather than let lm-eval read whatever lies at the repository path."""
+    from assocmem.eval import zero_shot
+
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "assocmem_piqa.yaml").write_text("task: assocmem_piqa\ndataset_path: json\n")
+    monkeypatch.setattr(zero_shot, "TASK_DIR", tmp_path / "tasks")
+    with pytest.raises(ValueError, match="no longer names"):
+        zero_shot._task_configs({"piqa": tmp_path / "piqa.jsonl"}, tmp_path)

@@ -60,7 +60,8 @@ def test_merge_keeps_every_run_and_takes_the_best_over_calls(tmp_path):
     b = result(3e-4, {"deltanet": 0.5, "attention": 1.0})
     merged = merge([a, b])
     assert len(merged["runs"]) == 4 and [r["call"] for r in merged["runs"]] == [0, 0, 1, 1]
-    assert merged["runs"][0]["max_minutes"] == 2.0 and merged["setup"]["lrs"] == [3e-4, 1e-3]
+    assert merged["calls"][merged["runs"][0]["call"]]["setup"]["max_minutes"] == 2.0
+    assert merged["setup"]["lrs"] == [3e-4, 1e-3]
     assert merged["setup"]["mixers"] == ["deltanet", "linear", "attention"]
     best = {(x["mixer"], x["lr"]): x["accuracy"] for x in merged["best"]}
     assert best == {("deltanet", 1e-3): 0.9, ("linear", 1e-3): 0.2, ("attention", 3e-4): 1.0}

@@ -34,7 +34,7 @@ LAUNCH = {
 
 
 
-def _STORE(dtype: torch.dtype) -> torch.dtype:
+def _store_dtype(dtype: torch.dtype) -> torch.dtype:
     """Storage of the chunk states and their gradients between the backward's kernels: bf16 for bf16
     inputs (half the traffic of the largest buffers; the matmuls that read them accumulate in float32),
     float32 otherwise (fp16's range is too small for states). V' and dV' stay float32: NOTES.md, v5."""
@@ -142,7 +142,7 @@ def _state_fwd(q, k, v, beta, A, scale, h0, chunks: _Chunks, *, for_backward: bo
     V = v.shape[-1]
     BV = _state_tile_v(K, V)
     if for_backward:
-        h = torch.empty(chunks.total, H, K, V, dtype=_STORE(q.dtype), device=q.device)
+        h = torch.empty(chunks.total, H, K, V, dtype=_store_dtype(q.dtype), device=q.device)
         vnew, o, ht = torch.empty_like(v, dtype=torch.float32), None, None
     else:
         h = vnew = None

@@ -5,8 +5,9 @@ H heads. Every tensor is token-major as the public op takes it ([B, T, H, D] or 
 so a chunk of one head is a [BT, D] tile with row stride H * D. Matmuls of two inputs run in the input
 dtype (the products are exact in float32); every intermediate (A, states, V', their gradients) is
 float32 in registers and so are the matmuls that touch one (the backward stores the chunk states and their
-gradients in bf16 when the inputs are bf16: chunk.py's _STORE). `PREC` is the precision of float32 matmuls: "tf32x3"
-for float32 inputs (within the fp32 error bound), "tf32" otherwise (bf16/fp16 inputs are exact in TF32).
+gradients in bf16 when the inputs are bf16: chunk.py's _store_dtype). `PREC` is the precision of float32
+matmuls: "tf32x3" for float32 inputs (within the fp32 error bound), "tf32" otherwise (bf16/fp16 inputs are
+exact in TF32).
 
 The math, per chunk with chunk-start state S and q already scaled:
     L = strict_tril(diag(beta) K K^T),  A = (I + L)^-1,  W = A diag(beta) K,  U = A diag(beta) V
