@@ -102,7 +102,7 @@ def _zero_shot(args):
     tasks = args.tasks or list(TASKS)
     if args.prepare_tasks:
         for task, path in prepare(tasks, args.data_dir).items():
-            print(f"{task}: {path}")
+            print(f"{task}: {len(path.read_text(encoding='utf-8').splitlines())} questions -> {path}")
         return
     if args.checkpoint is None:
         raise ValueError("--tasks needs a checkpoint to evaluate")

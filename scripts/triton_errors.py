@@ -1,0 +1,47 @@
+"""Relative errors of the Triton chunk kernels in bf16 / fp16 against float32 math on the same rounded
+inputs, beside the error naive.py itself makes in that dtype (the tests' bound is 1e-2 and twice the
+latter). On a machine without a GPU the kernels run under the Triton interpreter, whose float32 matmuls
+are exact (no TF32): the numbers show the storage and rounding choices, not the tensor cores.
+Usage: python scripts/triton_errors.py"""
+
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from ops.helpers import grads, leaves, make_inputs, rel_err  # noqa: E402
+from ops.test_delta_rule_triton import (  # noqa: E402
+    NAMES,
+    _teach_the_interpreter_bfloat16_matmuls,
+    naive,
+    run,
+)
+
+
+def main():
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        _teach_the_interpreter_bfloat16_matmuls()
+    print("dtype     B T H K V        name  ours      naive-in-dtype")
+    for dtype in (torch.bfloat16, torch.float16):
+        for shape in [(1, 128, 2, 64, 32), (1, 256, 1, 128, 64)]:
+            torch.manual_seed(0)
+            inputs = make_inputs(*shape, dtype)
+            B, T, H, K, V = shape
+            do, dstate = torch.randn(B, T, H, V), torch.randn(B, H, K, V)
+            o_ref, _, g_ref = grads(naive, leaves(*inputs), do, dstate)
+            o_low, _, g_low = grads(lambda *x, dtype=dtype: naive(*x, compute_dtype=dtype), leaves(*inputs), do, dstate)
+            on = [None if x is None else x.to(device) for x in inputs]
+            o, _, g = grads(run("triton"), leaves(*on), do.to(device), dstate.to(device))
+            rows = [("o", o, o_low, o_ref)] + list(zip(NAMES, g, g_low, g_ref))
+            for name, a, low, ref in rows:
+                print(f"{str(dtype)[6:]:9s} {shape} {name:>13s}  {rel_err(a.cpu(), ref):.2e}  {rel_err(low, ref):.2e}")
+
+
+if __name__ == "__main__":
+    main()
