@@ -201,8 +201,8 @@ def _recall(args):
     setup = RecallSetup(
         mixers=tuple(args.mixers), widths=tuple(args.widths), lrs=tuple(args.lrs), vocab_size=args.vocab_size,
         seq_len=args.seq_len, num_kv_pairs=args.kv_pairs, steps=args.steps, batch=args.batch,
-        test_examples=args.test_examples, head_size=args.head_size, max_minutes=args.max_minutes,
-        seed=args.seed, device=args.device, workers=args.workers, delta_rule_backend=args.delta_rule_backend,
+        test_examples=args.test_examples, head_size=args.head_size, num_heads=args.num_heads,
+        max_minutes=args.max_minutes, seed=args.seed, device=args.device, workers=args.workers, delta_rule_backend=args.delta_rule_backend,
         train_kv_pairs=tuple(args.train_kv_pairs) if args.train_kv_pairs else None,
     )  # fmt: skip
     run(setup, None if args.no_save else args.out, plot=not args.no_plot)
@@ -358,6 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="train on batches cycling through these numbers of pairs (test: --kv-pairs)")  # fmt: skip
     rec.add_argument("--test-examples", type=int, default=1000)
     rec.add_argument("--head-size", type=int, default=64)
+    rec.add_argument("--num-heads", type=int, default=None,
+                     help="the same number of heads at every width (head size width / N) instead of --head-size")  # fmt: skip
     rec.add_argument("--max-minutes", type=float, default=None, help="per run: stop training after this long")
     rec.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     rec.add_argument("--workers", type=int, default=1, help="runs at once, each in its own process")

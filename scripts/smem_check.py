@@ -39,12 +39,16 @@ def launches(K, V, dtype="bf16", varlen=False):
         yield ("state_fwd" + ("(bwd)" if flags["STORE_H"] else "")), kernels.state_fwd_kernel, {
             **ints, "q": io, "k": io, "v": io, "beta": io, "o": io, "h": store}, {
             **common, **flags, "BK": chunk._pow2(K), "BV": BV, "USE_H0": True}
+    half = {name: chunk._half_operands(name, torch.bfloat16 if dtype == "bf16" else torch.float32)
+            for name in chunk.HALF_OPERANDS}  # fmt: skip
+    yield "dv_local", kernels.dv_local_kernel, {**ints, "q": io, "k": io, "do": io}, {
+        **common, "BK": chunk._pow2(K), "BV": BVs}
     bwd_types = {**ints, "q": io, "k": io, "beta": io, "do": io, "dh": store}
     yield "state_bwd", kernels.state_bwd_kernel, bwd_types, {
         **common, "BK": chunk._pow2(K), "BV": chunk._state_tile_v(K, V, "state_bwd"), "USE_DHT": True,
-        "STORE_DH0": True}
+        "STORE_DH0": True, "HALF_OPERANDS": half["state_bwd"]}
     yield "dqkw", kernels.dqkw_kernel, {**ints, "q": io, "k": io, "do": io, "dq": io, "h": store, "dh": store}, {
-        **common, "BK": chunk._dqkw_tile_k(K), "BV": BVs}
+        **common, "BK": chunk._dqkw_tile_k(K), "BV": BVs, "HALF_OPERANDS": half["dqkw"]}
     yield "wy_bwd", kernels.wy_bwd_kernel, {**ints, "k": io, "v": io, "beta": io, "dk": io, "dv": io}, {
         **common, "BK": BKs, "BV": BVs}
 

@@ -2,7 +2,8 @@
 
 For each head size D (T = 4096, B = 8, H = 2048 / D, bf16), times forward and forward+backward with the
 defaults and with fla's chunk_delta_rule beside them, then tries (num_warps, num_stages) per kernel and
-keeps the fastest (coordinate descent). Prints the table and writes JSON to the path given (or stdout).
+keeps the fastest (coordinate descent); also times forward+backward with chunk.HALF_OPERANDS switched off.
+Prints the table and writes JSON to the path given (after each head size) or to stdout.
 """
 
 import json
@@ -32,6 +33,11 @@ def main(out=None):
         if fla_chunk is not None:
             fla = {bw: _runner(lambda q, k, v, b: fla_chunk(q, k, v, b)[0], inputs, do, bw) for bw in (False, True)}
             entry["fla"] = {p: _events_ms(fla[bw], reps=10) for p, bw in (("fwd", False), ("fwd+bwd", True))}
+        # What the bf16 rounding of backward intermediates buys (chunk.HALF_OPERANDS; NOTES.md, version 6).
+        saved = dict(tchunk.HALF_OPERANDS)
+        tchunk.HALF_OPERANDS.update({name: 0 for name in saved})
+        entry["half_operands_off"] = {"fwd+bwd": _events_ms(ours[True], reps=10)}
+        tchunk.HALF_OPERANDS.update(saved)
         print(D, entry, flush=True)
         chosen = {}
         for name in tchunk.LAUNCH:
@@ -72,6 +78,8 @@ def main(out=None):
         entry["tuned"] = {p: _events_ms(ours[bw], reps=10) for p, bw in (("fwd", False), ("fwd+bwd", True))}
         print(D, "tuned", entry["tuned"], flush=True)
         report[D] = entry
+        if out:  # after every head size, so that a run stopped by its time limit keeps what it measured
+            open(out, "w").write(json.dumps(report, indent=1))
         del inputs, do
         torch.cuda.empty_cache()
     text = json.dumps(report, indent=1)

@@ -2,7 +2,9 @@
 inputs, beside the error naive.py itself makes in that dtype (the tests' bound is 1e-2 and twice the
 latter). On a machine without a GPU the kernels run under the Triton interpreter, whose float32 matmuls
 are exact (no TF32): the numbers show the storage and rounding choices, not the tensor cores.
-Usage: python scripts/triton_errors.py"""
+With --half-operands the bf16 rows are repeated for each choice of chunk.HALF_OPERANDS (bit masks of where the
+backward rounds float32 intermediates to bf16 as they enter a matmul).
+Usage: python scripts/triton_errors.py [--half-operands]"""
 
 import os
 import sys
@@ -24,11 +26,25 @@ from ops.test_delta_rule_triton import (  # noqa: E402
 
 
 def main():
+    if "--half-operands" in sys.argv[1:]:
+        from assocmem.ops.delta_rule.triton import chunk
+
+        choices = [{"state_bwd": 0, "dqkw": 0}, {"state_bwd": 1, "dqkw": 0}]
+        choices += [{"state_bwd": 1, "dqkw": bits} for bits in (1, 2, 4, 8, 1 | 8)]
+        for choice in choices:
+            chunk.HALF_OPERANDS.update(choice)
+            print(f"HALF_OPERANDS = {choice}")
+            errors((torch.bfloat16,))
+        return
+    errors((torch.bfloat16, torch.float16))
+
+
+def errors(dtypes):
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu":
         _teach_the_interpreter_bfloat16_matmuls()
     print("dtype     B T H K V        name  ours      naive-in-dtype")
-    for dtype in (torch.bfloat16, torch.float16):
+    for dtype in dtypes:
         for shape in [(1, 128, 2, 64, 32), (1, 256, 1, 128, 64)]:
             torch.manual_seed(0)
             inputs = make_inputs(*shape, dtype)

@@ -2,7 +2,7 @@
 
 The DeltaNet paper's Figure 2 setting: two-layer models, sequences of 512 tokens holding 64 key–value
 pairs, vocabulary 8192, model widths 64…512, the best accuracy over a small learning-rate sweep per point.
-Mixers (everything else equal: embeddings, SwiGLU MLPs, RMSNorm, head size 64 or the width if smaller):
+Mixers (everything else equal: embeddings, SwiGLU MLPs, RMSNorm, head size 64 or the width if smaller, or a fixed number of heads):
 
 - `deltanet`: DeltaNet layers (delta rule, short convolutions, L2-normalised q and k);
 - `linear`: the same layer with the delta rule switched off (additive update S += k v^T);
@@ -52,6 +52,7 @@ class RecallSetup:
     batch: int = 64
     test_examples: int = 1000
     head_size: int = 64
+    num_heads: int | None = None  # a fixed number of heads at every width instead (Zoology's runs use 2)
     max_minutes: float | None = None  # per run: training time budget (see the module docstring)
     train_kv_pairs: tuple[int, ...] | None = None  # a mixture of easier tasks for training (test: num_kv_pairs)
     seed: int = 0
@@ -65,7 +66,12 @@ def model_config(mixer: str, width: int, setup: RecallSetup):
 
     if mixer not in MIXERS:
         raise ValueError(f"recall: unknown mixer {mixer!r}; expected one of {MIXERS}")
-    heads = max(1, width // setup.head_size)
+    if setup.num_heads is not None:
+        if setup.num_heads < 1 or width % setup.num_heads:
+            raise ValueError(f"recall: num_heads ({setup.num_heads}) must be >= 1 and divide the width ({width})")
+        heads = setup.num_heads
+    else:
+        heads = max(1, width // setup.head_size)
     return AssocMemConfig(
         vocab_size=setup.vocab_size,
         hidden_size=width,
@@ -132,6 +138,7 @@ def train_one(mixer: str, width: int, lr: float, setup: RecallSetup, index: int 
     start = time.perf_counter()
     budget = None if setup.max_minutes is None else 60 * setup.max_minutes
     losses, stopped_early, step = [], False, 0
+    log_every = max(1, min(setup.steps // 100, 50))  # a time-limited run has a huge `steps`: log every 50
     for step in range(setup.steps):
         progress = step / setup.steps
         if budget is not None:
@@ -149,22 +156,22 @@ def train_one(mixer: str, width: int, lr: float, setup: RecallSetup, index: int 
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
             loss, _, _ = _answer_loss(model, batch.inputs.to(device), batch.labels.to(device))
         if not torch.isfinite(loss):
-            losses.append(float("nan"))
+            losses.append([step, float("nan")])
             break
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        if step % max(1, setup.steps // 50) == 0 or step == setup.steps - 1:
-            losses.append(round(loss.item(), 4))
+        if step % log_every == 0 or step == setup.steps - 1:
+            losses.append([step, round(loss.item(), 4)])
     else:
         step += 1
     seconds = time.perf_counter() - start
     return {
         "mixer": mixer, "width": width, "lr": lr, "params": params, "steps_done": step,
-        "stopped_early": stopped_early, "diverged": bool(losses) and math.isnan(losses[-1]),
+        "stopped_early": stopped_early, "diverged": bool(losses) and math.isnan(losses[-1][1]),
         "accuracy": accuracy(model, test, device, autocast=autocast), "train_seconds": round(seconds, 1),
-        "loss_curve": losses,
+        "loss_curve": losses,  # [step, training loss] pairs
     }  # fmt: skip
 
 

@@ -17,6 +17,10 @@ def test_mixers_map_to_the_right_models():
     with pytest.raises(ValueError, match="mixer"):
         model_config("mamba", 32, setup)
     assert model_config("deltanet", 32, setup).delta_rule_backend == "auto"
+    two = RecallSetup(**{**TINY, "num_heads": 2})
+    assert [model_config("deltanet", w, two).num_heads for w in (32, 64)] == [2, 2]
+    with pytest.raises(ValueError, match="num_heads"):
+        model_config("deltanet", 30, RecallSetup(**{**TINY, "num_heads": 4}))
     assert model_config("deltanet", 32, RecallSetup(delta_rule_backend="chunk", **TINY)).delta_rule_backend == "chunk"
 
 
@@ -25,7 +29,7 @@ def test_a_tiny_model_learns_recall_above_chance():
     r = train_one("deltanet", 32, 3e-3, RecallSetup(steps=300, **TINY))
     assert r["steps_done"] == 300 and not r["diverged"] and not r["stopped_early"]
     assert r["accuracy"] > 0.25, r  # 4x chance
-    assert r["loss_curve"][-1] < r["loss_curve"][0]
+    assert r["loss_curve"][-1][1] < r["loss_curve"][0][1]
 
 
 def test_command_writes_table_json_and_picks_the_best_lr(tmp_path):
@@ -46,6 +50,10 @@ def test_command_writes_table_json_and_picks_the_best_lr(tmp_path):
 def test_time_budget_ends_a_run_and_is_recorded():
     r = train_one("linear", 16, 1e-3, RecallSetup(steps=10**6, max_minutes=0.02, **TINY))
     assert r["stopped_early"] and 0 < r["steps_done"] < 10**6
+    # A time-limited run still logs its curve (every 50 steps), not only its first step.
+    logged = [step for step, _ in r["loss_curve"]]
+    assert logged[0] == 0 and all(b - a == 50 for a, b in zip(logged, logged[1:]))
+    assert len(logged) == 1 + (r["steps_done"] - 1) // 50
 
 
 def test_merge_keeps_every_run_and_takes_the_best_over_calls(tmp_path):

@@ -1,8 +1,9 @@
 """Host side of the Triton chunk kernels: buffers, grids, the autograd Function.
 
 Forward: two kernels (the WY representation's A per chunk; the state recurrence fused with the output,
-applying A), so neither the per-chunk states, V', nor W and U touch memory. Backward: four kernels (the
-chunk-start states and V' again, the reverse state pass, dQ/dK/dW per chunk, the WY backward). Besides
+applying A), so neither the per-chunk states, V', nor W and U touch memory. Backward: five kernels (the
+chunk-start states and V' again, the chunk-local part of dV', the reverse state pass, dQ/dK/dW per chunk,
+the WY backward). Besides
 its inputs the forward keeps only A (float32, 64 numbers per token and head). Head sizes up to 256.
 """
 
@@ -27,6 +28,7 @@ FP32_MAX_STAGES = {("state_fwd", 128): 1, ("state_bwd", 128): 1, ("state_fwd", 2
 LAUNCH = {
     "wy_fwd": {"num_warps": 2, "num_stages": 2},
     "state_fwd": {"num_warps": 4, "num_stages": 3},
+    "dv_local": {"num_warps": 4, "num_stages": 1},
     "state_bwd": {"num_warps": 4, "num_stages": 2},
     "dqkw": {"num_warps": 4, "num_stages": 1},
     "wy_bwd": {"num_warps": 4, "num_stages": 2},
@@ -39,6 +41,18 @@ def _store_dtype(dtype: torch.dtype) -> torch.dtype:
     inputs (half the traffic of the largest buffers; the matmuls that read them accumulate in float32),
     float32 otherwise (fp16's range is too small for states). V' and dV' stay float32: NOTES.md, v5."""
     return torch.bfloat16 if dtype == torch.bfloat16 else torch.float32
+
+
+# Where the backward rounds float32 intermediates to bf16 as they enter a matmul (bf16 inputs only; float32
+# accumulation), as bit masks. state_bwd 1: dS and beta A^T dV' into the two products with K. dqkw 1: V' in
+# dP = dO V'^T; 2: V' in V' dS^T; 4: dV' in dV' S^T; 8: dP in dP K and dP^T Q. Chosen by the errors each
+# bit costs dK under the interpreter (scripts/triton_errors.py --half-operands; NOTES.md, version 6): 2 and
+# 4 cost 1.5e-3 each and stay off.
+HALF_OPERANDS = {"state_bwd": 1, "dqkw": 1 | 8}
+
+
+def _half_operands(name: str, dtype: torch.dtype) -> int:
+    return int(HALF_OPERANDS[name]) if dtype == torch.bfloat16 else 0
 
 
 def _pow2(n: int, lo: int = 16) -> int:
@@ -189,24 +203,31 @@ def chunk_bwd(q, k, v, beta, scale: float, h0, cu_seqlens, do, dht, A):
     prec = _precision(q.dtype)
     h, vnew = _state_fwd(q, k, v, beta, A, scale, h0, chunks, for_backward=True)
 
-    BV = _state_tile_v(K, V, "state_bwd")
+    heads = B * H if not chunks.varlen else H
     dh = torch.empty_like(h)
     dvnew = torch.empty_like(v, dtype=torch.float32)
+    BV = min(64, _pow2(V))
+    kernels.dv_local_kernel[(triton.cdiv(V, BV), chunks.grid_t, heads)](
+        q, k, do, dvnew, chunks.cu_seqlens, chunks.index, scale, T,
+        H=H, K=K, V=V, BK=_pow2(K), BV=BV, IS_VARLEN=chunks.varlen, PREC=prec, **_launch("dv_local", K, q.dtype),
+    )  # fmt: skip
+    BV = _state_tile_v(K, V, "state_bwd")
     dh0 = torch.empty(chunks.N, H, K, V, dtype=torch.float32, device=q.device)
     kernels.state_bwd_kernel[(triton.cdiv(V, BV), chunks.N * H)](
         q, k, beta, A, do, dh, dvnew, dht, dh0, chunks.cu_seqlens, chunks.offsets, scale, T,
         H=H, K=K, V=V, BK=_pow2(K), BV=BV, USE_DHT=dht is not None, STORE_DH0=True,
-        IS_VARLEN=chunks.varlen, PREC=prec, **_launch("state_bwd", K, q.dtype),
+        IS_VARLEN=chunks.varlen, PREC=prec, HALF_OPERANDS=_half_operands("state_bwd", q.dtype),
+        **_launch("state_bwd", K, q.dtype),
     )  # fmt: skip
 
     dq = torch.empty_like(q)
     dk_part = torch.empty(B, T, H, K, dtype=torch.float32, device=q.device)
     dw = torch.empty(B, T, H, K, dtype=torch.float32, device=q.device)
     BK = _dqkw_tile_k(K)
-    heads = B * H if not chunks.varlen else H
     kernels.dqkw_kernel[(triton.cdiv(K, BK), chunks.grid_t, heads)](
         q, k, vnew, do, dvnew, h, dh, dq, dk_part, dw, chunks.cu_seqlens, chunks.index, scale, T,
-        H=H, K=K, V=V, BK=BK, BV=min(64, _pow2(V)), IS_VARLEN=chunks.varlen, PREC=prec, **_launch("dqkw", K, q.dtype),
+        H=H, K=K, V=V, BK=BK, BV=min(64, _pow2(V)), IS_VARLEN=chunks.varlen, PREC=prec,
+        HALF_OPERANDS=_half_operands("dqkw", q.dtype), **_launch("dqkw", K, q.dtype),
     )  # fmt: skip
 
     dk, dv = torch.empty_like(k), torch.empty_like(v)

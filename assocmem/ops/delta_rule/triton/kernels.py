@@ -250,13 +250,39 @@ def state_fwd_kernel(
 
 
 @triton.jit
+def dv_local_kernel(
+    q, k, do, dvnew, cu_seqlens, chunk_index, scale, T,
+    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    IS_VARLEN: tl.constexpr, PREC: tl.constexpr,
+):  # fmt: skip
+    """The part of dV' that stays inside its chunk, tril(Q K^T)^T dO (scaled), for every chunk at once:
+    it leaves the reverse state pass (`state_bwd`) with only the products that carry dS across chunks."""
+    i_v, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    i_b, i_h = i_bh // H, i_bh % H
+    bos, T, i_c, i_n = _span(cu_seqlens, chunk_index, i_b, i_t, T, IS_VARLEN)
+    t0 = i_c * 64
+    v0 = i_v * BV
+    tok = (bos * H + i_h).to(tl.int64)
+    r = tl.arange(0, 64)
+    qt = _tile(q + tok * K, t0, T, H * K, 0, K, 64, BK)
+    kt = _tile(k + tok * K, t0, T, H * K, 0, K, 64, BK)
+    # Transposed causal mask: entry (j, i) is kept when token i sees token j.
+    sT = tl.where(r[:, None] <= r[None, :], _dot(kt, tl.trans(qt), PREC), 0.0) * scale
+    dot_ = _tile(do + tok * V, t0, T, H * V, v0, V, 64, BV)
+    _put(dvnew + tok * V, _dot(sT, dot_.to(tl.float32), PREC), t0, T, H * V, v0, V, 64, BV)
+
+
+@triton.jit
 def state_bwd_kernel(
     q, k, beta, A, do, dh, dvnew, dht, dh0, cu_seqlens, chunk_offsets, scale, T,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     USE_DHT: tl.constexpr, STORE_DH0: tl.constexpr, IS_VARLEN: tl.constexpr, PREC: tl.constexpr,
+    HALF_OPERANDS: tl.constexpr,
 ):  # fmt: skip
     """The reverse recurrence: dS is the gradient of the state after chunk n (stored per chunk);
-    dV' = tril(Q K^T)^T dO + K dS, then dS += Q^T dO - W^T dV' with W^T dV' = K^T (beta A^T dV')."""
+    dV' = (dV' local, from dv_local_kernel, already in dvnew) + K dS, then dS += Q^T dO - W^T dV' with
+    W^T dV' = K^T (beta A^T dV'). With HALF_OPERANDS (bf16 inputs) the two products with K take dS and
+    beta A^T dV' rounded to bf16 (float32 accumulation); A^T dV' stays float32."""
     i_v, i_nh = tl.program_id(0), tl.program_id(1)
     i_n, i_h = i_nh // H, i_nh % H
     bos, T, boh = _sequence(cu_seqlens, chunk_offsets, i_n, T, IS_VARLEN)
@@ -267,9 +293,6 @@ def state_bwd_kernel(
     A += (bos * H + i_h).to(tl.int64) * 64
     do += (bos * H + i_h).to(tl.int64) * V
     dvnew += (bos * H + i_h).to(tl.int64) * V
-    r = tl.arange(0, 64)
-    # Transposed causal mask: entry (j, i) is kept when token i sees token j.
-    anticausal = r[:, None] <= r[None, :]
 
     dS = tl.zeros([BK, BV], tl.float32)
     if USE_DHT:
@@ -281,11 +304,16 @@ def state_bwd_kernel(
         qt = _tile(q, t0, T, H * K, 0, K, 64, BK)
         kt = _tile(k, t0, T, H * K, 0, K, 64, BK)
         dot_ = _tile(do, t0, T, H * V, v0, V, 64, BV)
-        sT = tl.where(anticausal, _dot(kt, tl.trans(qt), PREC), 0.0) * scale
-        dvn = _dot(sT, dot_.to(tl.float32), PREC) + _dot(kt.to(tl.float32), dS, PREC)
+        if HALF_OPERANDS:
+            dvn = _tile(dvnew, t0, T, H * V, v0, V, 64, BV) + _dot(kt, dS.to(kt.dtype), PREC)
+        else:
+            dvn = _tile(dvnew, t0, T, H * V, v0, V, 64, BV) + _dot(kt.to(tl.float32), dS, PREC)
         _put(dvnew, dvn, t0, T, H * V, v0, V, 64, BV)
         dx = _dot(tl.trans(_chunk_a(A, t0, T, H)), dvn, PREC) * _vec(beta, t0, T, H, 64)[:, None]
-        dS += _dot(tl.trans(qt), dot_, PREC) * scale - _dot(tl.trans(kt).to(tl.float32), dx, PREC)
+        if HALF_OPERANDS:
+            dS += _dot(tl.trans(qt), dot_, PREC) * scale - _dot(tl.trans(kt), dx.to(kt.dtype), PREC)
+        else:
+            dS += _dot(tl.trans(qt), dot_, PREC) * scale - _dot(tl.trans(kt).to(tl.float32), dx, PREC)
     if STORE_DH0:
         _put(dh0 + i_nh * K * V, dS, 0, K, V, v0, V, BK, BV)
 
@@ -294,7 +322,7 @@ def state_bwd_kernel(
 def dqkw_kernel(
     q, k, vnew, do, dvnew, h, dh, dq, dk, dw, cu_seqlens, chunk_index, scale, T,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    IS_VARLEN: tl.constexpr, PREC: tl.constexpr,
+    IS_VARLEN: tl.constexpr, PREC: tl.constexpr, HALF_OPERANDS: tl.constexpr,
 ):  # fmt: skip
     """Per chunk and key tile: dQ (final), dK's output/state part, dW = -dV' S^T (both float32)."""
     i_k, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
@@ -319,21 +347,36 @@ def dqkw_kernel(
     for i_v in range(tl.cdiv(V, BV)):
         v0 = i_v * BV
         # The chunk states are stored in bf16 for bf16 inputs (float32 otherwise): dO S^T runs as a bf16
-        # matmul there (exact products); V' and dV' stay float32 (rounding them costs dK its accuracy).
+        # matmul there (exact products). V' and dV' are stored in float32; with HALF_OPERANDS they are
+        # rounded to bf16 as they enter the matmuls (float32 accumulation), as the stored states are.
         St = _tile(h, k0, K, V, v0, V, BK, BV)
-        dSt = _tile(dh, k0, K, V, v0, V, BK, BV).to(F32)
+        dSt = _tile(dh, k0, K, V, v0, V, BK, BV)
         vn = _tile(vnew + tok * V, t0, T, H * V, v0, V, 64, BV)
         dot_ = _tile(do + tok * V, t0, T, H * V, v0, V, 64, BV)
         dvn = _tile(dvnew + tok * V, t0, T, H * V, v0, V, 64, BV)
-        dP += _dot(dot_.to(F32), tl.trans(vn), PREC)
         dqt += _dot(dot_.to(St.dtype), tl.trans(St), PREC)
-        dkt += _dot(vn, tl.trans(dSt), PREC)
-        dwt -= _dot(dvn, tl.trans(St.to(F32)), PREC)
+        if HALF_OPERANDS & 1:
+            dP += _dot(dot_, tl.trans(vn.to(dot_.dtype)), PREC)
+        else:
+            dP += _dot(dot_.to(F32), tl.trans(vn), PREC)
+        if HALF_OPERANDS & 2:
+            dkt += _dot(vn.to(dSt.dtype), tl.trans(dSt), PREC)
+        else:
+            dkt += _dot(vn, tl.trans(dSt.to(F32)), PREC)
+        if HALF_OPERANDS & 4:
+            dwt -= _dot(dvn.to(St.dtype), tl.trans(St), PREC)
+        else:
+            dwt -= _dot(dvn, tl.trans(St.to(F32)), PREC)
     dP = tl.where(r[:, None] >= r[None, :], dP, 0.0) * scale
-    qt = _tile(q + tok * K, t0, T, H * K, k0, K, 64, BK).to(F32)
-    kt = _tile(k + tok * K, t0, T, H * K, k0, K, 64, BK).to(F32)
-    dqt = dqt * scale + _dot(dP, kt, PREC)
-    dkt += _dot(tl.trans(dP).to(F32), qt, PREC)
+    qt = _tile(q + tok * K, t0, T, H * K, k0, K, 64, BK)
+    kt = _tile(k + tok * K, t0, T, H * K, k0, K, 64, BK)
+    if HALF_OPERANDS & 8:
+        dPh = dP.to(kt.dtype)
+        dqt = dqt * scale + _dot(dPh, kt, PREC)
+        dkt += _dot(tl.trans(dPh), qt, PREC)
+    else:
+        dqt = dqt * scale + _dot(dP, kt.to(F32), PREC)
+        dkt += _dot(tl.trans(dP), qt.to(F32), PREC)
     _put(dq + tok * K, dqt, t0, T, H * K, k0, K, 64, BK)
     _put(dk + tok * K, dkt, t0, T, H * K, k0, K, 64, BK)
     _put(dw + tok * K, dwt, t0, T, H * K, k0, K, 64, BK)
