@@ -204,6 +204,7 @@ def _recall(args):
         test_examples=args.test_examples, head_size=args.head_size, num_heads=args.num_heads,
         max_minutes=args.max_minutes, seed=args.seed, device=args.device, workers=args.workers, delta_rule_backend=args.delta_rule_backend,
         train_kv_pairs=tuple(args.train_kv_pairs) if args.train_kv_pairs else None,
+        random_fillers=args.random_fillers,
     )  # fmt: skip
     run(setup, None if args.no_save else args.out, plot=not args.no_plot)
 
@@ -356,6 +357,8 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--batch", type=int, default=64)
     rec.add_argument("--train-kv-pairs", type=int, nargs="+", default=None,
                      help="train on batches cycling through these numbers of pairs (test: --kv-pairs)")  # fmt: skip
+    rec.add_argument("--random-fillers", action="store_true",
+                     help="filler tokens drawn at random (default: token 0, as in the paper's setting)")  # fmt: skip
     rec.add_argument("--test-examples", type=int, default=1000)
     rec.add_argument("--head-size", type=int, default=64)
     rec.add_argument("--num-heads", type=int, default=None,

@@ -21,9 +21,9 @@ for step in $STEPS; do
              tests/data/test_mqar.py -k "${TEST_FILTER:-triton or deltanet or fla or layout}" 2>&1 | grep -v "^$" > "$OUT/gpu_kernels_tests.log"
            grep -E "PASSED|FAILED|ERROR|passed|failed|Error|assert" "$OUT/gpu_kernels_tests.log" | tail -60 ;;
     profile) timeout 120 python3 scripts/profile_triton.py 128 4096 2>&1 | tee "$OUT/triton_profile_h200.txt" ;;
-    model_profile) timeout "${MODEL_PROFILE_TIMEOUT:-150}" python3 scripts/profile_model.py ${MODEL_PROFILE_ARGS:-} \
+    model_profile) timeout "${MODEL_PROFILE_TIMEOUT:-120}" python3 scripts/profile_model.py ${MODEL_PROFILE_ARGS:-} \
              configs/compare/deltanet.toml configs/compare/transformerpp.toml 2>&1 | tee "$OUT/model_profile_h200.txt" ;;
-    sweep) timeout "${SWEEP_TIMEOUT:-300}" python3 scripts/sweep_triton.py "$OUT/triton_sweep.json" 2>&1 | tail -60 ;;
+    sweep) timeout "${SWEEP_TIMEOUT:-300}" python3 scripts/sweep_triton.py "$OUT/triton_sweep.json" ${SWEEP_HEADS:-} 2>&1 | tail -60 ;;
     bench) timeout "${BENCH_TIMEOUT:-420}" python3 -m assocmem bench delta-rule --device cuda ${BENCH_ARGS:-} --out "$OUT/delta_rule_cuda.json" 2>&1 \
              | tee "$OUT/delta_rule_cuda.log" ;;
   esac

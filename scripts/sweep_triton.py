@@ -3,6 +3,7 @@
 For each head size D (T = 4096, B = 8, H = 2048 / D, bf16), times forward and forward+backward with the
 defaults and with fla's chunk_delta_rule beside them, then tries (num_warps, num_stages) per kernel and
 keeps the fastest (coordinate descent); also times forward+backward with chunk.HALF_OPERANDS switched off.
+Usage: python scripts/sweep_triton.py [OUT.json [D ...]] (head sizes in the order given; default 64 128 256).
 Prints the table and writes JSON to the path given (after each head size) or to stdout.
 """
 
@@ -19,11 +20,11 @@ OPTIONS = [(2, 2), (4, 1), (4, 2), (4, 3), (8, 1), (8, 2), (8, 3)]
 FWD_KERNELS = ("wy_fwd", "state_fwd")
 
 
-def main(out=None):
+def main(out=None, heads=(64, 128, 256)):
     torch.manual_seed(0)
     fla_chunk, _, _ = _fla()
     report = {}
-    for D in (64, 128, 256):
+    for D in heads:
         H, T, B = 2048 // D, 4096, 8
         inputs = _inputs(B, T, H, D, "cuda")
         do = torch.randn(B, T, H, D, device="cuda", dtype=torch.bfloat16)
@@ -89,4 +90,4 @@ def main(out=None):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else None)
+    main(sys.argv[1] if len(sys.argv) > 1 else None, tuple(int(a) for a in sys.argv[2:]) or (64, 128, 256))

@@ -7,9 +7,12 @@ the model must then predict the key's value as the next token. The loss and the 
 `num_kv_pairs` answers per sequence (the label is -100 everywhere else).
 
 Keys come from the lower half of the vocabulary and values from the upper half (token 0 excluded from
-both); the keys of one sequence are distinct, values may repeat. Filler tokens are drawn uniformly from
-the whole vocabulary, so a filler can look like a key but is never scored. Everything is a function of
-the arguments: the same seed gives the same tensors.
+both); the keys of one sequence are distinct, values may repeat. The filler is token 0, as in the Zoology
+configurations behind the DeltaNet paper's Figure 2 (`random_non_queries=False`); with `random_fillers`
+it is drawn uniformly from the whole vocabulary instead, so that a filler can look like a key (never
+scored). That variant is much harder for the delta rule: every token writes to the memory, and writes
+under random keys erase what earlier writes stored, where linear attention only adds noise.
+Everything is a function of the arguments: the same seed gives the same tensors.
 """
 
 from dataclasses import dataclass
@@ -41,6 +44,7 @@ def mqar(
     num_kv_pairs: int = 64,
     power_a: float = 0.01,
     seed: int = 0,
+    random_fillers: bool = False,
     device: str | torch.device = "cpu",
 ) -> MQAR:
     """`num_examples` MQAR sequences; see the module docstring for the layout.
@@ -74,7 +78,10 @@ def mqar(
     # Query slots: P distinct slots per sequence, slot s drawn with weight (s + 1)^(a - 1).
     weights = torch.arange(1, slots + 1, dtype=torch.float64, device=device) ** (power_a - 1)
     gaps = torch.multinomial(weights.expand(N, slots), P, replacement=False, generator=g)
-    inputs = torch.randint(0, vocab_size, (N, seq_len), generator=g, device=device)
+    if random_fillers:
+        inputs = torch.randint(0, vocab_size, (N, seq_len), generator=g, device=device)
+    else:
+        inputs = torch.zeros(N, seq_len, dtype=torch.int64, device=device)
     labels = torch.full((N, seq_len), IGNORE, dtype=torch.int64, device=device)
     inputs[:, 0:context:2] = keys
     inputs[:, 1:context:2] = values

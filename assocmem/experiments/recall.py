@@ -55,6 +55,7 @@ class RecallSetup:
     num_heads: int | None = None  # a fixed number of heads at every width instead (Zoology's runs use 2)
     max_minutes: float | None = None  # per run: training time budget (see the module docstring)
     train_kv_pairs: tuple[int, ...] | None = None  # a mixture of easier tasks for training (test: num_kv_pairs)
+    random_fillers: bool = False  # filler tokens drawn at random instead of token 0 (data/mqar.py)
     seed: int = 0
     device: str = "cpu"
     workers: int = 1
@@ -132,7 +133,8 @@ def train_one(mixer: str, width: int, lr: float, setup: RecallSetup, index: int 
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
                             lr=lr, betas=(0.9, 0.98))  # fmt: skip
-    task_args = dict(vocab_size=setup.vocab_size, seq_len=setup.seq_len, num_kv_pairs=setup.num_kv_pairs)
+    task_args = dict(vocab_size=setup.vocab_size, seq_len=setup.seq_len, num_kv_pairs=setup.num_kv_pairs,
+                     random_fillers=setup.random_fillers)  # fmt: skip
     test = mqar(setup.test_examples, seed=10**6 + setup.seed, **task_args)
     autocast = device.type == "cuda"
     start = time.perf_counter()
@@ -168,7 +170,7 @@ def train_one(mixer: str, width: int, lr: float, setup: RecallSetup, index: int 
         step += 1
     seconds = time.perf_counter() - start
     return {
-        "mixer": mixer, "width": width, "lr": lr, "params": params, "steps_done": step,
+        "mixer": mixer, "width": width, "lr": lr, "heads": model.config.num_heads, "params": params, "steps_done": step,
         "stopped_early": stopped_early, "diverged": bool(losses) and math.isnan(losses[-1][1]),
         "accuracy": accuracy(model, test, device, autocast=autocast), "train_seconds": round(seconds, 1),
         "loss_curve": losses,  # [step, training loss] pairs
@@ -227,9 +229,11 @@ def merge(results: list[dict]) -> dict:
     the best per point taken over all of them."""
     if not results:
         raise ValueError("recall: merge needs at least one result")
-    task = ("vocab_size", "seq_len", "num_kv_pairs", "train_kv_pairs", "batch")
+    task = ("vocab_size", "seq_len", "num_kv_pairs", "train_kv_pairs", "batch", "random_fillers")
+    # Results written before `random_fillers` existed used random fillers.
+    of = lambda r: tuple(r["setup"].get(k, True) if k == "random_fillers" else r["setup"][k] for k in task)  # noqa: E731
     for r in results[1:]:
-        if any(r["setup"][k] != results[0]["setup"][k] for k in task):
+        if of(r) != of(results[0]):
             raise ValueError(f"recall: merge takes results of one task; these differ in {task}")
     runs = [{**run, "call": i} for i, r in enumerate(results) for run in r["runs"]]
     setup = dict(results[0]["setup"])

@@ -25,6 +25,22 @@ def test_layout_answers_and_determinism(device):
             assert y[t].item() == lookup[x[t].item()] == x[t + 1].item()
 
 
+@pytest.mark.parametrize("device", DEVICES)
+def test_fillers_are_zero_unless_random(device):
+    args = dict(vocab_size=64, seq_len=64, num_kv_pairs=8, seed=1, device=device)
+    zero, rand = mqar(20, **args), mqar(20, random_fillers=True, **args)
+    for task in (zero, rand):
+        used = torch.zeros_like(task.inputs, dtype=torch.bool)
+        used[:, :16] = True
+        at = (task.labels != IGNORE).nonzero()
+        used[at[:, 0], at[:, 1]] = used[at[:, 0], at[:, 1] + 1] = True
+        fill = task.inputs[~used]
+        if task is zero:
+            assert (fill == 0).all() and (task.inputs[used] > 0).all()
+        else:
+            assert (fill != 0).float().mean() > 0.9 and len(fill.unique()) > 30
+
+
 def test_power_law_favours_short_gaps():
     task = mqar(400, vocab_size=512, seq_len=512, num_kv_pairs=16, seed=0)
     positions = (task.labels != IGNORE).nonzero()[:, 1] - 32

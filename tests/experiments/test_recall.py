@@ -75,6 +75,11 @@ def test_merge_keeps_every_run_and_takes_the_best_over_calls(tmp_path):
     assert best == {("deltanet", 1e-3): 0.9, ("linear", 1e-3): 0.2, ("attention", 3e-4): 1.0}
     with pytest.raises(ValueError, match="one task"):
         merge([a, result(1e-3, {}, seq_len=32)])
+    with pytest.raises(ValueError, match="one task"):  # zero fillers (the default) vs random ones
+        merge([a, result(1e-3, {}, random_fillers=True)])
+    old = result(1e-3, {})
+    del old["setup"]["random_fillers"]  # written before the option existed: random fillers
+    assert len(merge([result(1e-3, {}, random_fillers=True), old])["calls"]) == 2
     paths = []
     for i, r in enumerate((a, b)):
         paths.append(tmp_path / f"{i}.json")
