@@ -139,7 +139,7 @@ def train_one(mixer: str, width: int, lr: float, setup: RecallSetup, index: int 
     autocast = device.type == "cuda"
     start = time.perf_counter()
     budget = None if setup.max_minutes is None else 60 * setup.max_minutes
-    losses, stopped_early, step = [], False, 0
+    losses, window, stopped_early, step = [], [], False, 0
     log_every = max(1, min(setup.steps // 100, 50))  # a time-limited run has a huge `steps`: log every 50
     for step in range(setup.steps):
         progress = step / setup.steps
@@ -164,8 +164,11 @@ def train_one(mixer: str, width: int, lr: float, setup: RecallSetup, index: int 
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
+        window.append(loss.item() if step % log_every == 0 or step == setup.steps - 1 else loss.detach())
         if step % log_every == 0 or step == setup.steps - 1:
-            losses.append([step, round(loss.item(), 4)])
+            # The mean over the steps since the last entry: a mixture's tasks all count.
+            losses.append([step, round(sum(float(x) for x in window) / len(window), 4)])
+            window = []
     else:
         step += 1
     seconds = time.perf_counter() - start
@@ -173,7 +176,7 @@ def train_one(mixer: str, width: int, lr: float, setup: RecallSetup, index: int 
         "mixer": mixer, "width": width, "lr": lr, "heads": model.config.num_heads, "params": params, "steps_done": step,
         "stopped_early": stopped_early, "diverged": bool(losses) and math.isnan(losses[-1][1]),
         "accuracy": accuracy(model, test, device, autocast=autocast), "train_seconds": round(seconds, 1),
-        "loss_curve": losses,  # [step, training loss] pairs
+        "loss_curve": losses,  # [step, mean training loss of the steps since the previous entry]
     }  # fmt: skip
 
 
