@@ -166,21 +166,44 @@ def test_l2norm_inside_the_op_keeps_one_dtype_for_the_kernels():
 
 def test_deltanet_layer_gradients_with_triton_equal_the_pytorch_path_under_autocast():
     """The whole layer (projections, convolutions, L2 norm, beta, output norm) with two heads in bf16
-    autocast: every parameter's gradient through the Triton kernels equals the PyTorch path's."""
+    autocast: every parameter's gradient through the Triton kernels is within twice the error of the
+    PyTorch path under the same autocast, both against the layer in float32 (STYLE's rule)."""
     from assocmem.layers import DeltaNet
 
     x = torch.randn(2, 80, 64)
     grads = {}
+    for backend, autocast in (("chunk", False), ("chunk", True), ("triton", True)):
+        torch.manual_seed(0)
+        layer = DeltaNet(64, 2, backend=backend).to(DEVICE)
+        with torch.autocast(DEVICE.type, dtype=torch.bfloat16, enabled=autocast):
+            y, _ = layer(x.to(DEVICE))
+        y.float().square().mean().backward()
+        grads[backend, autocast] = {n: p.grad.float().cpu() for n, p in layer.named_parameters()}
+    reference = grads["chunk", False]
+    assert len(reference) >= 8
+    for name, g in reference.items():
+        err, err_pytorch = rel_err(grads["triton", True][name], g), rel_err(grads["chunk", True][name], g)
+        assert g.norm() > 0 and err <= 2 * err_pytorch and err < 5e-2, (name, err, err_pytorch)
+
+
+def test_deltanet_layer_under_torch_compile_with_strided_inputs():
+    """The short convolutions hand the op strided q, k, v: the custom ops' fakes must promise the strides
+    the kernels really write (a mismatch fails inside the compiled graph), for both backends."""
+    from assocmem.layers import DeltaNet
+
+    x = torch.randn(2, 70, 64, device=DEVICE)
     for backend in ("chunk", "triton"):
         torch.manual_seed(0)
         layer = DeltaNet(64, 2, backend=backend).to(DEVICE)
-        with torch.autocast(DEVICE.type, dtype=torch.bfloat16):
-            y, _ = layer(x.to(DEVICE))
-        y.float().square().mean().backward()
-        grads[backend] = {n: p.grad.float().cpu() for n, p in layer.named_parameters()}
-    assert len(grads["chunk"]) >= 8
-    for name, g in grads["chunk"].items():
-        assert g.norm() > 0 and rel_err(grads["triton"][name], g) < 2e-2, name
+        eager, _ = layer(x)
+        eager.square().mean().backward()
+        expected = [p.grad.clone() for p in layer.parameters()]
+        layer.zero_grad()
+        compiled, _ = torch.compile(layer)(x)
+        compiled.square().mean().backward()
+        assert rel_err(compiled.detach(), eager.detach()) < 1e-5, backend
+        for a, b in zip(layer.parameters(), expected):
+            assert rel_err(a.grad, b) < 1e-4, backend
 
 
 def test_tuned_launch_settings_load_and_other_tiles_stay_exact(tmp_path, monkeypatch):

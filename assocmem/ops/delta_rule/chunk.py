@@ -169,20 +169,22 @@ def _chunk_fwd_op(
     cu_seqlens: torch.Tensor | None,
     chunk_size: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    # Outputs are contiguous whatever the inputs' strides: the fakes below promise it to torch.compile.
     if cu_seqlens is None:
-        return chunk_delta_rule_fwd(q, k, v, beta, scale, initial_state, chunk_size)
+        o, final = chunk_delta_rule_fwd(q, k, v, beta, scale, initial_state, chunk_size)
+        return o.contiguous(), final.contiguous()
     index = VarlenIndex(cu_seqlens)
     o, final = chunk_delta_rule_fwd(
         index.pad(q), index.pad(k), index.pad(v), index.pad(beta), scale, initial_state, chunk_size
     )
-    return index.unpad(o), final
+    return index.unpad(o).contiguous(), final.contiguous()
 
 
 @_chunk_fwd_op.register_fake
 def _(q, k, v, beta, scale, initial_state, cu_seqlens, chunk_size):
     N = q.shape[0] if cu_seqlens is None else cu_seqlens.shape[0] - 1
     state_shape = (N, q.shape[2], q.shape[3], v.shape[3])
-    return torch.empty_like(v), q.new_empty(state_shape, dtype=_compute_dtype(q.dtype))
+    return v.new_empty(v.shape), q.new_empty(state_shape, dtype=_compute_dtype(q.dtype))
 
 
 @torch.library.custom_op("assocmem::chunk_delta_rule_bwd", mutates_args=())
@@ -199,22 +201,17 @@ def _chunk_bwd_op(
     chunk_size: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     if cu_seqlens is None:
-        return chunk_delta_rule_bwd(q, k, v, beta, scale, initial_state, do, dfinal, chunk_size)
+        grads = chunk_delta_rule_bwd(q, k, v, beta, scale, initial_state, do, dfinal, chunk_size)
+        return tuple(g.contiguous() for g in grads)
     index = VarlenIndex(cu_seqlens)
     padded = [index.pad(x) for x in (q, k, v, beta)]
     dq, dk, dv, dbeta, dinitial = chunk_delta_rule_bwd(*padded, scale, initial_state, index.pad(do), dfinal, chunk_size)
-    return index.unpad(dq), index.unpad(dk), index.unpad(dv), index.unpad(dbeta), dinitial
+    return tuple(g.contiguous() for g in (index.unpad(dq), index.unpad(dk), index.unpad(dv), index.unpad(dbeta), dinitial))
 
 
 @_chunk_bwd_op.register_fake
 def _(q, k, v, beta, scale, initial_state, cu_seqlens, do, dfinal, chunk_size):
-    return (
-        torch.empty_like(q),
-        torch.empty_like(k),
-        torch.empty_like(v),
-        torch.empty_like(beta),
-        torch.empty_like(dfinal),
-    )
+    return tuple(x.new_empty(x.shape) for x in (q, k, v, beta, dfinal))
 
 
 class ChunkDeltaRuleFunction(torch.autograd.Function):

@@ -265,7 +265,7 @@ def _(q, k, v, beta, scale, initial_state, cu_seqlens):
     N = _num_sequences(q.shape[0], cu_seqlens)
     state = q.new_empty((N, q.shape[2], q.shape[3], v.shape[3]), dtype=torch.float32)
     A = q.new_empty((*q.shape[:3], BT), dtype=torch.float32)
-    return torch.empty_like(v), state, A
+    return v.new_empty(v.shape), state, A  # contiguous, as the kernels write them (whatever the inputs' strides)
 
 
 @torch.library.custom_op("assocmem::triton_chunk_delta_rule_bwd", mutates_args=())
@@ -291,7 +291,7 @@ def _bwd_op(
 def _(q, k, v, beta, scale, initial_state, cu_seqlens, do, dfinal, A):
     N = _num_sequences(q.shape[0], cu_seqlens)
     state = q.new_empty((N, q.shape[2], q.shape[3], v.shape[3]), dtype=torch.float32)
-    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v), torch.empty_like(beta), state
+    return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape), beta.new_empty(beta.shape), state
 
 
 class TritonChunkFunction(torch.autograd.Function):
