@@ -39,7 +39,7 @@ def launches(K, V, dtype="bf16", varlen=False):
         yield ("state_fwd" + ("(bwd)" if flags["STORE_H"] else "")), kernels.state_fwd_kernel, {
             **ints, "q": io, "k": io, "v": io, "beta": io, "o": io, "h": store}, {
             **common, **flags, "BK": chunk._pow2(K), "BV": BV, "USE_H0": True}
-    half = {name: chunk._half_operands(name, torch.bfloat16 if dtype == "bf16" else torch.float32)
+    half = {name: chunk._half_operands(name, torch.bfloat16 if dtype == "bf16" else torch.float32, K)
             for name in chunk.HALF_OPERANDS}  # fmt: skip
     yield "dv_local", kernels.dv_local_kernel, {**ints, "q": io, "k": io, "do": io}, {
         **common, "BK": chunk._pow2(K), "BV": BVs}

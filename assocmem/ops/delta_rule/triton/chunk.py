@@ -51,8 +51,13 @@ def _store_dtype(dtype: torch.dtype) -> torch.dtype:
 HALF_OPERANDS = {"state_bwd": 1, "dqkw": 1 | 8}
 
 
-def _half_operands(name: str, dtype: torch.dtype) -> int:
-    return int(HALF_OPERANDS[name]) if dtype == torch.bfloat16 else 0
+def _half_operands(name: str, dtype: torch.dtype, K: int = 64) -> int:
+    bits = int(HALF_OPERANDS[name]) if dtype == torch.bfloat16 else 0
+    if name == "dqkw" and _dqkw_tile_k(K) < 64:
+        # Triton 3.6 miscompiles dqkw's bf16 dP^T Q at key tiles below 64 on the H200 (compute-sanitizer:
+        # an out-of-bounds shared-memory read inside the dot); those heads keep dP in float32.
+        bits &= ~8
+    return bits
 
 
 def _pow2(n: int, lo: int = 16) -> int:
@@ -227,7 +232,7 @@ def chunk_bwd(q, k, v, beta, scale: float, h0, cu_seqlens, do, dht, A):
     kernels.dqkw_kernel[(triton.cdiv(K, BK), chunks.grid_t, heads)](
         q, k, vnew, do, dvnew, h, dh, dq, dk_part, dw, chunks.cu_seqlens, chunks.index, scale, T,
         H=H, K=K, V=V, BK=BK, BV=min(64, _pow2(V)), IS_VARLEN=chunks.varlen, PREC=prec,
-        HALF_OPERANDS=_half_operands("dqkw", q.dtype), **_launch("dqkw", K, q.dtype),
+        HALF_OPERANDS=_half_operands("dqkw", q.dtype, K), **_launch("dqkw", K, q.dtype),
     )  # fmt: skip
 
     dk, dv = torch.empty_like(k), torch.empty_like(v)
