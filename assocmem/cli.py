@@ -85,6 +85,8 @@ def _train(args):
 def _eval(args):
     if args.prepare_tasks or args.tasks:
         return _zero_shot(args)
+    if args.wikitext2:
+        return _wikitext(args)
     if args.checkpoint is None:
         raise ValueError("a checkpoint is needed (or --prepare-tasks)")
     from .eval.perplexity import perplexity
@@ -94,6 +96,22 @@ def _eval(args):
         f"{result['corpus']}: held-out loss {result['val_loss']:.4f} nats/token, perplexity {result['val_ppl']:.2f} "
         f"({result['tokens']:,} tokens)"
     )
+
+
+def _wikitext(args):
+    from .eval.wikitext import evaluate
+
+    if args.checkpoint is None:
+        raise ValueError("--wikitext2 needs a checkpoint to evaluate")
+    data_dir = None if args.data_dir is None else Path(args.data_dir) / "wikitext2"
+    r = evaluate(args.checkpoint, split=args.wikitext2, data_dir=data_dir, device=args.device)
+    print(f"WikiText-2 {r['split']}: word perplexity {r['word_ppl']:.2f} ({r['words']:,} words), "
+          f"{r['bits_per_byte']:.4f} bits/byte, token perplexity {r['token_ppl']:.2f} ({r['tokens']:,} tokens, "
+          f"windows of {r['seq_len']})")  # fmt: skip
+    if args.out is not None:
+        from .bench.common import write_json
+
+        write_json(args.out, r)
 
 
 def _zero_shot(args):
@@ -202,7 +220,8 @@ def _recall(args):
         mixers=tuple(args.mixers), widths=tuple(args.widths), lrs=tuple(args.lrs), vocab_size=args.vocab_size,
         seq_len=args.seq_len, num_kv_pairs=args.kv_pairs, steps=args.steps, batch=args.batch,
         test_examples=args.test_examples, head_size=args.head_size, num_heads=args.num_heads,
-        max_minutes=args.max_minutes, seed=args.seed, device=args.device, workers=args.workers, delta_rule_backend=args.delta_rule_backend,
+        max_minutes=args.max_minutes, seed=args.seed, device=args.device, workers=args.workers,
+        delta_rule_backend=args.delta_rule_backend,
         train_kv_pairs=tuple(args.train_kv_pairs) if args.train_kv_pairs else None,
         random_fillers=args.random_fillers,
     )  # fmt: skip
@@ -362,7 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--test-examples", type=int, default=1000)
     rec.add_argument("--head-size", type=int, default=64)
     rec.add_argument("--num-heads", type=int, default=None,
-                     help="the same number of heads at every width (head size width / N) instead of --head-size")  # fmt: skip
+                     help="the same number of heads at every width (head size width / N), not --head-size")  # fmt: skip
     rec.add_argument("--max-minutes", type=float, default=None, help="per run: stop training after this long")
     rec.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     rec.add_argument("--workers", type=int, default=1, help="runs at once, each in its own process")
@@ -389,10 +408,14 @@ def build_parser() -> argparse.ArgumentParser:
                     help="zero-shot accuracy with lm-eval instead of perplexity: arc_easy arc_challenge piqa "
                     "hellaswag openbookqa")  # fmt: skip
     ev.add_argument("--limit", type=int, default=None, help="--tasks: the first N questions of each task")
-    ev.add_argument("--data-dir", type=Path, default=None, help="--tasks: raw files (default ../shared/data/eval)")
+    ev.add_argument("--data-dir", type=Path, default=None,
+                    help="--tasks / --wikitext2: raw files (default ../shared/data/eval)")
     ev.add_argument("--prepare-tasks", action="store_true",
                     help="write the tasks' normalised files to .cache/eval/ (to run lm_eval directly)")  # fmt: skip
-    ev.add_argument("--out", type=Path, default=None, help="--tasks: JSON of the accuracies")
+    ev.add_argument("--wikitext2", nargs="?", const="test", default=None, choices=["test", "valid"],
+                    help="perplexity on WikiText-2's word-level file instead (data-dir/wikitext2/; default split: "
+                    "test): word perplexity, bits per byte, token perplexity")  # fmt: skip
+    ev.add_argument("--out", type=Path, default=None, help="--tasks / --wikitext2: JSON of the results")
     ev.set_defaults(func=_eval)
 
     ge = commands.add_parser("generate", help="stream text from a trained model")

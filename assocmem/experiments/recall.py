@@ -2,7 +2,8 @@
 
 The DeltaNet paper's Figure 2 setting: two-layer models, sequences of 512 tokens holding 64 key–value
 pairs, vocabulary 8192, model widths 64…512, the best accuracy over a small learning-rate sweep per point.
-Mixers (everything else equal: embeddings, SwiGLU MLPs, RMSNorm, head size 64 or the width if smaller, or a fixed number of heads):
+Mixers (everything else equal: embeddings, SwiGLU MLPs, RMSNorm, head size 64 or the width if smaller, or a
+fixed number of heads):
 
 - `deltanet`: DeltaNet layers (delta rule, short convolutions, L2-normalised q and k);
 - `linear`: the same layer with the delta rule switched off (additive update S += k v^T);

@@ -206,7 +206,8 @@ def _chunk_bwd_op(
     index = VarlenIndex(cu_seqlens)
     padded = [index.pad(x) for x in (q, k, v, beta)]
     dq, dk, dv, dbeta, dinitial = chunk_delta_rule_bwd(*padded, scale, initial_state, index.pad(do), dfinal, chunk_size)
-    return tuple(g.contiguous() for g in (index.unpad(dq), index.unpad(dk), index.unpad(dv), index.unpad(dbeta), dinitial))
+    grads = (index.unpad(dq), index.unpad(dk), index.unpad(dv), index.unpad(dbeta), dinitial)
+    return tuple(g.contiguous() for g in grads)
 
 
 @_chunk_bwd_op.register_fake
