@@ -124,7 +124,8 @@ def _zero_shot(args):
         return
     if args.checkpoint is None:
         raise ValueError("--tasks needs a checkpoint to evaluate")
-    result = evaluate(args.checkpoint, tasks, data_dir=args.data_dir, limit=args.limit, device=args.device)
+    result = evaluate(args.checkpoint, tasks, data_dir=args.data_dir, limit=args.limit, device=args.device,
+                      batch_size=args.batch_size)  # fmt: skip
     print(f"{'task':14s} {'n':>6s} {'acc':>7s} {'acc_norm':>9s} {'chance':>7s}")
     for task, r in result["tasks"].items():
         print(f"{task:14s} {r['n']:6d} {r['acc']:7.3f} {r['acc_norm']:9.3f} {r['chance']:7.2f}")
@@ -408,6 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="zero-shot accuracy with lm-eval instead of perplexity: arc_easy arc_challenge piqa "
                     "hellaswag openbookqa")  # fmt: skip
     ev.add_argument("--limit", type=int, default=None, help="--tasks: the first N questions of each task")
+    ev.add_argument("--batch-size", type=int, default=16, help="--tasks: sequences per forward pass in lm-eval")
     ev.add_argument("--data-dir", type=Path, default=None,
                     help="--tasks / --wikitext2: raw files (default ../shared/data/eval)")
     ev.add_argument("--prepare-tasks", action="store_true",

@@ -231,6 +231,7 @@ def _train(cfg, out_dir, distributed, checkpoint, trainer_state, tokenizer) -> d
     else:
         model = build_model(cfg, data.tokenizer)
     model.to(device)
+    parameters = sum(p.numel() for p in model.parameters())  # before sharding: the whole model's
     trained = parallelize(model, block_type=_blocks_of(model), activation_checkpointing=cfg.activation_checkpointing,
                           compile=cfg.compile, parallel=cfg.parallel, distributed=distributed, device=device)
     optimizer = build_optimizer(model, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(cfg.beta1, cfg.beta2))
@@ -252,9 +253,8 @@ def _train(cfg, out_dir, distributed, checkpoint, trainer_state, tokenizer) -> d
     out_dir.mkdir(parents=True, exist_ok=True)
     log = RunLog(out_dir, resume_step=step) if distributed.is_main else None
     if distributed.is_main:
-        n_params = sum(p.numel() for p in model.parameters())
         what = f"{cfg.preset} {model.config.mixer_types}" if not cfg.model_class else cfg.model_class
-        print(f"assocmem train: {what} ({n_params / 1e6:.2f}M parameters), "
+        print(f"assocmem train: {what} ({parameters / 1e6:.2f}M parameters), "
               f"{len(data.train.cache):,} training tokens, vocabulary {len(data.tokenizer)}, device {device}, "
               f"{distributed.world_size} process(es), {'bf16 autocast' if autocast else 'fp32'}", flush=True)
 
@@ -347,7 +347,7 @@ def _train(cfg, out_dir, distributed, checkpoint, trainer_state, tokenizer) -> d
             log.close()
 
     last = checkpoint_now(step)
-    result = {"steps": step, "tokens": step * tokens_per_step, "val_loss": val_loss,
+    result = {"steps": step, "tokens": step * tokens_per_step, "parameters": parameters, "val_loss": val_loss,
               "val_ppl": math.exp(val_loss) if val_loss is not None else None, "checkpoint": str(last),
               # Training speed: the median over logging windows after the first (which holds warm-up).
               "tokens_per_s": float(np.median(speeds[1:] if len(speeds) > 1 else speeds)) if speeds else None,

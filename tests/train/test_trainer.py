@@ -34,6 +34,7 @@ def test_training_writes_checkpoints_logs_and_a_loadable_model(tiny_config):
     model = AutoModelForCausalLM.from_pretrained(run / "final")
     assert model.config.vocab_size == 320
     assert result["val_ppl"] == pytest.approx(torch.tensor(result["val_loss"]).exp().item())
+    assert result["parameters"] == sum(p.numel() for p in model.parameters())
     assert isinstance(result["sample"], str) and result["sample"]
 
 
