@@ -135,8 +135,11 @@ def _fit_score(train_bags, train_y, test_bags, pooling, params, setup, seed):
                    params.get("beta_scale", 1.0), params.get("dropout", setup.dropout))  # fmt: skip
     opt = torch.optim.AdamW(model.parameters(), lr=params["lr"], weight_decay=setup.weight_decay)
     g = torch.Generator().manual_seed(seed)
-    batch = setup.batch
-    for _ in range(params.get("epochs", setup.epochs)):
+    batch = int(params.get("batch", setup.batch))
+    decay = params.get("lr_decay", 1.0)  # per epoch, multiplicative
+    for epoch in range(params.get("epochs", setup.epochs)):
+        for group in opt.param_groups:
+            group["lr"] = params["lr"] * decay**epoch
         model.train()
         order = torch.randperm(len(y), generator=g)
         for start in range(0, len(y), batch):
@@ -150,7 +153,7 @@ def _fit_score(train_bags, train_y, test_bags, pooling, params, setup, seed):
         return model(xt, maskt).numpy()
 
 
-GRID_KEYS = ("lr", "hidden", "beta_scale", "heads", "dropout", "epochs")
+GRID_KEYS = ("lr", "hidden", "beta_scale", "heads", "dropout", "epochs", "batch", "lr_decay")
 HOPFIELD_ONLY = ("beta_scale", "heads")  # mean pooling has neither: its grid leaves them out
 
 
@@ -169,7 +172,7 @@ def parse_grid(items: list[str]) -> dict:
         key, sep, values = item.partition("=")
         if not sep or key not in GRID_KEYS or not values:
             raise ValueError(f"mil: a --grid entry must look like KEY=V1,V2 with KEY one of {GRID_KEYS}; got {item!r}")
-        cast = int if key in ("hidden", "heads", "epochs") else float
+        cast = int if key in ("hidden", "heads", "epochs", "batch") else float
         grid[key] = [cast(v) for v in values.split(",")]
     return grid
 

@@ -90,3 +90,10 @@ def test_grid_parsing_and_what_each_pooling_sweeps():
     trained = _fit_score(bags, y, bags, "hopfield", {**base, "epochs": 30}, setup, seed=0)
     gap = lambda s: s[y == 1].mean() - s[y == 0].mean()  # noqa: E731
     assert gap(trained) > gap(short) + 1.0
+    # batch and a per-epoch learning-rate decay too: a decay of 0 leaves only the first epoch's updates
+    assert parse_grid(["batch=4,8", "lr_decay=0.98"]) == {"batch": [4, 8], "lr_decay": [0.98]}
+    one = _fit_score(bags, y, bags, "hopfield", {**base, "epochs": 1}, setup, seed=0)
+    frozen = _fit_score(bags, y, bags, "hopfield", {**base, "epochs": 30, "lr_decay": 0.0}, setup, seed=0)
+    assert np.allclose(one, frozen, atol=1e-5)
+    small = _fit_score(bags, y, bags, "hopfield", {**base, "epochs": 1, "batch": 2}, setup, seed=0)
+    assert not np.allclose(one, small)
