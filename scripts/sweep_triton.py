@@ -2,7 +2,7 @@
 
 For each head size D (T = 4096, B = 8, H = 2048 / D, bf16), times forward and forward+backward with the
 defaults and with fla's chunk_delta_rule beside them, then tries (num_warps, num_stages) per kernel and
-keeps the fastest (coordinate descent); also times forward+backward with chunk.HALF_OPERANDS switched off.
+keeps the fastest (coordinate descent) by the summed time of that shape and a long one (T = 16384, B = 2); also times forward+backward with chunk.HALF_OPERANDS switched off.
 Usage: python scripts/sweep_triton.py [OUT.json [D ...]] (head sizes in the order given; default 64 128 256).
 Prints the table and writes JSON to the path given (after each head size) or to stdout.
 """
@@ -30,6 +30,12 @@ def main(out=None, heads=(64, 128, 256)):
         do = torch.randn(B, T, H, D, device="cuda", dtype=torch.bfloat16)
         ours = {bw: _runner(lambda q, k, v, b: delta_rule(q, k, v, b, backend="triton")[0], inputs, do, bw)
                 for bw in (False, True)}  # fmt: skip
+        # A second, long shape (same tokens per batch): a setting is scored by the sum of both times, so that
+        # one chosen at T = 4096 cannot cost the long sequences (version 6's single-stage forward did).
+        long_inputs = _inputs(2, 16384, H, D, "cuda")
+        long_do = torch.randn(2, 16384, H, D, device="cuda", dtype=torch.bfloat16)
+        long = {bw: _runner(lambda q, k, v, b: delta_rule(q, k, v, b, backend="triton")[0], long_inputs, long_do, bw)
+                for bw in (False, True)}  # fmt: skip
         entry = {"default": {p: _events_ms(ours[bw], reps=10) for p, bw in (("fwd", False), ("fwd+bwd", True))}}
         if fla_chunk is not None:
             fla = {bw: _runner(lambda q, k, v, b: fla_chunk(q, k, v, b)[0], inputs, do, bw) for bw in (False, True)}
@@ -42,7 +48,8 @@ def main(out=None, heads=(64, 128, 256)):
         print(D, entry, flush=True)
         chosen = {}
         for name in tchunk.LAUNCH:
-            call = ours[False] if name in FWD_KERNELS else ours[True]
+            bw = name not in FWD_KERNELS
+            call = lambda bw=bw: (ours[bw](), long[bw]())  # noqa: E731 - both shapes, one timing
             # dqkw also tries one key tile per head (it re-reads V', dV' and dO once per tile); the state
             # kernels a value tile of 32 (twice the programs, half the state per program)
             if name == "dqkw":
@@ -81,7 +88,7 @@ def main(out=None, heads=(64, 128, 256)):
         report[D] = entry
         if out:  # after every head size, so that a run stopped by its time limit keeps what it measured
             open(out, "w").write(json.dumps(report, indent=1))
-        del inputs, do
+        del inputs, do, long_inputs, long_do
         torch.cuda.empty_cache()
     text = json.dumps(report, indent=1)
     if out:
