@@ -2,7 +2,8 @@
 
 For each head size D (T = 4096, B = 8, H = 2048 / D, bf16), times forward and forward+backward with the
 defaults and with fla's chunk_delta_rule beside them, then tries (num_warps, num_stages) per kernel and
-keeps the fastest (coordinate descent) by the summed time of that shape and a long one (T = 16384, B = 2); also times forward+backward with chunk.HALF_OPERANDS switched off.
+keeps the fastest (coordinate descent) by the summed time of that shape and a long one
+(T = 16384, B = 2); also times forward+backward with chunk.HALF_OPERANDS switched off.
 Usage: python scripts/sweep_triton.py [OUT.json [D ...]] (head sizes in the order given; default 64 128 256).
 Prints the table and writes JSON to the path given (after each head size) or to stdout.
 """
@@ -49,7 +50,7 @@ def main(out=None, heads=(64, 128, 256)):
         chosen = {}
         for name in tchunk.LAUNCH:
             bw = name not in FWD_KERNELS
-            call = lambda bw=bw: (ours[bw](), long[bw]())  # noqa: E731 - both shapes, one timing
+            call = lambda bw=bw, ours=ours, long=long: (ours[bw](), long[bw]())  # noqa: E731 - both shapes, one timing
             # dqkw also tries one key tile per head (it re-reads V', dV' and dO once per tile); the state
             # kernels a value tile of 32 (twice the programs, half the state per program)
             if name == "dqkw":
