@@ -183,7 +183,7 @@ def _mil(args):
 
     setup = MILSetup(
         datasets=tuple(args.datasets), folds=args.folds, repeats=args.repeats, epochs=args.epochs,
-        seed=args.seed, data_dir=None if args.data_dir is None else str(args.data_dir),
+        seed=args.seed, data_dir=None if args.data_dir is None else str(args.data_dir), inner_folds=args.inner_folds,
     )  # fmt: skip
     if args.grid:
         setup.grid = parse_grid(args.grid)
@@ -329,6 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
     mil.add_argument("--datasets", nargs="+", default=["tiger", "fox", "elephant", "ucsb"],
                      choices=["tiger", "fox", "elephant", "ucsb", "musk1", "musk2"])  # fmt: skip
     mil.add_argument("--folds", type=int, default=10)
+    mil.add_argument("--inner-folds", type=int, default=1,
+                     help="choose the grid's setting by an inner k-fold CV (default 1: one 20 %% split)")  # fmt: skip
     mil.add_argument("--repeats", type=int, default=5)
     mil.add_argument("--epochs", type=int, default=40)
     mil.add_argument("--seed", type=int, default=0)

@@ -7,7 +7,8 @@ the package's own loader is not used).
 
 Protocol (the paper's): stratified 10-fold cross-validation over bags, repeated 5 times; in each outer
 fold the hyperparameters are chosen from a small grid by ROC-AUC on an inner validation split (20 % of
-the training bags), the chosen model is retrained on the whole training fold and scored on the test fold.
+the training bags; or, with `inner_folds` > 1, by the mean ROC-AUC of a stratified inner cross-validation),
+the chosen model is retrained on the whole training fold and scored on the test fold.
 Features are standardised with the training fold's statistics. The same folds, grid and training run
 for the baseline: the same instance network with mean pooling instead of HopfieldPooling.
 """
@@ -43,6 +44,7 @@ class MILSetup:
     dropout: float = 0.1
     weight_decay: float = 1e-4
     validation: float = 0.2
+    inner_folds: int = 1  # > 1: choose by the mean AUC of a stratified inner k-fold CV instead of one split
     seed: int = 0
     data_dir: str | None = None
     models: tuple[str, ...] = ("hopfield", "mean")
@@ -177,8 +179,19 @@ def parse_grid(items: list[str]) -> dict:
     return grid
 
 
-def evaluate(name: str, setup: MILSetup) -> dict:
+def _inner_splits(tr, y, setup: MILSetup, seed: int):
+    """The (training, validation) index pairs inside an outer training fold that choose the hyperparameters:
+    one stratified split (`validation` of the bags), or a stratified `inner_folds`-fold CV."""
     from sklearn.model_selection import StratifiedKFold, train_test_split
+
+    if setup.inner_folds <= 1:
+        return [train_test_split(tr, test_size=setup.validation, stratify=y[tr], random_state=seed)]
+    inner = StratifiedKFold(setup.inner_folds, shuffle=True, random_state=seed)
+    return [(tr[a], tr[b]) for a, b in inner.split(np.zeros(len(tr)), y[tr])]
+
+
+def evaluate(name: str, setup: MILSetup) -> dict:
+    from sklearn.model_selection import StratifiedKFold
 
     bags, y = load_bags(name, setup.data_dir)
     results = {m: [] for m in setup.models}
@@ -188,13 +201,13 @@ def evaluate(name: str, setup: MILSetup) -> dict:
         outer = StratifiedKFold(setup.folds, shuffle=True, random_state=setup.seed + rep)
         for fold, (tr, te) in enumerate(outer.split(np.zeros(len(y)), y)):
             seed = setup.seed * 1000 + rep * 100 + fold
-            inner_tr, inner_va = train_test_split(tr, test_size=setup.validation, stratify=y[tr], random_state=seed)
             for pooling in setup.models:
                 best, best_auc = None, -1.0
                 for params in _configs(setup.grid, pooling):
-                    scores = _fit_score([bags[i] for i in inner_tr], y[inner_tr], [bags[i] for i in inner_va],
-                                        pooling, params, setup, seed)  # fmt: skip
-                    auc = _auc(y[inner_va], scores) if len(set(y[inner_va])) > 1 else 0.5
+                    auc = np.mean([_auc(y[va], _fit_score([bags[i] for i in itr], y[itr], [bags[i] for i in va],
+                                                          pooling, params, setup, seed))
+                                   if len(set(y[va])) > 1 else 0.5
+                                   for itr, va in _inner_splits(tr, y, setup, seed)])  # fmt: skip
                     if auc > best_auc:
                         best, best_auc = params, auc
                 scores = _fit_score([bags[i] for i in tr], y[tr], [bags[i] for i in te], pooling, best, setup, seed)

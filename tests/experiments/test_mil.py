@@ -97,3 +97,18 @@ def test_grid_parsing_and_what_each_pooling_sweeps():
     assert np.allclose(one, frozen, atol=1e-5)
     small = _fit_score(bags, y, bags, "hopfield", {**base, "epochs": 1, "batch": 2}, setup, seed=0)
     assert not np.allclose(one, small)
+
+
+def test_inner_cross_validation_splits_the_outer_training_fold():
+    from assocmem.experiments.mil import _inner_splits
+
+    y = np.array([0, 1] * 10)
+    tr = np.arange(2, 20)
+    one = _inner_splits(tr, y, MILSetup(), seed=0)
+    assert len(one) == 1 and len(one[0][1]) == 4  # 20 % of 18 bags, stratified
+    five = _inner_splits(tr, y, MILSetup(inner_folds=3), seed=0)
+    assert len(five) == 3
+    validated = np.sort(np.concatenate([va for _, va in five]))
+    assert np.array_equal(validated, tr)  # every training bag is validated once, and only training bags
+    for itr, va in five:
+        assert not set(itr) & set(va) and set(itr) | set(va) == set(tr) and set(y[va]) == {0, 1}
