@@ -4,16 +4,18 @@ Legend: BT chunk length (64, four 16-row sub-blocks), BK / BV tiles of the key /
 H heads. Every tensor is token-major as the public op takes it ([B, T, H, D] or packed [1, total, H, D]),
 so a chunk of one head is a [BT, D] tile with row stride H * D. Matmuls of two inputs run in the input
 dtype (the products are exact in float32); every intermediate (A, states, V', their gradients) is
-float32 in registers and so are the matmuls that touch one (the backward stores the chunk states and their
-gradients in bf16 when the inputs are bf16: chunk.py's _store_dtype). `PREC` is the precision of float32
-matmuls: "tf32x3" for float32 inputs (within the fp32 error bound), "tf32" otherwise (bf16/fp16 inputs are
-exact in TF32).
+float32 in registers and so are the matmuls that touch one, except where a backward kernel's
+`HALF_OPERANDS` bits (chunk.py, chosen by measured error) round one to bf16 as it enters a matmul; the
+backward also stores the chunk states and their gradients in bf16 when the inputs are bf16 (chunk.py's
+_store_dtype). `PREC` is the precision of float32 matmuls: "tf32x3" for float32 inputs (within the fp32
+error bound), "tf32" otherwise (bf16/fp16 inputs are exact in TF32).
 
 The math, per chunk with chunk-start state S and q already scaled:
     L = strict_tril(diag(beta) K K^T),  A = (I + L)^-1,  W = A diag(beta) K,  U = A diag(beta) V
     V' = U - W S = A diag(beta) (V - K S),   O = Q S + tril(Q K^T) V',   S_next = S + K^T V'
 Only A is stored (64 numbers per token and head); W and U exist only as A applied in the state kernels.
-The backward is chunk.py's (the PyTorch path), split into a reverse state pass and two parallel passes.
+The backward is chunk.py's (the PyTorch path), split into a parallel pass for the chunk-local part of dV',
+a reverse state pass and two more parallel passes.
 """
 
 import triton
