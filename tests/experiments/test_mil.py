@@ -112,3 +112,19 @@ def test_inner_cross_validation_splits_the_outer_training_fold():
     assert np.array_equal(validated, tr)  # every training bag is validated once, and only training bags
     for itr, va in five:
         assert not set(itr) & set(va) and set(itr) | set(va) == set(tr) and set(y[va]) == {0, 1}
+
+
+def test_protocol_with_inner_cross_validation_on_synthetic_bags(monkeypatch):
+    import assocmem.experiments.mil as mil
+
+    rng = np.random.default_rng(1)
+    y = np.array([i % 2 for i in range(24)])
+    bags = [(rng.normal(size=(3 + i % 4, 5)) + 2.0 * y[i] * (np.arange(5) == 0)).astype(np.float32) for i in range(24)]
+    monkeypatch.setattr(mil, "load_bags", lambda name, data_dir=None: (bags, y))
+    setup = MILSetup(datasets=("tiger",), folds=2, repeats=1, epochs=12, inner_folds=2,
+                     grid={"lr": [1e-2, 1e-3], "hidden": [8], "batch": [4]})  # fmt: skip
+    row = mil.evaluate("tiger", setup)
+    for model in ("hopfield", "mean"):
+        assert len(row[model]["fold_aucs"]) == 2 and len(row[model]["chosen"]) == 2
+        assert all(c["lr"] in (1e-2, 1e-3) for c in row[model]["chosen"])
+        assert row[model]["auc_mean"] > 0.6  # the first feature carries the label
