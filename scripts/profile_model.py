@@ -11,16 +11,11 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from assocmem.train.config import load_config
-from assocmem.train.trainer import model_class
-from assocmem.models import AssocMemForCausalLM, preset_config
+from assocmem.train.trainer import model_from_config
 
 
 def build(cfg):
-    ids = dict(vocab_size=cfg.vocab_size, eos_token_id=0, bos_token_id=0, pad_token_id=0)
-    if cfg.model_class:
-        cls = model_class(cfg.model_class)
-        return cls(cls.config_class(**{**cfg.model, **ids}))
-    return AssocMemForCausalLM(preset_config(cfg.preset, **ids, **cfg.model))
+    return model_from_config(cfg, vocab_size=cfg.vocab_size, eos_token_id=0, bos_token_id=0, pad_token_id=0)
 
 
 def step_fn(model, opt, batch):

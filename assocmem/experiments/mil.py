@@ -190,6 +190,15 @@ def _inner_splits(tr, y, setup: MILSetup, seed: int):
     return [(tr[a], tr[b]) for a, b in inner.split(np.zeros(len(tr)), y[tr])]
 
 
+def _validation_auc(bags, y, tr, pooling, params, setup: MILSetup, seed: int) -> float:
+    """The mean ROC-AUC of one grid setting over the inner splits of an outer training fold."""
+    aucs = []
+    for itr, va in _inner_splits(tr, y, setup, seed):
+        scores = _fit_score([bags[i] for i in itr], y[itr], [bags[i] for i in va], pooling, params, setup, seed)
+        aucs.append(_auc(y[va], scores) if len(set(y[va])) > 1 else 0.5)
+    return float(np.mean(aucs))
+
+
 def evaluate(name: str, setup: MILSetup) -> dict:
     from sklearn.model_selection import StratifiedKFold
 
@@ -204,10 +213,7 @@ def evaluate(name: str, setup: MILSetup) -> dict:
             for pooling in setup.models:
                 best, best_auc = None, -1.0
                 for params in _configs(setup.grid, pooling):
-                    auc = np.mean([_auc(y[va], _fit_score([bags[i] for i in itr], y[itr], [bags[i] for i in va],
-                                                          pooling, params, setup, seed))
-                                   if len(set(y[va])) > 1 else 0.5
-                                   for itr, va in _inner_splits(tr, y, setup, seed)])  # fmt: skip
+                    auc = _validation_auc(bags, y, tr, pooling, params, setup, seed)
                     if auc > best_auc:
                         best, best_auc = params, auc
                 scores = _fit_score([bags[i] for i in tr], y[tr], [bags[i] for i in te], pooling, best, setup, seed)

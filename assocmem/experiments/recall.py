@@ -140,7 +140,7 @@ def train_one(mixer: str, width: int, lr: float, setup: RecallSetup, index: int 
     autocast = device.type == "cuda"
     start = time.perf_counter()
     budget = None if setup.max_minutes is None else 60 * setup.max_minutes
-    losses, window, stopped_early, step = [], [], False, 0
+    losses, window, window_steps, stopped_early, step = [], 0.0, 0, False, 0
     log_every = max(1, min(setup.steps // 100, 50))  # a time-limited run has a huge `steps`: log every 50
     for step in range(setup.steps):
         progress = step / setup.steps
@@ -165,11 +165,11 @@ def train_one(mixer: str, width: int, lr: float, setup: RecallSetup, index: int 
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        window.append(loss.item() if step % log_every == 0 or step == setup.steps - 1 else loss.detach())
+        window, window_steps = window + loss.detach(), window_steps + 1  # summed on the device: no sync per step
         if step % log_every == 0 or step == setup.steps - 1:
             # The mean over the steps since the last entry: a mixture's tasks all count.
-            losses.append([step, round(sum(float(x) for x in window) / len(window), 4)])
-            window = []
+            losses.append([step, round(float(window) / window_steps, 4)])
+            window, window_steps = 0.0, 0
     else:
         step += 1
     seconds = time.perf_counter() - start

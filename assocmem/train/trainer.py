@@ -82,6 +82,11 @@ def model_class(name: str = ""):
 def build_model(cfg: TrainConfig, tokenizer):
     ids = dict(vocab_size=len(tokenizer), eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.eos_token_id,
                pad_token_id=tokenizer.pad_token_id)  # fmt: skip
+    return model_from_config(cfg, **ids)
+
+
+def model_from_config(cfg: TrainConfig, **ids):
+    """A fresh model of `cfg` (ours, or its `model_class`) with the token ids given (vocab_size, eos, ...)."""
     if cfg.model_class:
         cls = model_class(cfg.model_class)
         return cls(cls.config_class(**{**cfg.model, **ids}))
