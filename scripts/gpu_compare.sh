@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # One call on a GPU machine for the language-model comparison (README: "English text and zero-shot
-# evaluation"): builds the tokenizer and token caches once, then trains the models named in MODELS
-# (configs/compare/NAME.toml), one per GPU at the same time, and scores each on WikiText-2 test and the five
-# zero-shot tasks; per model, one JSON (scripts/lm_compare.py collect) and its console log land in $OUT.
+# evaluation"): builds the tokenizer and token caches once, then trains the models in MODELS
+# (configs/compare/NAME.toml): words separated by spaces go to different GPUs, names joined by commas run
+# one after another on the same GPU ("deltanet,transformerpp deltanet-swa": two on GPU 0, one on GPU 1).
+# Each model is scored on WikiText-2 test, and those in ZERO_SHOT_MODELS on the five zero-shot tasks; per
+# model, one JSON (scripts/lm_compare.py collect) and its console log land in $OUT. AFTER (optional) is a
+# command run on GPU AFTER_QUEUE (default 0) once its queue is done (e.g. the GPU tests of `convert fla`).
 # Before the call, here: `bash scripts/gpu_compare.sh pack` (the corpus as .carry/english.tar.xz and a copy
-# of ../shared/data/eval, which does not travel, in .carry/eval); carry ".carry" and ".whl" (fla's wheels,
-# for gla and mamba). Everything must finish inside one call: the checkpoints are too large to bring back.
+# of ../shared/data/eval, which does not travel, in .carry/eval); carry ".carry" and ".whl" (fla's wheels
+# for gla, lm-eval and its dependencies for the zero-shot tasks). Everything must finish inside one call:
+# the checkpoints are too large to bring back.
 set -uo pipefail
 if [ "${1:-}" = pack ]; then
   mkdir -p .carry
@@ -25,23 +29,38 @@ else
 fi
 [ -d data/english ] || tar -xJf .carry/english.tar.xz
 if [ ! -d ../shared/data/eval ]; then mkdir -p ../shared/data && cp -r .carry/eval ../shared/data/eval; fi
-nvidia-smi -L
-gpus=$(nvidia-smi -L | wc -l)
+gpus=$(nvidia-smi -L 2>/dev/null | tee /dev/stderr | wc -l)
+[ "$gpus" -gt 0 ] || gpus=1
 # The tokenizer and the token caches once, before the runs share them.
 python3 -c 'from assocmem.train.config import load_config; from assocmem.train.parallel import Distributed
 from assocmem.train.trainer import prepare_data; prepare_data(load_config("configs/compare/deltanet.toml"), Distributed())'
+ZERO_SHOT_MODELS="${ZERO_SHOT_MODELS:-deltanet transformerpp deltanet-swa deltanet-2attn}"
+DEADLINE="${DEADLINE:-570}"  # seconds after the call's start by which every queue must be done
+one_model() {  # NAME: train (within what the deadline leaves after the scoring), score, collect
+  local m=$1 log="$OUT/$1.console.log" run="runs/compare/$1" reserve=40
+  [[ " $ZERO_SHOT_MODELS " == *" $m "* ]] && reserve=$((reserve + ${ZERO_SHOT_TIMEOUT:-120}))
+  local left=$((DEADLINE - SECONDS - reserve))
+  if [ "$left" -lt "${MIN_TRAIN:-150}" ]; then echo "$m: not started, ${left}s left for training"; return; fi
+  [ "$left" -gt "${TRAIN_TIMEOUT:-400}" ] && left=${TRAIN_TIMEOUT:-400}
+  timeout "$left" python3 -m assocmem train "configs/compare/$m.toml" --set progress=false \
+    ${TRAIN_ARGS:-} > "$log" 2>&1
+  echo "$m: training exited with $? after ${SECONDS}s of the call" | tee -a "$log"
+  timeout 40 python3 -m assocmem eval "$run" --wikitext2 --out "/tmp/$m.wikitext2.json" >> "$log" 2>&1
+  if [[ " $ZERO_SHOT_MODELS " == *" $m "* ]]; then
+    timeout "${ZERO_SHOT_TIMEOUT:-120}" python3 -m assocmem eval "$run" --batch-size 128 \
+      --tasks arc_easy arc_challenge piqa hellaswag openbookqa --out "/tmp/$m.zeroshot.json" >> "$log" 2>&1
+  fi
+  python3 scripts/lm_compare.py collect "$m" "$run" /tmp "$OUT/compare_$m.json"
+  echo "$m: done after ${SECONDS}s of the call"
+}
 i=0
-for m in $MODELS; do
+for queue in $MODELS; do
   (
     export CUDA_VISIBLE_DEVICES=$((i % gpus))
-    log="$OUT/$m.console.log"
-    timeout "${TRAIN_TIMEOUT:-460}" python3 -m assocmem train "configs/compare/$m.toml" --set progress=false \
-      ${TRAIN_ARGS:-} > "$log" 2>&1
-    run="runs/compare/$m"
-    timeout 90 python3 -m assocmem eval "$run" --wikitext2 --out "/tmp/$m.wikitext2.json" >> "$log" 2>&1
-    timeout "${ZERO_SHOT_TIMEOUT:-150}" python3 -m assocmem eval "$run" --batch-size 64 \
-      --tasks arc_easy arc_challenge piqa hellaswag openbookqa --out "/tmp/$m.zeroshot.json" >> "$log" 2>&1
-    python3 scripts/lm_compare.py collect "$m" "$run" /tmp "$OUT/compare_$m.json"
+    for m in ${queue//,/ }; do one_model "$m"; done
+    if [ "$i" = "${AFTER_QUEUE:-0}" ] && [ -n "${AFTER:-}" ] && [ $((DEADLINE - SECONDS)) -gt 60 ]; then
+      timeout $((DEADLINE - SECONDS)) bash -c "$AFTER"
+    fi
   ) &
   i=$((i + 1))
 done
