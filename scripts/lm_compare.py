@@ -48,6 +48,7 @@ def row_of(record: dict) -> dict:
         "params_m": result["parameters"] / 1e6 if result.get("parameters") else None,
         "tokens": result.get("tokens"),
         "val_ppl": result.get("val_ppl"),
+        **_best_validation(record["log"]),
         "wikitext2_word_ppl": wt2.get("word_ppl"),
         "wikitext2_bits_per_byte": wt2.get("bits_per_byte"),
         "tokens_per_s": result.get("tokens_per_s"),
@@ -59,6 +60,16 @@ def row_of(record: dict) -> dict:
     return row
 
 
+def _best_validation(log: list[dict]) -> dict:
+    """The lowest validation perplexity among the periodic evaluations, and its step (the corpus repeats:
+    past some epoch the held-out loss rises while the training loss falls)."""
+    evals = [(x["val_ppl"], x["step"]) for x in log if x.get("val_ppl") is not None]
+    if not evals:
+        return {"best_val_ppl": None, "best_step": None}
+    ppl, step = min(evals)
+    return {"best_val_ppl": ppl, "best_step": int(step)}
+
+
 def _fmt(value, spec):
     return "—" if value is None else format(value, spec)
 
@@ -66,10 +77,11 @@ def _fmt(value, spec):
 def table(paths: list[Path], out: Path) -> list[dict]:
     records = [json.loads(Path(p).read_text()) for p in paths]
     rows = [row_of(r) for r in records]
-    head = ["model", "params M", "val ppl", "WT-2 word ppl", "WT-2 bits/byte", *TASKS, "tokens/s", "peak GB"]
+    head = ["model", "params M", "val ppl", "best val ppl (step)", "WT-2 word ppl", "WT-2 bits/byte", *TASKS, "tokens/s", "peak GB"]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for r in rows:
-        cells = [r["model"], _fmt(r["params_m"], ".1f"), _fmt(r["val_ppl"], ".2f"), _fmt(r["wikitext2_word_ppl"], ".1f"),
+        cells = [r["model"], _fmt(r["params_m"], ".1f"), _fmt(r["val_ppl"], ".2f"),
+                 f'{_fmt(r["best_val_ppl"], ".2f")} ({_fmt(r["best_step"], "d")})', _fmt(r["wikitext2_word_ppl"], ".1f"),
                  _fmt(r["wikitext2_bits_per_byte"], ".3f"), *(_fmt(r[t], ".3f") for t in TASKS),
                  _fmt(r["tokens_per_s"], ",.0f"), _fmt(r["peak_memory_gb"], ".1f")]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")

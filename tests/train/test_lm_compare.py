@@ -26,6 +26,8 @@ def test_collect_then_table(tiny_config, tmp_path, capsys):
     rows = lm_compare.table([tmp_path / "compare_a.json", tmp_path / "compare_b.json"], tmp_path / "lm.json")
     assert rows[0]["wikitext2_word_ppl"] == 123.4 and rows[0]["hellaswag"] == 0.35 and rows[0]["piqa"] == 0.3
     assert rows[1]["piqa"] is None and rows[0]["params_m"] == result["parameters"] / 1e6
+    evals_logged = [(x["val_ppl"], x["step"]) for x in a["log"] if x.get("val_ppl") is not None]
+    assert len(evals_logged) == 2 and (rows[0]["best_val_ppl"], rows[0]["best_step"]) == min(evals_logged)
     assert (tmp_path / "lm.png").stat().st_size > 0
     assert json.loads((tmp_path / "lm.json").read_text())["rows"] == rows
     printed = capsys.readouterr().out
