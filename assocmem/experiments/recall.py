@@ -61,6 +61,7 @@ class RecallSetup:
     device: str = "cpu"
     workers: int = 1
     delta_rule_backend: str = "auto"  # "chunk" forces the PyTorch path (e.g. to rule the Triton kernels out)
+    compile: bool = False  # torch.compile the training forward (fewer kernel launches for these small models)
 
 
 def model_config(mixer: str, width: int, setup: RecallSetup):
@@ -95,12 +96,30 @@ def _lr_at(progress: float, lr: float) -> float:
     return 0.5 * lr * (1 + math.cos(math.pi * min(1.0, (progress - 0.1) / 0.9)))
 
 
-def _answer_loss(model, inputs, labels):
-    """Cross-entropy over the answers only: the LM head runs on the answered positions alone."""
-    hidden = model.model(inputs, use_cache=False).last_hidden_state
+def _answer_positions(labels: torch.Tensor) -> torch.Tensor | None:
+    """[B, P] positions of the answers when every sequence has the same number P of them (MQAR asks each
+    key once), in order; None otherwise. A fixed shape: no host sync, and torch.compile sees no data-
+    dependent size (boolean indexing would give it one)."""
     where = labels != IGNORE
-    logits = model.lm_head(hidden[where]).float()
-    return F.cross_entropy(logits, labels[where]), logits, labels[where]
+    counts = where.sum(1)
+    if labels.shape[0] == 0 or not bool((counts == counts[0]).all()):
+        return None
+    order = torch.argsort(where.to(torch.int8), dim=1, descending=True, stable=True)
+    return order[:, : int(counts[0])]
+
+
+def _answer_loss(model, inputs, labels, positions=None):
+    """Cross-entropy over the answers only: the LM head runs on the answered positions alone (`positions`
+    from `_answer_positions`, or a boolean mask of the answers when it is None)."""
+    hidden = model.model(inputs, use_cache=False).last_hidden_state
+    if positions is None:
+        where = labels != IGNORE
+        picked, answers = hidden[where], labels[where]
+    else:
+        picked = hidden.gather(1, positions[..., None].expand(-1, -1, hidden.shape[-1])).flatten(0, 1)
+        answers = labels.gather(1, positions).flatten()
+    logits = model.lm_head(picked).float()
+    return F.cross_entropy(logits, answers), logits, answers
 
 
 @torch.no_grad()
@@ -138,6 +157,7 @@ def train_one(mixer: str, width: int, lr: float, setup: RecallSetup, index: int 
                      random_fillers=setup.random_fillers)  # fmt: skip
     test = mqar(setup.test_examples, seed=10**6 + setup.seed, **task_args)
     autocast = device.type == "cuda"
+    loss_fn = torch.compile(_answer_loss) if setup.compile else _answer_loss
     start = time.perf_counter()
     budget = None if setup.max_minutes is None else 60 * setup.max_minutes
     losses, window, window_steps, stopped_early, step = [], 0.0, 0, False, 0
@@ -156,20 +176,22 @@ def train_one(mixer: str, width: int, lr: float, setup: RecallSetup, index: int 
                      **{**task_args, "num_kv_pairs": pairs})  # fmt: skip
         for group in opt.param_groups:
             group["lr"] = _lr_at(progress, lr)
+        inputs, labels = batch.inputs.to(device), batch.labels.to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            loss, _, _ = _answer_loss(model, batch.inputs.to(device), batch.labels.to(device))
-        if not torch.isfinite(loss):
-            losses.append([step, float("nan")])
-            break
+            loss, _, _ = loss_fn(model, inputs, labels, _answer_positions(labels))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         window, window_steps = window + loss.detach(), window_steps + 1  # summed on the device: no sync per step
         if step % log_every == 0 or step == setup.steps - 1:
-            # The mean over the steps since the last entry: a mixture's tasks all count.
-            losses.append([step, round(float(window) / window_steps, 4)])
+            # The mean over the steps since the last entry: a mixture's tasks all count. Divergence is
+            # checked here, not every step (a check is a host sync).
+            mean = float(window) / window_steps
+            losses.append([step, round(mean, 4) if math.isfinite(mean) else float("nan")])
             window, window_steps = 0.0, 0
+            if not math.isfinite(mean):
+                break
     else:
         step += 1
     seconds = time.perf_counter() - start
