@@ -83,14 +83,15 @@ def load_bags(name: str, data_dir: str | Path | None = None):
 class MILNet(nn.Module):
     """Instance network (two layers) → pooling over the bag → one logit."""
 
-    def __init__(self, features: int, hidden: int, pooling: str, heads: int, beta_scale: float, dropout: float):
+    def __init__(self, features: int, hidden: int, pooling: str, heads: int, beta_scale: float, dropout: float,
+                 head_size: int | None = None):
         super().__init__()
         self.embed = nn.Sequential(
             nn.Linear(features, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, hidden), nn.ReLU()
         )
         self.pooling = pooling
         if pooling == "hopfield":
-            head_size = hidden // heads
+            head_size = head_size or hidden // heads  # the association space: heads x head_size
             self.pool = HopfieldPooling(
                 hidden, num_queries=1, num_heads=heads, head_size=head_size, beta=beta_scale / head_size**0.5,
                 dropout=dropout,
@@ -134,7 +135,7 @@ def _fit_score(train_bags, train_y, test_bags, pooling, params, setup, seed):
     y = torch.tensor(train_y, dtype=torch.float32)
     torch.manual_seed(seed)
     model = MILNet(x.shape[-1], params["hidden"], pooling, params.get("heads", setup.heads),
-                   params.get("beta_scale", 1.0), params.get("dropout", setup.dropout))  # fmt: skip
+                   params.get("beta_scale", 1.0), params.get("dropout", setup.dropout), params.get("head_size"))  # fmt: skip
     opt = torch.optim.AdamW(model.parameters(), lr=params["lr"], weight_decay=setup.weight_decay)
     g = torch.Generator().manual_seed(seed)
     batch = int(params.get("batch", setup.batch))
@@ -155,8 +156,8 @@ def _fit_score(train_bags, train_y, test_bags, pooling, params, setup, seed):
         return model(xt, maskt).numpy()
 
 
-GRID_KEYS = ("lr", "hidden", "beta_scale", "heads", "dropout", "epochs", "batch", "lr_decay")
-HOPFIELD_ONLY = ("beta_scale", "heads")  # mean pooling has neither: its grid leaves them out
+GRID_KEYS = ("lr", "hidden", "beta_scale", "heads", "head_size", "dropout", "epochs", "batch", "lr_decay")
+HOPFIELD_ONLY = ("beta_scale", "heads", "head_size")  # mean pooling has neither: its grid leaves them out
 
 
 def _configs(grid, pooling="hopfield"):
@@ -174,7 +175,7 @@ def parse_grid(items: list[str]) -> dict:
         key, sep, values = item.partition("=")
         if not sep or key not in GRID_KEYS or not values:
             raise ValueError(f"mil: a --grid entry must look like KEY=V1,V2 with KEY one of {GRID_KEYS}; got {item!r}")
-        cast = int if key in ("hidden", "heads", "epochs", "batch") else float
+        cast = int if key in ("hidden", "heads", "head_size", "epochs", "batch") else float
         grid[key] = [cast(v) for v in values.split(",")]
     return grid
 

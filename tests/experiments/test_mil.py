@@ -97,6 +97,13 @@ def test_grid_parsing_and_what_each_pooling_sweeps():
     assert np.allclose(one, frozen, atol=1e-5)
     small = _fit_score(bags, y, bags, "hopfield", {**base, "epochs": 1, "batch": 2}, setup, seed=0)
     assert not np.allclose(one, small)
+    # head_size sets the association space apart from the instance width (Hopfield only)
+    assert parse_grid(["head_size=8,32"]) == {"head_size": [8, 32]}
+    assert all("head_size" not in c for c in _configs({"lr": [1e-3], "hidden": [16], "head_size": [8, 32]}, "mean"))
+    from assocmem.experiments.mil import MILNet
+
+    wide = MILNet(6, 16, "hopfield", heads=2, beta_scale=1.0, dropout=0.0, head_size=32)
+    assert wide.pool.queries.shape == (1, 64)  # heads x head_size
 
 
 def test_inner_cross_validation_splits_the_outer_training_fold():
