@@ -98,7 +98,7 @@ class MILNet(nn.Module):
             )  # fmt: skip
         elif pooling != "mean":
             raise ValueError(f"MILNet: `pooling` must be 'hopfield' or 'mean', got {pooling!r}")
-        self.out = nn.Linear(hidden, 1)
+        self.out = nn.Linear(self.pool.output_size if pooling == "hopfield" else hidden, 1)
 
     def forward(self, x, mask):
         h = self.embed(x)

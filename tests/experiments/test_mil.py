@@ -104,6 +104,9 @@ def test_grid_parsing_and_what_each_pooling_sweeps():
 
     wide = MILNet(6, 16, "hopfield", heads=2, beta_scale=1.0, dropout=0.0, head_size=32)
     assert wide.pool.queries.shape == (1, 64)  # heads x head_size
+    assert wide(torch.zeros(3, 5, 6), torch.ones(3, 5, dtype=torch.bool)).shape == (3,)
+    wide_scores = _fit_score(bags, y, bags, "hopfield", {**base, "epochs": 2, "head_size": 32}, setup, seed=0)
+    assert wide_scores.shape == (16,) and np.isfinite(wide_scores).all()
 
 
 def test_inner_cross_validation_splits_the_outer_training_fold():
