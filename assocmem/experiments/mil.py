@@ -135,7 +135,8 @@ def _fit_score(train_bags, train_y, test_bags, pooling, params, setup, seed):
     y = torch.tensor(train_y, dtype=torch.float32)
     torch.manual_seed(seed)
     model = MILNet(x.shape[-1], params["hidden"], pooling, params.get("heads", setup.heads),
-                   params.get("beta_scale", 1.0), params.get("dropout", setup.dropout), params.get("head_size"))  # fmt: skip
+                   params.get("beta_scale", 1.0), params.get("dropout", setup.dropout),
+                   params.get("head_size"))  # fmt: skip
     opt = torch.optim.AdamW(model.parameters(), lr=params["lr"], weight_decay=setup.weight_decay)
     g = torch.Generator().manual_seed(seed)
     batch = int(params.get("batch", setup.batch))

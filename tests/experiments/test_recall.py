@@ -1,12 +1,11 @@
 import json
 
 import pytest
-
 import torch
 
 from assocmem.data.mqar import IGNORE, mqar
-from assocmem.experiments.recall import (RecallSetup, _answer_loss, _answer_positions, best_per_point, model_config,
-                                         run, train_one)  # fmt: skip
+from assocmem.experiments import recall
+from assocmem.experiments.recall import RecallSetup, best_per_point, model_config, run, train_one
 
 TINY = dict(vocab_size=32, seq_len=16, num_kv_pairs=2, batch=32, test_examples=200, head_size=16)
 
@@ -43,17 +42,17 @@ def test_answer_positions_give_the_same_loss_as_the_answer_mask():
     torch.manual_seed(0)
     model = AssocMemForCausalLM(model_config("deltanet", 32, RecallSetup(**TINY)))
     batch = mqar(4, seed=1, vocab_size=TINY["vocab_size"], seq_len=TINY["seq_len"], num_kv_pairs=TINY["num_kv_pairs"])
-    positions = _answer_positions(batch.labels)
+    positions = recall._answer_positions(batch.labels)
     assert positions.shape == (4, TINY["num_kv_pairs"])
     assert (batch.labels.gather(1, positions) != IGNORE).all()
     assert (positions.diff(dim=1) > 0).all()  # in sequence order
-    masked = _answer_loss(model, batch.inputs, batch.labels)
-    gathered = _answer_loss(model, batch.inputs, batch.labels, positions)
+    masked = recall._answer_loss(model, batch.inputs, batch.labels)
+    gathered = recall._answer_loss(model, batch.inputs, batch.labels, positions)
     assert torch.equal(masked[2], gathered[2]) and torch.allclose(masked[1], gathered[1], atol=1e-6)
     assert abs(masked[0].item() - gathered[0].item()) < 1e-6
     uneven = batch.labels.clone()
     uneven[0, positions[0, 0]] = IGNORE  # one answer fewer in the first sequence
-    assert _answer_positions(uneven) is None
+    assert recall._answer_positions(uneven) is None
 
 
 def test_compiled_training_forward_learns_too():
