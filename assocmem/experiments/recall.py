@@ -28,6 +28,7 @@ each finished run.
 """
 
 import math
+import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
@@ -145,7 +146,9 @@ def train_one(mixer: str, width: int, lr: float, setup: RecallSetup, index: int 
         device = torch.device("cuda", index % torch.cuda.device_count())
         torch.cuda.set_device(device)
     if setup.workers > 1:
-        torch.set_num_threads(2)
+        # The cores shared out: more threads than cores make small CPU ops spin (two 2-thread runs on 2
+        # cores had not finished in five times their one-thread time).
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // setup.workers))
     torch.manual_seed(setup.seed)
     model = AssocMemForCausalLM(model_config(mixer, width, setup)).to(device)
     params = sum(p.numel() for p in model.parameters())
