@@ -312,7 +312,8 @@ def _plot(result, path: Path):
     ax.set_ylim(0, 102)
     s = result["setup"]
     steps = [r["steps_done"] for r in result["runs"]] or [0]
-    ax.set_title(f"MQAR: T={s['seq_len']}, {s['num_kv_pairs']} KV pairs, {min(steps)}–{max(steps)} steps per run",
+    span = f"{min(steps)}" if min(steps) == max(steps) else f"{min(steps)}–{max(steps)}"
+    ax.set_title(f"MQAR: T={s['seq_len']}, {s['num_kv_pairs']} KV pairs, {span} steps per run",
                  fontsize=9)  # fmt: skip
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
