@@ -97,21 +97,17 @@ def _lr_at(progress: float, lr: float) -> float:
     return 0.5 * lr * (1 + math.cos(math.pi * min(1.0, (progress - 0.1) / 0.9)))
 
 
-def _answer_positions(labels: torch.Tensor) -> torch.Tensor | None:
-    """[B, P] positions of the answers when every sequence has the same number P of them (MQAR asks each
-    key once), in order; None otherwise. A fixed shape: no host sync, and torch.compile sees no data-
-    dependent size (boolean indexing would give it one)."""
-    where = labels != IGNORE
-    counts = where.sum(1)
-    if labels.shape[0] == 0 or not bool((counts == counts[0]).all()):
-        return None
-    order = torch.argsort(where.to(torch.int8), dim=1, descending=True, stable=True)
-    return order[:, : int(counts[0])]
+def _answer_positions(labels: torch.Tensor, count: int) -> torch.Tensor:
+    """[B, count] positions of the answers, in order, for batches where every sequence has `count` answers
+    (MQAR asks each key once: count = its number of pairs). A fixed shape known to the host: no sync, and
+    torch.compile sees no data-dependent size (boolean indexing would give it one)."""
+    where = (labels != IGNORE).to(torch.int8)
+    return torch.argsort(where, dim=1, descending=True, stable=True)[:, :count]
 
 
 def _answer_loss(model, inputs, labels, positions=None):
     """Cross-entropy over the answers only: the LM head runs on the answered positions alone (`positions`
-    from `_answer_positions`, or a boolean mask of the answers when it is None)."""
+    from `_answer_positions`, or a boolean mask of the answers when it is None: any number per sequence)."""
     hidden = model.model(inputs, use_cache=False).last_hidden_state
     if positions is None:
         where = labels != IGNORE
@@ -181,7 +177,7 @@ def train_one(mixer: str, width: int, lr: float, setup: RecallSetup, index: int 
             group["lr"] = _lr_at(progress, lr)
         inputs, labels = batch.inputs.to(device), batch.labels.to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            loss, _, _ = loss_fn(model, inputs, labels, _answer_positions(labels))
+            loss, _, _ = loss_fn(model, inputs, labels, _answer_positions(labels, pairs))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
