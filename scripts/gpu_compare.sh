@@ -22,11 +22,28 @@ export PYTHONUNBUFFERED=1
 OUT="${OUT:-benchmarks/results}"
 MODELS="${MODELS:-deltanet transformerpp}"
 if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+  if [ ! -f /tmp/site/.installed ]; then  # once per machine (other jobs of the call may be importing from it)
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+      .whl/*.whl && touch /tmp/site/.installed
+  fi
   export PYTHONPATH="$PWD:/tmp/site"
 else
   export PYTHONPATH="$PWD"
 fi
+# fla's kernels autotune at first use: dozens of configurations per kernel, seconds of compilation each
+# (GLA had not finished its first step after 7 minutes on a fresh machine). Triton keeps the tuning results
+# in TRITON_CACHE_DIR; `save-autotune` packs them into $OUT/triton_autotune.tgz, and a later call that
+# carries that file in .carry starts from them.
+export TRITON_CACHE_DIR="${TRITON_CACHE_DIR:-/tmp/triton_cache}"
+mkdir -p "$TRITON_CACHE_DIR"
+if [ "${1:-}" = save-autotune ]; then
+  (cd "$TRITON_CACHE_DIR" && find . -name '*.autotune.json' | tar -czf "$OUT/triton_autotune.tgz" -T -)
+  tar -tzf "$OUT/triton_autotune.tgz" | wc -l
+  exit 0
+fi
+[ -f .carry/triton_autotune.tgz ] && tar -xzf .carry/triton_autotune.tgz -C "$TRITON_CACHE_DIR"
+# mamba-ssm and causal-conv1d for fla's Mamba, where scripts/build_mamba.sh built them on this machine
+[ -d /tmp/site_mamba ] && export PYTHONPATH="$PYTHONPATH:/tmp/site_mamba"
 [ -d data/english ] || tar -xJf .carry/english.tar.xz
 if [ ! -d ../shared/data/eval ]; then mkdir -p ../shared/data && cp -r .carry/eval ../shared/data/eval; fi
 gpus=$(nvidia-smi -L 2>/dev/null | tee /dev/stderr | wc -l)

@@ -203,10 +203,23 @@ def test_triton_under_torch_compile():
     assert rel_err(compiled, eager) < 1e-6
 
 
-@pytest.mark.skipif(importlib.util.find_spec("fla") is None, reason="flash-linear-attention is not installed")
+def _fla_delta_rule_mode(model, mode):
+    """Sets every fla DeltaNet layer's kernel: "chunk" (its default; bf16 and fp16 only) or
+    "fused_recurrent" (token by token, also float32)."""
+    for module in model.modules():
+        if getattr(module, "mode", None) in ("chunk", "fused_recurrent"):
+            module.mode = mode
+    return model
+
+
 def test_fla_checkpoint_converted_gives_the_same_logits_and_greedy_tokens(tmp_path):
-    """fla's DeltaNet model (its own chunk kernels, fused norms) in bf16 on the GPU against ours after
-    `assocmem convert fla`: logits within bf16 error, the same greedy continuation."""
+    """fla's DeltaNet model (its own kernels, fused norms) on the GPU against ours after `assocmem convert
+    fla`. fla's chunk kernel refuses float32, so its float32 reference runs its fused recurrent kernel. In
+    float32: the same logits (a wrong weight mapping is an O(1) error) and the same greedy continuation.
+    In bf16 (fla's chunk kernel, ours by default): ours no further from that reference than fla's own bf16
+    model (two bf16 models differ from each other by about twice that: 3.0e-2 at these shapes)."""
+    if importlib.util.find_spec("fla") is None:
+        pytest.skip("flash-linear-attention is not installed")
     from fla.models import DeltaNetConfig, DeltaNetForCausalLM
 
     from assocmem.models import AssocMemForCausalLM
@@ -214,16 +227,21 @@ def test_fla_checkpoint_converted_gives_the_same_logits_and_greedy_tokens(tmp_pa
 
     torch.manual_seed(0)
     cfg = DeltaNetConfig(vocab_size=1000, hidden_size=256, num_heads=4, num_hidden_layers=4)
-    fla_model = DeltaNetForCausalLM(cfg).to("cuda", torch.bfloat16).eval()
+    fla_model = DeltaNetForCausalLM(cfg).to("cuda").eval()
     fla_model.save_pretrained(tmp_path / "fla")
     convert(tmp_path / "fla", tmp_path / "ours")
     ours = AssocMemForCausalLM.from_pretrained(tmp_path / "ours").to("cuda").eval()
-    assert next(ours.parameters()).dtype == torch.bfloat16
+    assert next(ours.parameters()).dtype == torch.float32
     ids = torch.randint(0, 1000, (2, 300), device="cuda")
     with torch.no_grad():
-        ref, got = fla_model(ids).logits.float(), ours(ids).logits.float()
-    assert rel_err(got, ref) < 2e-2
-    prompt = ids[:, :100]
-    fla_tokens = fla_model.generate(prompt, max_new_tokens=16, do_sample=False)
-    our_tokens = ours.generate(prompt, max_new_tokens=16, do_sample=False)
-    assert torch.equal(fla_tokens, our_tokens)
+        ref = _fla_delta_rule_mode(fla_model, "fused_recurrent")(ids).logits
+        assert rel_err(ours(ids).logits, ref) < 2e-3
+        prompt = ids[:, :100]
+        fla_tokens = fla_model.generate(prompt, max_new_tokens=16, do_sample=False)
+        our_tokens = ours.generate(prompt, max_new_tokens=16, do_sample=False)
+        assert torch.equal(fla_tokens, our_tokens)
+        fla_bf16 = _fla_delta_rule_mode(fla_model.to(torch.bfloat16), "chunk")(ids).logits.float()
+        ours_bf16 = ours.to(torch.bfloat16)(ids).logits.float()
+    fla_error, our_error = rel_err(fla_bf16, ref), rel_err(ours_bf16, ref)
+    print(f"bf16 logits against fla's float32 ones: fla {fla_error:.2e}, ours {our_error:.2e}")
+    assert our_error < 1.5 * fla_error + 1e-3
