@@ -3,9 +3,11 @@
 # causal-conv1d's (`causal_conv1d_cuda`); without them it falls back to a per-token PyTorch loop. PyPI has
 # both only as source packages that compile at install, and the GPU machine cannot fetch prebuilt wheels.
 #   bash scripts/build_mamba.sh pack   (here)  the two source packages into .carry/src (plus ninja's wheel),
-#        with two edits: setup.py builds for the H200 alone (sm_90, instead of eight architectures), and
-#        mamba_ssm/__init__.py imports its Mamba-2/3 modules only if it can (they pull optional packages
-#        the GPU image lacks; fla needs only the selective-scan functions).
+#        with three edits: setup.py builds for the H200 alone (sm_90, instead of eight architectures);
+#        the kernels are instantiated only for the types fla's Mamba uses (TRIM=1, the default: bf16 or
+#        float32 activations, real float32 A; the full build's packages were 61 MB compressed, too large
+#        to carry beside the corpus); mamba_ssm/__init__.py imports its Mamba-2/3 modules only if it can
+#        (they pull optional packages the GPU image lacks; fla needs only the selective-scan functions).
 #   bash scripts/build_mamba.sh build  (GPU machine)  compiles both into wheels, installs them into
 #        $SITE (default /tmp/site_mamba; add it to PYTHONPATH) and checks that fla sees its fast path.
 #        Idempotent: a second call on the same machine only checks; where .carry holds the parts that
@@ -28,7 +30,7 @@ print(next(u["url"] for u in json.load(sys.stdin)["releases"][sys.argv[1]] if u[
   done
   python3 -m pip download -q --no-deps --only-binary=:all: --platform manylinux2014_x86_64 -d . ninja==1.13.2
   python3 - "mamba_ssm-$MAMBA" "causal_conv1d-$CONV" <<'EOF'
-import pathlib, sys
+import os, pathlib, re, sys
 for src in sys.argv[1:]:
     setup = pathlib.Path(src, "setup.py")
     text = setup.read_text()
@@ -36,6 +38,31 @@ for src in sys.argv[1:]:
     assert text.count(anchor) == 1, f"{setup}: the architecture list moved"
     text = text.replace(anchor, '    cc_flag = ["-gencode", "arch=compute_90,code=sm_90"]  # the H200 only\n\n' + anchor)
     setup.write_text(text)
+# Only the types fla's Mamba uses (bf16 or float32 activations; float32 real A; conv weights in float32
+# or bf16): without the fp16 and complex instantiations the two extensions build in less time and pack
+# small enough to carry beside the corpus. Unset TRIM to build everything.
+if os.environ.get("TRIM", "1") == "1":
+    half = re.compile(r"if \((\w+) == at::ScalarType::Half\) \{\s*\\\s*using \w+ = at::Half;\s*\\\s*"
+                      r"__VA_ARGS__\(\);\s*\\\s*\} else if")
+    cplx = re.compile(r"\} else if \(WTYPE == at::ScalarType::ComplexFloat\) \{\s*\\\s*using weight_t = "
+                      r"c10::complex<float>;\s*\\\s*__VA_ARGS__\(\);\s*\\\s*")
+    inst = re.compile(r"^template void .*(at::Half|complex_t).*$\n?", re.M)
+    for src in sys.argv[1:]:
+        for cpp in pathlib.Path(src, "csrc").rglob("*.cpp"):
+            text, n_half = half.subn("if", cpp.read_text())
+            text, n_cplx = cplx.subn("} ", text)
+            if n_half or n_cplx:
+                cpp.write_text(text)
+                print(f"{cpp}: {n_half} half and {n_cplx} complex dispatch branches removed")
+        for cu in pathlib.Path(src, "csrc").rglob("*.cu"):
+            text, n = inst.subn("", cu.read_text())
+            cu.write_text(text)
+            print(f"{cu}: {n} instantiations removed")
+        setup = pathlib.Path(src, "setup.py")
+        lines = setup.read_text().splitlines(keepends=True)
+        drop = [line for line in lines if line.strip().startswith('"csrc/') and ("fp16" in line or "complex" in line)]
+        setup.write_text("".join(line for line in lines if line not in drop))
+        print(f"{setup}: {len(drop)} sources dropped")
 init = pathlib.Path(sys.argv[1], "mamba_ssm", "__init__.py")
 lines = init.read_text().splitlines()
 optional = [line for line in lines if line.startswith("from mamba_ssm.m")]
