@@ -1,7 +1,15 @@
-"""Compile the chunk kernels for an sm_90 target without a GPU and print their shared memory, so that
-launch settings can be checked before a run on the H200 (limit 232448 bytes per block)."""
+"""Compile the chunk kernels for an sm_90 target without a GPU and print their shared memory (limit 232448
+bytes per block), registers per thread and stack bytes per thread (registers spilled to local memory:
+Triton caps a thread at 255 registers), read from the cubin with the cuobjdump that Triton's package
+carries, so that launch settings and tiles can be checked before a run on the H200. The local Triton may
+be newer than the GPU machine's; its register allocation is a guide, not the H200's build.
+Usage: python scripts/smem_check.py [K ...]"""
 
+import os
+import re
+import subprocess
 import sys
+import tempfile
 
 import torch
 import triton
@@ -26,6 +34,17 @@ def compile_(fn, types: dict, consts: dict, num_warps: int, num_stages: int):
     return triton.compile(src, target=GPUTarget("cuda", 90, 32), options=opts)
 
 
+def registers(compiled) -> tuple[int, int]:
+    """(registers per thread, stack bytes per thread) of a compiled kernel."""
+    tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+    with tempfile.NamedTemporaryFile("wb", suffix=".cubin") as f:
+        f.write(compiled.asm["cubin"])
+        f.flush()
+        out = subprocess.run([tool, "-res-usage", f.name], capture_output=True, text=True).stdout
+    regs, stack = re.search(r"REG:(\d+)", out), re.search(r"STACK:(\d+)", out)
+    return int(regs.group(1)) if regs else -1, int(stack.group(1)) if stack else -1
+
+
 def launches(K, V, dtype="bf16", varlen=False):
     io = f"*{dtype}"
     BKs, BVs = min(64, chunk._pow2(K)), min(64, chunk._pow2(V))
@@ -34,8 +53,9 @@ def launches(K, V, dtype="bf16", varlen=False):
     store = "*bf16" if dtype == "bf16" else "*fp32"  # chunk states kept for the backward
     yield "wy_fwd", kernels.wy_fwd_kernel, {**ints, "k": io, "beta": io}, {**common, "BK": BKs}
     BV = chunk._state_tile_v(K, V, "state_fwd")
-    for flags in ({"STORE_H": False, "WRITE_O": True, "STORE_FINAL": True},
-                  {"STORE_H": True, "WRITE_O": False, "STORE_FINAL": False}):
+    fwd_half = chunk._half_operands("state_fwd", torch.bfloat16 if dtype == "bf16" else torch.float32)
+    for flags in ({"STORE_H": False, "WRITE_O": True, "STORE_FINAL": True, "HALF_OPERANDS": fwd_half},
+                  {"STORE_H": True, "WRITE_O": False, "STORE_FINAL": False, "HALF_OPERANDS": 0}):
         yield ("state_fwd" + ("(bwd)" if flags["STORE_H"] else "")), kernels.state_fwd_kernel, {
             **ints, "q": io, "k": io, "v": io, "beta": io, "o": io, "h": store}, {
             **common, **flags, "BK": chunk._pow2(K), "BV": BV, "USE_H0": True}
@@ -48,9 +68,10 @@ def launches(K, V, dtype="bf16", varlen=False):
         **common, "BK": chunk._pow2(K), "BV": chunk._state_tile_v(K, V, "state_bwd"), "USE_DHT": True,
         "STORE_DH0": True, "HALF_OPERANDS": half["state_bwd"]}
     yield "dqkw", kernels.dqkw_kernel, {**ints, "q": io, "k": io, "do": io, "dq": io, "h": store, "dh": store}, {
-        **common, "BK": chunk._dqkw_tile_k(K), "BV": BVs, "HALF_OPERANDS": half["dqkw"]}
+        **common, "BK": chunk._dqkw_tile_k(K), "BV": chunk._dqkw_tile_v(K, V), "HALF_OPERANDS": half["dqkw"]}
+    BK, BV = chunk._wy_bwd_tiles(K, V)
     yield "wy_bwd", kernels.wy_bwd_kernel, {**ints, "k": io, "v": io, "beta": io, "dk": io, "dv": io}, {
-        **common, "BK": BKs, "BV": BVs}
+        **common, "BK": BK, "BV": BV}
 
 
 def main(Ks=(64, 128), dtypes=("bf16", "fp32")):
@@ -65,7 +86,10 @@ def main(Ks=(64, 128), dtypes=("bf16", "fp32")):
                     smem = c.metadata.shared
                     ok = smem <= LIMIT
                     bad += not ok
-                    print(f"K={K:4d} {dtype:5s} {name:16s} {cfg} shared {smem:7d} {'ok' if ok else 'TOO MUCH'}")
+                    regs, stack = registers(c)
+                    tiles = {k: v for k, v in consts.items() if k in ("BK", "BV")}
+                    print(f"K={K:4d} {dtype:5s} {name:15s} {cfg} {tiles} shared {smem:7d} {'ok' if ok else 'TOO MUCH'}"
+                          f"  registers {regs:3d}  stack {stack:5d}")
                 except Exception as e:  # noqa: BLE001
                     bad += 1
                     print(f"K={K:4d} {dtype:5s} {name:16s} {cfg} failed: {type(e).__name__}: {str(e)[:300]}")

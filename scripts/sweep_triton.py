@@ -3,7 +3,8 @@
 For each head size D (T = 4096, B = 8, H = 2048 / D, bf16), times forward and forward+backward with the
 defaults and with fla's chunk_delta_rule beside them, then tries (num_warps, num_stages) per kernel and
 keeps the fastest (coordinate descent) by the summed time of that shape and a long one
-(T = 16384, B = 2); also times forward+backward with chunk.HALF_OPERANDS switched off.
+(T = 16384, B = 2), with tile variants for dqkw, wy_bwd and the state kernels; also times forward+backward
+with the backward's chunk.HALF_OPERANDS switched off and the forward with each of state_fwd's bits.
 Usage: python scripts/sweep_triton.py [OUT.json [D ...]] (head sizes in the order given; default 64 128 256).
 Prints the table and writes JSON to the path given (after each head size) or to stdout.
 """
@@ -41,46 +42,64 @@ def main(out=None, heads=(64, 128, 256)):
         if fla_chunk is not None:
             fla = {bw: _runner(lambda q, k, v, b: fla_chunk(q, k, v, b)[0], inputs, do, bw) for bw in (False, True)}
             entry["fla"] = {p: _events_ms(fla[bw], reps=10) for p, bw in (("fwd", False), ("fwd+bwd", True))}
-        # What the bf16 rounding of backward intermediates buys (chunk.HALF_OPERANDS; NOTES.md, version 6).
+        # What the bf16 rounding of intermediates buys (chunk.HALF_OPERANDS; NOTES.md, versions 6 and 7): the
+        # backward's bits all off, and the forward's (state_fwd) bits one set at a time.
         saved = dict(tchunk.HALF_OPERANDS)
         tchunk.HALF_OPERANDS.update({name: 0 for name in saved})
         entry["half_operands_off"] = {"fwd+bwd": _events_ms(ours[True], reps=10)}
+        for bits in (1, 2, 4, 1 | 2 | 4):
+            tchunk.HALF_OPERANDS.update(saved)
+            tchunk.HALF_OPERANDS["state_fwd"] = bits
+            entry[f"state_fwd_half_{bits}"] = {"fwd": _events_ms(ours[False], reps=10)}
         tchunk.HALF_OPERANDS.update(saved)
         print(D, entry, flush=True)
         chosen = {}
         for name in tchunk.LAUNCH:
             bw = name not in FWD_KERNELS
             call = lambda bw=bw, ours=ours, long=long: (ours[bw](), long[bw]())  # noqa: E731 - both shapes, one timing
-            # dqkw also tries one key tile per head (it re-reads V', dV' and dO once per tile); the state
-            # kernels a value tile of 32 (twice the programs, half the state per program)
+            # Tile variants: dqkw one key tile per head (it re-reads V', dV' and dO once per tile) and a value
+            # tile of 32; the state kernels a value tile of 32 (twice the programs, half the state per
+            # program); wy_bwd key and value tiles of 32 (with 8 warps: no spilled registers at K >= 128,
+            # scripts/smem_check.py). Each variant: (label, {table: (key, value)}, what `chosen` records).
+            variants = [("", {}, {})]
             if name == "dqkw":
-                knob, table, key0 = "BK", tchunk.DQKW_TILE_K, D
-                tiles = [table[D]] + ([D] if D > table[D] else [])
+                variants = [(f"BK={tchunk.DQKW_TILE_K[D]}", {}, {"tile_k": tchunk.DQKW_TILE_K[D]})]
+                if D > tchunk.DQKW_TILE_K[D]:
+                    variants.append((f"BK={D}", {"DQKW_TILE_K": (D, D)}, {"tile_k": D}))
+                if D >= 64:
+                    record = {"tile_k": tchunk.DQKW_TILE_K[D], "tile_v": 32}
+                    variants.append(("BV=32", {"DQKW_TILE_V": (D, 32)}, record))
             elif name in ("state_fwd", "state_bwd"):
-                knob, table, key0 = "BV", tchunk.STATE_TILE_V, (name, D)
                 default = tchunk._state_tile_v(D, D, name)
-                tiles = [default] + ([32] if default > 32 else [])
-            else:
-                knob, table, key0, tiles = None, None, None, [None]
-            times = {}
-            for tile in tiles:
-                if tile is not None:
-                    table[key0] = tile
+                variants = [(f"BV={default}", {}, {"tile_v": default})]
+                if default > 32:
+                    variants.append(("BV=32", {"STATE_TILE_V": ((name, D), 32)}, {"tile_v": 32}))
+            elif name == "wy_bwd" and D >= 64:
+                variants = [("tile=64", {}, {"tile": 64}), ("tile=32", {"WY_BWD_TILE": (D, 32)}, {"tile": 32})]
+            times, records = {}, {}
+            for label, assign, record in variants:
+                saved_tables = {table: dict(getattr(tchunk, table)) for table in assign}
+                for table, (key0, value) in assign.items():
+                    getattr(tchunk, table)[key0] = value
                 for warps, stages in OPTIONS:
-                    key = f"{warps},{stages}" + (f",{knob}={tile}" if len(tiles) > 1 else "")
+                    key = f"{warps},{stages}" + (f",{label}" if len(variants) > 1 else "")
+                    records[key] = (assign, record)
                     tchunk.LAUNCH_BY_K[(name, D)] = {"num_warps": warps, "num_stages": stages}
                     try:
                         times[key] = _events_ms(call, reps=5, repeats=3)
                     except Exception as error:  # noqa: BLE001 - out of resources etc.: that option is out
                         times[key] = f"{type(error).__name__}"
+                for table, saved_table in saved_tables.items():  # back to the defaults for the next variant
+                    getattr(tchunk, table).clear()
+                    getattr(tchunk, table).update(saved_table)
             ok = {k: t for k, t in times.items() if isinstance(t, float)}
             best = min(ok, key=ok.get)
             warps, stages = map(int, best.split(",")[:2])
             tchunk.LAUNCH_BY_K[(name, D)] = {"num_warps": warps, "num_stages": stages}
-            chosen[name] = {"num_warps": warps, "num_stages": stages, "times_ms": times}
-            if len(tiles) > 1:
-                table[key0] = int(best.split("=")[1])
-                chosen[name]["tile_k" if knob == "BK" else "tile_v"] = table[key0]
+            assign, record = records[best]
+            for table, (key0, value) in assign.items():
+                getattr(tchunk, table)[key0] = value
+            chosen[name] = {"num_warps": warps, "num_stages": stages, **record, "times_ms": times}
             shown = {k: (round(t, 4) if isinstance(t, float) else t) for k, t in times.items()}
             print(D, name, best, shown, flush=True)
         entry["chosen"] = chosen

@@ -3,8 +3,9 @@ inputs, beside the error naive.py itself makes in that dtype (the tests' bound i
 latter). On a machine without a GPU the kernels run under the Triton interpreter, whose float32 matmuls
 are exact (no TF32): the numbers show the storage and rounding choices, not the tensor cores.
 With --half-operands the bf16 rows are repeated for each choice of chunk.HALF_OPERANDS (bit masks of where the
-backward rounds float32 intermediates to bf16 as they enter a matmul).
-Usage: python scripts/triton_errors.py [--half-operands]"""
+backward rounds float32 intermediates to bf16 as they enter a matmul); with --forward-half-operands, for each
+choice of the forward's bits (state_fwd: the output only; the backward recomputes without them).
+Usage: python scripts/triton_errors.py [--half-operands | --forward-half-operands]"""
 
 import os
 import sys
@@ -36,10 +37,18 @@ def main():
             print(f"HALF_OPERANDS = {choice}")
             errors((torch.bfloat16,))
         return
+    if "--forward-half-operands" in sys.argv[1:]:
+        from assocmem.ops.delta_rule.triton import chunk
+
+        for bits in (0, 1, 2, 4, 1 | 2, 1 | 4, 1 | 2 | 4):
+            chunk.HALF_OPERANDS["state_fwd"] = bits
+            print(f"HALF_OPERANDS['state_fwd'] = {bits}")
+            errors((torch.bfloat16,), forward_only=True)
+        return
     errors((torch.bfloat16, torch.float16))
 
 
-def errors(dtypes):
+def errors(dtypes, forward_only=False):
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu":
         _teach_the_interpreter_bfloat16_matmuls()
@@ -54,7 +63,7 @@ def errors(dtypes):
             o_low, _, g_low = grads(lambda *x, dtype=dtype: naive(*x, compute_dtype=dtype), leaves(*inputs), do, dstate)
             on = [None if x is None else x.to(device) for x in inputs]
             o, _, g = grads(run("triton"), leaves(*on), do.to(device), dstate.to(device))
-            rows = [("o", o, o_low, o_ref)] + list(zip(NAMES, g, g_low, g_ref))
+            rows = [("o", o, o_low, o_ref)] + ([] if forward_only else list(zip(NAMES, g, g_low, g_ref)))
             for name, a, low, ref in rows:
                 print(f"{str(dtype)[6:]:9s} {shape} {name:>13s}  {rel_err(a.cpu(), ref):.2e}  {rel_err(low, ref):.2e}")
 

@@ -120,6 +120,16 @@ def check_low_precision(dtype, B, T, H, K, V):
         assert rel_err(a.cpu(), ref) < 1e-2, name
 
 
+@pytest.mark.parametrize("bits", [1, 2 | 4])
+def test_forward_bf16_operands_within_twice_the_reference_error(bits, monkeypatch):
+    """The forward's bf16 operand choices (chunk.HALF_OPERANDS["state_fwd"]; the default and the others the
+    sweep may time) keep the output within the low-precision bounds; the backward is unaffected."""
+    from assocmem.ops.delta_rule.triton import chunk as tchunk
+
+    monkeypatch.setitem(tchunk.HALF_OPERANDS, "state_fwd", bits)
+    check_low_precision(torch.bfloat16, 1, 128, 2, 64, 32)
+
+
 def test_state_carried_across_calls_equals_one_call():
     q, k, v, beta, h0 = on_device(make_inputs(1, 150, 2, 32, 32))
     o, s = run("triton")(q, k, v, beta, h0)
@@ -213,19 +223,23 @@ def test_tuned_launch_settings_load_and_other_tiles_stay_exact(tmp_path, monkeyp
 
     from assocmem.ops.delta_rule.triton import chunk as tchunk
 
-    for table in ("LAUNCH_BY_K", "DQKW_TILE_K", "STATE_TILE_V"):
+    for table in ("LAUNCH_BY_K", "DQKW_TILE_K", "DQKW_TILE_V", "STATE_TILE_V", "WY_BWD_TILE"):
         monkeypatch.setattr(tchunk, table, dict(getattr(tchunk, table)))
     sweep = {"64": {"fla": {}, "chosen": {
         "state_bwd": {"num_warps": 8, "num_stages": 1, "tile_v": 32, "times_ms": {}},
         "state_fwd": {"num_warps": 4, "num_stages": 2, "tile_v": 32},
-        "dqkw": {"num_warps": 8, "num_stages": 1, "tile_k": 64}}}}  # fmt: skip
+        "dqkw": {"num_warps": 8, "num_stages": 1, "tile_k": 64, "tile_v": 32},
+        "wy_bwd": {"num_warps": 8, "num_stages": 2, "tile": 32}}}}  # fmt: skip
     (tmp_path / "sweep.json").write_text(json.dumps(sweep))
     tchunk.load_tuned(tmp_path / "sweep.json")
     assert tchunk.LAUNCH_BY_K[("state_bwd", 64)] == {"num_warps": 8, "num_stages": 1}
     assert tchunk._state_tile_v(64, 64, "state_bwd") == 32 and tchunk._dqkw_tile_k(64) == 64
+    assert tchunk._dqkw_tile_v(64, 64) == 32 and tchunk._wy_bwd_tiles(64, 48) == (32, 32)
     check_fp32("triton", 1, 130, 2, 64, 64)
     tchunk.DQKW_TILE_K[128] = 128
     tchunk.STATE_TILE_V.update({("state_bwd", 128): 16, ("state_fwd", 128): 32})
+    tchunk.DQKW_TILE_V[128] = 16
+    tchunk.WY_BWD_TILE[128] = 16
     check_fp32("triton", 1, 70, 1, 128, 48)
     (tmp_path / "bad.json").write_text(json.dumps({"64": {"chosen": {"warp_drive": {}}}}))
     with pytest.raises(ValueError, match="unknown kernel 'warp_drive'"):

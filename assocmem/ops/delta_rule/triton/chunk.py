@@ -43,12 +43,16 @@ def _store_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.bfloat16 if dtype == torch.bfloat16 else torch.float32
 
 
-# Where the backward rounds float32 intermediates to bf16 as they enter a matmul (bf16 inputs only; float32
-# accumulation), as bit masks. state_bwd 1: dS and beta A^T dV' into the two products with K. dqkw 1: V' in
+# Where the kernels round float32 intermediates to bf16 as they enter a matmul (bf16 inputs only; float32
+# accumulation), as bit masks. state_fwd (the forward's output only; the backward recomputes the states
+# without): 1: S in K S and Q S; 2: A and beta (V - K S) in their product; 4: V' and tril(Q K^T) in the
+# products with V'; under the interpreter (T = 128 / 256, scripts/triton_errors.py --forward-half-operands) the
+# output's error goes from 4.1e-3 (none) to 6.0e-3 (1, the default), 7.0e-3 (1 | 2), 8.9e-3 (all); bound 1e-2.
+# state_bwd 1: dS and beta A^T dV' into the two products with K. dqkw 1: V' in
 # dP = dO V'^T; 2: V' in V' dS^T; 4: dV' in dV' S^T; 8: dP in dP K and dP^T Q. Chosen by the errors each
 # bit costs dK under the interpreter (scripts/triton_errors.py --half-operands; NOTES.md, version 6): 2 and
 # 4 cost 1.5e-3 each and stay off.
-HALF_OPERANDS = {"state_bwd": 1, "dqkw": 1 | 8}
+HALF_OPERANDS = {"state_fwd": 1, "state_bwd": 1, "dqkw": 1 | 8}
 
 
 def _half_operands(name: str, dtype: torch.dtype, K: int = 64) -> int:
@@ -90,6 +94,22 @@ def _dqkw_tile_k(K: int) -> int:
     return DQKW_TILE_K[_pow2(K)]
 
 
+# Value tile of `dqkw` and the key/value tile of `wy_bwd` per padded K, where a measurement chose one
+# (sweep); else 64. Tiles of 32 with 8 warps keep both kernels within 255 registers per thread at K >= 128
+# (scripts/smem_check.py reads the registers and spills of an sm_90 build: NOTES.md, version 7).
+DQKW_TILE_V: dict[int, int] = {}
+WY_BWD_TILE: dict[int, int] = {}
+
+
+def _dqkw_tile_v(K: int, V: int) -> int:
+    return min(DQKW_TILE_V.get(_pow2(K), 64), _pow2(V))
+
+
+def _wy_bwd_tiles(K: int, V: int) -> tuple[int, int]:
+    tile = WY_BWD_TILE.get(_pow2(K), 64)
+    return min(tile, _pow2(K)), min(tile, _pow2(V))
+
+
 # Value tile of the sequential kernels per (kernel, padded K), where a measurement chose one (sweep).
 STATE_TILE_V: dict[tuple[str, int], int] = {}
 
@@ -103,7 +123,7 @@ def _state_tile_v(K: int, V: int, name: str = "state_fwd") -> int:
 
 def load_tuned(path: str | Path) -> None:
     """Apply the launch settings that scripts/sweep_triton.py chose and wrote ({D: {"chosen": {kernel:
-    {"num_warps", "num_stages", and "tile_k" / "tile_v" where it tried them}}}}); set by the environment
+    {"num_warps", "num_stages", and "tile_k" / "tile_v" / "tile" where it tried them}}}}); set by the environment
     variable ASSOCMEM_TRITON_TUNED=path at import, so a benchmark can run with a sweep's result."""
     report = json.loads(Path(path).read_text())
     for D, entry in report.items():
@@ -115,7 +135,12 @@ def load_tuned(path: str | Path) -> None:
             if "tile_k" in chosen:
                 DQKW_TILE_K[K] = int(chosen["tile_k"])
             if "tile_v" in chosen:
-                STATE_TILE_V[(name, K)] = int(chosen["tile_v"])
+                if name == "dqkw":
+                    DQKW_TILE_V[K] = int(chosen["tile_v"])
+                else:
+                    STATE_TILE_V[(name, K)] = int(chosen["tile_v"])
+            if "tile" in chosen:
+                WY_BWD_TILE[K] = int(chosen["tile"])
 
 
 if os.environ.get("ASSOCMEM_TRITON_TUNED"):
@@ -171,7 +196,8 @@ def _state_fwd(q, k, v, beta, A, scale, h0, chunks: _Chunks, *, for_backward: bo
         q, k, v, beta, A, o, h, vnew, h0, ht, chunks.cu_seqlens, chunks.offsets, scale, T,
         H=H, K=K, V=V, BK=_pow2(K), BV=BV, USE_H0=h0 is not None, STORE_FINAL=not for_backward,
         STORE_H=for_backward, WRITE_O=not for_backward, IS_VARLEN=chunks.varlen,
-        PREC=_precision(q.dtype), **_launch("state_fwd", K, q.dtype),
+        PREC=_precision(q.dtype), HALF_OPERANDS=0 if for_backward else _half_operands("state_fwd", q.dtype),
+        **_launch("state_fwd", K, q.dtype),
     )  # fmt: skip
     return (h, vnew) if for_backward else (o, ht)
 
@@ -231,7 +257,7 @@ def chunk_bwd(q, k, v, beta, scale: float, h0, cu_seqlens, do, dht, A):
     BK = _dqkw_tile_k(K)
     kernels.dqkw_kernel[(triton.cdiv(K, BK), chunks.grid_t, heads)](
         q, k, vnew, do, dvnew, h, dh, dq, dk_part, dw, chunks.cu_seqlens, chunks.index, scale, T,
-        H=H, K=K, V=V, BK=BK, BV=min(64, _pow2(V)), IS_VARLEN=chunks.varlen, PREC=prec,
+        H=H, K=K, V=V, BK=BK, BV=_dqkw_tile_v(K, V), IS_VARLEN=chunks.varlen, PREC=prec,
         HALF_OPERANDS=_half_operands("dqkw", q.dtype, K), **_launch("dqkw", K, q.dtype),
     )  # fmt: skip
 
@@ -239,7 +265,7 @@ def chunk_bwd(q, k, v, beta, scale: float, h0, cu_seqlens, do, dht, A):
     dbeta = torch.empty(B, T, H, dtype=torch.float32, device=q.device)
     kernels.wy_bwd_kernel[(chunks.grid_t, heads)](
         k, v, beta, A, dw, dvnew, dk_part, dk, dv, dbeta, chunks.cu_seqlens, chunks.index, T,
-        H=H, K=K, V=V, BK=min(64, _pow2(K)), BV=min(64, _pow2(V)),
+        H=H, K=K, V=V, BK=_wy_bwd_tiles(K, V)[0], BV=_wy_bwd_tiles(K, V)[1],
         IS_VARLEN=chunks.varlen, PREC=prec, **_launch("wy_bwd", K, q.dtype),
     )  # fmt: skip
     return dq, dk, dv, dbeta.to(beta.dtype), dh0

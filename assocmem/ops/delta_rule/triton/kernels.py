@@ -203,13 +203,15 @@ def state_fwd_kernel(
     q, k, v, beta, A, o, h, vnew, h0, ht, cu_seqlens, chunk_offsets, scale, T,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     USE_H0: tl.constexpr, STORE_FINAL: tl.constexpr, STORE_H: tl.constexpr, WRITE_O: tl.constexpr,
-    IS_VARLEN: tl.constexpr, PREC: tl.constexpr,
+    IS_VARLEN: tl.constexpr, PREC: tl.constexpr, HALF_OPERANDS: tl.constexpr = 0,
 ):  # fmt: skip
     """The recurrence across chunks for one head and one value tile, fused with the output.
 
     Per chunk: V' = A (beta (V - K S)) (= U - W S without forming W or U), O = scale (Q S + tril(Q K^T) V'),
     S += K^T V'. With STORE_H the chunk-start states and V' are written for the backward (and O is
-    skipped unless WRITE_O).
+    skipped unless WRITE_O). HALF_OPERANDS (bf16 inputs; float32 accumulation and state throughout): bit 1
+    rounds S to bf16 in K S and Q S (K and Q stay in their dtype), bit 2 rounds A and beta (V - K S) in
+    their product, bit 4 rounds V' and the masked Q K^T in the products with V'.
     """
     i_v, i_nh = tl.program_id(0), tl.program_id(1)
     i_n, i_h = i_nh // H, i_nh % H
@@ -236,17 +238,35 @@ def state_fwd_kernel(
             _put(h + ((boh + i_t) * H + i_h).to(tl.int64) * K * V, S, 0, K, V, v0, V, BK, BV)
         kt = _tile(k, t0, T, H * K, 0, K, 64, BK)
         bt = _vec(beta, t0, T, H, 64)
-        # What the chunk's writes must add to what S already predicts, in float32 (close numbers).
-        x = (_tile(v, t0, T, H * V, v0, V, 64, BV).to(tl.float32) - _dot(kt.to(tl.float32), S, PREC)) * bt[:, None]
-        vn = _dot(_chunk_a(A, t0, T, H), x, PREC)
+        if HALF_OPERANDS & 1:
+            Sh = S.to(kt.dtype)
+            ks = _dot(kt, Sh, PREC)
+        else:
+            ks = _dot(kt.to(tl.float32), S, PREC)
+        # What the chunk's writes must add to what S already predicts: the difference in float32.
+        x = (_tile(v, t0, T, H * V, v0, V, 64, BV).to(tl.float32) - ks) * bt[:, None]
+        if HALF_OPERANDS & 2:
+            vn = _dot(_chunk_a(A, t0, T, H).to(kt.dtype), x.to(kt.dtype), PREC)
+        else:
+            vn = _dot(_chunk_a(A, t0, T, H), x, PREC)
         if STORE_H:
             _put(vnew, vn, t0, T, H * V, v0, V, 64, BV)
         if WRITE_O:
             qt = _tile(q, t0, T, H * K, 0, K, 64, BK)
             s = tl.where(causal, _dot(qt, tl.trans(kt), PREC), 0.0)
-            ot = (_dot(qt.to(tl.float32), S, PREC) + _dot(s, vn, PREC)) * scale
+            if HALF_OPERANDS & 1:
+                qs = _dot(qt, Sh, PREC)
+            else:
+                qs = _dot(qt.to(tl.float32), S, PREC)
+            if HALF_OPERANDS & 4:
+                ot = (qs + _dot(s.to(kt.dtype), vn.to(kt.dtype), PREC)) * scale
+            else:
+                ot = (qs + _dot(s, vn, PREC)) * scale
             _put(o, ot, t0, T, H * V, v0, V, 64, BV)
-        S += _dot(tl.trans(kt).to(tl.float32), vn, PREC)
+        if HALF_OPERANDS & 4:
+            S += _dot(tl.trans(kt), vn.to(kt.dtype), PREC)
+        else:
+            S += _dot(tl.trans(kt).to(tl.float32), vn, PREC)
     if STORE_FINAL:
         _put(ht + i_nh * K * V, S, 0, K, V, v0, V, BK, BV)
 
