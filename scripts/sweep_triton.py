@@ -4,7 +4,8 @@ For each head size D (T = 4096, B = 8, H = 2048 / D, bf16), times forward and fo
 defaults and with fla's chunk_delta_rule beside them, then tries (num_warps, num_stages) per kernel and
 keeps the fastest (coordinate descent) by the summed time of that shape and a long one
 (T = 16384, B = 2), with tile variants for dqkw, wy_bwd and the state kernels; also times forward+backward
-with the backward's chunk.HALF_OPERANDS switched off and the forward with each of state_fwd's bits.
+with the backward's chunk.HALF_OPERANDS switched off, the forward with each of state_fwd's bits, and
+forward+backward (with its peak memory) with chunk.KEEP_STATES off and on.
 Usage: python scripts/sweep_triton.py [OUT.json [D ...]] (head sizes in the order given; default 64 128 256).
 Prints the table and writes JSON to the path given (after each head size) or to stdout.
 """
@@ -52,6 +53,16 @@ def main(out=None, heads=(64, 128, 256)):
             tchunk.HALF_OPERANDS["state_fwd"] = bits
             entry[f"state_fwd_half_{bits}"] = {"fwd": _events_ms(ours[False], reps=10)}
         tchunk.HALF_OPERANDS.update(saved)
+        # The forward that keeps the chunk states for the backward (chunk.KEEP_STATES): time and peak memory.
+        for keep in (False, True):
+            tchunk.KEEP_STATES = keep
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            ours[True]()
+            torch.cuda.synchronize()
+            entry[f"keep_states_{keep}"] = {"fwd+bwd": _events_ms(ours[True], reps=10),
+                                             "peak_gb": torch.cuda.max_memory_allocated() / 1e9}  # fmt: skip
+        tchunk.KEEP_STATES = False
         print(D, entry, flush=True)
         chosen = {}
         for name in tchunk.LAUNCH:

@@ -130,6 +130,27 @@ def test_forward_bf16_operands_within_twice_the_reference_error(bits, monkeypatc
     check_low_precision(torch.bfloat16, 1, 128, 2, 64, 32)
 
 
+@pytest.mark.parametrize("packed", [False, True])
+def test_forward_that_keeps_the_states_gives_the_same_gradients(packed, monkeypatch):
+    """chunk.KEEP_STATES: the forward writes the chunk-start states and V' and the backward reads them instead
+    of recomputing them. The same kernel math, so the same gradients, bit for bit (bf16 inputs), and the
+    float32 checks against naive.py hold; the packed case allocates the states' upper bound."""
+    from assocmem.ops.delta_rule.triton import chunk as tchunk
+
+    cu = torch.tensor([0, 50, 51, 180], dtype=torch.int64) if packed else None
+    B, T, N = (1, 180, 3) if packed else (2, 100, 2)
+    inputs = on_device(make_inputs(B, T, 2, 32, 16, torch.bfloat16, N=N))
+    do, dstate = torch.randn(B, T, 2, 16, device=DEVICE), torch.randn(N, 2, 32, 16, device=DEVICE)
+    fn = run("triton", cu_seqlens=None if cu is None else cu.to(DEVICE))
+    _, s_recompute, g_recompute = grads(fn, leaves(*inputs), do, dstate)
+    monkeypatch.setattr(tchunk, "KEEP_STATES", True)
+    _, s_kept, g_kept = grads(fn, leaves(*inputs), do, dstate)
+    assert rel_err(s_kept, s_recompute) < 1e-2  # the keeping forward skips the bf16 operand rounding
+    for name, a, b in zip(NAMES, g_kept, g_recompute):
+        assert torch.equal(a, b), name
+    check_fp32("triton", B, T, 2, 32, 16, cu_seqlens=cu)
+
+
 def test_state_carried_across_calls_equals_one_call():
     q, k, v, beta, h0 = on_device(make_inputs(1, 150, 2, 32, 32))
     o, s = run("triton")(q, k, v, beta, h0)
@@ -196,13 +217,16 @@ def test_deltanet_layer_gradients_with_triton_equal_the_pytorch_path_under_autoc
         assert g.norm() > 0 and err <= 2 * err_pytorch and err < 5e-2, (name, err, err_pytorch)
 
 
-def test_deltanet_layer_under_torch_compile_with_strided_inputs():
+def test_deltanet_layer_under_torch_compile_with_strided_inputs(monkeypatch):
     """The short convolutions hand the op strided q, k, v: the custom ops' fakes must promise the strides
     the kernels really write (a mismatch fails inside the compiled graph), for both backends."""
     from assocmem.layers import DeltaNet
+    from assocmem.ops.delta_rule.triton import chunk as tchunk
 
     x = torch.randn(2, 70, 64, device=DEVICE)
-    for backend in ("chunk", "triton"):
+    for backend in ("chunk", "triton", "triton-keep"):
+        monkeypatch.setattr(tchunk, "KEEP_STATES", backend == "triton-keep")  # the kept states' fakes too
+        backend = backend.split("-")[0]
         torch.manual_seed(0)
         layer = DeltaNet(64, 2, backend=backend).to(DEVICE)
         eager, _ = layer(x)

@@ -3,8 +3,9 @@
 Forward: two kernels (the WY representation's A per chunk; the state recurrence fused with the output,
 applying A), so neither the per-chunk states, V', nor W and U touch memory. Backward: five kernels (the
 chunk-start states and V' again, the chunk-local part of dV', the reverse state pass, dQ/dK/dW per chunk,
-the WY backward). Besides
-its inputs the forward keeps only A (float32, 64 numbers per token and head). Head sizes up to 256.
+the WY backward). Besides its inputs the forward keeps only A (float32, 64 numbers per token and head),
+unless KEEP_STATES asks it to keep the states and V' too (then the backward has four kernels). Head sizes
+up to 256.
 """
 
 import json
@@ -34,6 +35,21 @@ LAUNCH = {
     "wy_bwd": {"num_warps": 4, "num_stages": 2},
 }
 
+
+
+# A training forward may keep the chunk-start states and V' for the backward instead of its recomputing them
+# (one sequential pass: about 0.5 ms of 4.3 at D = 128, T = 4096, B = 8, H = 16 on the H200). The cost per
+# token, head and value channel: 4 bytes (V', float32) plus a [K, V] state per 64 tokens (bf16 for bf16
+# inputs: K / 32 bytes more). Off by default until measured (NOTES.md, version 7); the sweep times both.
+# The keeping forward skips its bf16 operand rounding, so the gradients equal the recomputing backward's.
+# ASSOCMEM_TRITON_KEEP_STATES=1 turns it on at import.
+KEEP_STATES = os.environ.get("ASSOCMEM_TRITON_KEEP_STATES", "0") == "1"
+
+
+def _max_chunks(B: int, T: int, cu_seqlens) -> int:
+    """Chunks of the batch (equal lengths), or an upper bound that needs no look at the lengths (packed:
+    each sequence adds at most one partial chunk), so that a compiled graph knows the states' shape."""
+    return B * triton.cdiv(T, BT) if cu_seqlens is None else T // BT + cu_seqlens.shape[0] - 1
 
 
 def _store_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -181,49 +197,65 @@ def _wy_fwd(k, beta, chunks: _Chunks):
     return A
 
 
-def _state_fwd(q, k, v, beta, A, scale, h0, chunks: _Chunks, *, for_backward: bool):
+def _state_fwd(q, k, v, beta, A, scale, h0, chunks: _Chunks, *, write_o: bool, store_h: bool):
+    """The sequential pass: (o, final state) where write_o, (chunk-start states, V') where store_h."""
     B, T, H, K = q.shape
     V = v.shape[-1]
     BV = _state_tile_v(K, V)
-    if for_backward:
-        h = torch.empty(chunks.total, H, K, V, dtype=_store_dtype(q.dtype), device=q.device)
-        vnew, o, ht = torch.empty_like(v, dtype=torch.float32), None, None
-    else:
-        h = vnew = None
+    h = vnew = o = ht = None
+    if store_h:
+        h = torch.empty(_max_chunks(B, T, chunks.cu_seqlens), H, K, V, dtype=_store_dtype(q.dtype), device=q.device)
+        vnew = torch.empty_like(v, dtype=torch.float32)
+    if write_o:
         o = torch.empty_like(v)
         ht = torch.empty(chunks.N, H, K, V, dtype=torch.float32, device=q.device)
+    # The bf16 operand rounding only where nothing is kept: kept states equal what the backward recomputes.
+    half = _half_operands("state_fwd", q.dtype) if not store_h else 0
     kernels.state_fwd_kernel[(triton.cdiv(V, BV), chunks.N * H)](
         q, k, v, beta, A, o, h, vnew, h0, ht, chunks.cu_seqlens, chunks.offsets, scale, T,
-        H=H, K=K, V=V, BK=_pow2(K), BV=BV, USE_H0=h0 is not None, STORE_FINAL=not for_backward,
-        STORE_H=for_backward, WRITE_O=not for_backward, IS_VARLEN=chunks.varlen,
-        PREC=_precision(q.dtype), HALF_OPERANDS=0 if for_backward else _half_operands("state_fwd", q.dtype),
-        **_launch("state_fwd", K, q.dtype),
+        H=H, K=K, V=V, BK=_pow2(K), BV=BV, USE_H0=h0 is not None, STORE_FINAL=write_o,
+        STORE_H=store_h, WRITE_O=write_o, IS_VARLEN=chunks.varlen,
+        PREC=_precision(q.dtype), HALF_OPERANDS=half, **_launch("state_fwd", K, q.dtype),
     )  # fmt: skip
-    return (h, vnew) if for_backward else (o, ht)
+    return o, ht, h, vnew
 
 
-def _empty_fwd(q, k, v, h0, cu_seqlens):
+def _kept(q, v, cu_seqlens, keep: bool):
+    """The shapes of what a forward keeps for the backward besides A: empty where it keeps nothing."""
+    B, T, H, K = q.shape
+    if not keep:
+        return q.new_empty(0, dtype=_store_dtype(q.dtype)), v.new_empty(0, dtype=torch.float32)
+    h = q.new_empty(_max_chunks(B, T, cu_seqlens), H, K, v.shape[-1], dtype=_store_dtype(q.dtype))
+    return h, v.new_empty(v.shape, dtype=torch.float32)
+
+
+def _empty_fwd(q, k, v, h0, cu_seqlens, keep):
     B, T, H, K = q.shape
     N = _num_sequences(B, cu_seqlens)
     ht = torch.zeros(N, H, K, v.shape[-1], device=q.device) if h0 is None else h0.clone()
     A = torch.empty(B, T, H, BT, dtype=torch.float32, device=q.device)
-    return torch.empty_like(v), ht, A
+    return (torch.empty_like(v), ht, A, *_kept(q, v, cu_seqlens, keep))
 
 
 @on_input_device
-def chunk_fwd(q, k, v, beta, scale: float, h0, cu_seqlens):
-    """o [B, T, H, V] in v's dtype, the final state [N, H, K, V] float32, and A for the backward."""
+def chunk_fwd(q, k, v, beta, scale: float, h0, cu_seqlens, keep_states: bool = False):
+    """o [B, T, H, V] in v's dtype, the final state [N, H, K, V] float32, and for the backward A and, with
+    keep_states, the chunk-start states and V' (else two empty tensors)."""
     if q.shape[1] == 0:
-        return _empty_fwd(q, k, v, h0, cu_seqlens)
+        return _empty_fwd(q, k, v, h0, cu_seqlens, keep_states)
     chunks = _Chunks(q.shape[0], q.shape[1], cu_seqlens)
     A = _wy_fwd(k, beta, chunks)
-    o, ht = _state_fwd(q, k, v, beta, A, scale, h0, chunks, for_backward=False)
-    return o, ht, A
+    if keep_states:
+        o, ht, h, vnew = _state_fwd(q, k, v, beta, A, scale, h0, chunks, write_o=True, store_h=True)
+        return o, ht, A, h, vnew
+    o, ht, _, _ = _state_fwd(q, k, v, beta, A, scale, h0, chunks, write_o=True, store_h=False)
+    return (o, ht, A, *_kept(q, v, cu_seqlens, False))
 
 
 @on_input_device
-def chunk_bwd(q, k, v, beta, scale: float, h0, cu_seqlens, do, dht, A):
-    """(dq, dk, dv, dbeta, dh0): the first four in their inputs' dtypes, dh0 float32 [N, H, K, V]."""
+def chunk_bwd(q, k, v, beta, scale: float, h0, cu_seqlens, do, dht, A, h=None, vnew=None):
+    """(dq, dk, dv, dbeta, dh0): the first four in their inputs' dtypes, dh0 float32 [N, H, K, V]. h and
+    vnew: the chunk-start states and V' a forward kept (keep_states), else recomputed here."""
     B, T, H, K = q.shape
     V = v.shape[-1]
     if T == 0:  # no tokens: the final state is the initial one
@@ -232,7 +264,8 @@ def chunk_bwd(q, k, v, beta, scale: float, h0, cu_seqlens, do, dht, A):
         return torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v), torch.zeros_like(beta), dh0
     chunks = _Chunks(B, T, cu_seqlens)
     prec = _precision(q.dtype)
-    h, vnew = _state_fwd(q, k, v, beta, A, scale, h0, chunks, for_backward=True)
+    if h is None or h.numel() == 0:  # (the kernels below only read h and vnew)
+        _, _, h, vnew = _state_fwd(q, k, v, beta, A, scale, h0, chunks, write_o=False, store_h=True)
 
     heads = B * H if not chunks.varlen else H
     dh = torch.empty_like(h)
@@ -286,17 +319,19 @@ def _fwd_op(
     scale: float,
     initial_state: torch.Tensor | None,
     cu_seqlens: torch.Tensor | None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    keep_states: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     q, k, v, beta, h0 = _prepare(q, k, v, beta, initial_state)
-    return chunk_fwd(q, k, v, beta, scale, h0, cu_seqlens)
+    return chunk_fwd(q, k, v, beta, scale, h0, cu_seqlens, keep_states)
 
 
 @_fwd_op.register_fake
-def _(q, k, v, beta, scale, initial_state, cu_seqlens):
+def _(q, k, v, beta, scale, initial_state, cu_seqlens, keep_states):
     N = _num_sequences(q.shape[0], cu_seqlens)
     state = q.new_empty((N, q.shape[2], q.shape[3], v.shape[3]), dtype=torch.float32)
     A = q.new_empty((*q.shape[:3], BT), dtype=torch.float32)
-    return v.new_empty(v.shape), state, A  # contiguous, as the kernels write them (whatever the inputs' strides)
+    # contiguous, as the kernels write them (whatever the inputs' strides)
+    return (v.new_empty(v.shape), state, A, *_kept(q, v, cu_seqlens, keep_states))
 
 
 @torch.library.custom_op("assocmem::triton_chunk_delta_rule_bwd", mutates_args=())
@@ -311,15 +346,17 @@ def _bwd_op(
     do: torch.Tensor,
     dfinal: torch.Tensor | None,
     A: torch.Tensor,
+    h: torch.Tensor,
+    vnew: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     q, k, v, beta, h0 = _prepare(q, k, v, beta, initial_state)
     do = do.to(v.dtype).contiguous()
     dht = None if dfinal is None else dfinal.to(torch.float32).contiguous()
-    return chunk_bwd(q, k, v, beta, scale, h0, cu_seqlens, do, dht, A)
+    return chunk_bwd(q, k, v, beta, scale, h0, cu_seqlens, do, dht, A, h, vnew)
 
 
 @_bwd_op.register_fake
-def _(q, k, v, beta, scale, initial_state, cu_seqlens, do, dfinal, A):
+def _(q, k, v, beta, scale, initial_state, cu_seqlens, do, dfinal, A, h, vnew):
     N = _num_sequences(q.shape[0], cu_seqlens)
     state = q.new_empty((N, q.shape[2], q.shape[3], v.shape[3]), dtype=torch.float32)
     return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape), beta.new_empty(beta.shape), state
@@ -328,15 +365,18 @@ def _(q, k, v, beta, scale, initial_state, cu_seqlens, do, dfinal, A):
 class TritonChunkFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, beta, scale, initial_state, cu_seqlens):
-        o, final, A = _fwd_op(q, k, v, beta, scale, initial_state, cu_seqlens)
-        ctx.save_for_backward(q, k, v, beta, initial_state, cu_seqlens, A)
+        keep = KEEP_STATES and any(ctx.needs_input_grad[:4])
+        o, final, A, h, vnew = _fwd_op(q, k, v, beta, scale, initial_state, cu_seqlens, keep)
+        ctx.save_for_backward(q, k, v, beta, initial_state, cu_seqlens, A, h, vnew)
         ctx.scale = scale
         return o, final
 
     @staticmethod
     def backward(ctx, do, dfinal):
-        q, k, v, beta, initial_state, cu_seqlens, A = ctx.saved_tensors
-        dq, dk, dv, dbeta, dh0 = _bwd_op(q, k, v, beta, ctx.scale, initial_state, cu_seqlens, do, dfinal, A)
+        q, k, v, beta, initial_state, cu_seqlens, A, h, vnew = ctx.saved_tensors
+        dq, dk, dv, dbeta, dh0 = _bwd_op(
+            q, k, v, beta, ctx.scale, initial_state, cu_seqlens, do, dfinal, A, h, vnew
+        )  # fmt: skip
         dh0 = None if initial_state is None else dh0.to(initial_state.dtype)
         return dq, dk, dv, dbeta, None, dh0, None
 
