@@ -2,10 +2,33 @@
 # One call on a GPU machine (one or two H200s) for `assocmem recall`: the full MQAR grid, 16 runs at a time,
 # each with a training-time budget; results in $OUT ($NAME.json, $NAME.png, $NAME.log; NAME=mqar).
 # Several can share a GPU at once with different NAMEs (and CUDA_VISIBLE_DEVICES to pick the GPU).
+# `bash scripts/gpu_recall.sh followup` (two GPUs): the follow-up runs described below.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD"
 OUT="${OUT:-benchmarks/results}"
 NAME="${NAME:-mqar}"
+if [ "${1:-}" = followup ]; then
+  # One two-GPU call for the points the H200 grids left open (README, "MQAR"): DeltaNet at widths 128-512
+  # with the whole call (6 runs on GPU 0) and softmax attention with one head at lower rates (8 runs on GPU
+  # 1), the paper's setting with token-0 fillers and the training mixture of the earlier grids. Each run is
+  # compiled unless a 20-step compiled smoke run fails here first.
+  common="--train-kv-pairs 4 8 16 32 64"
+  if ! timeout 120 python3 -m assocmem recall --device cuda --mixers deltanet --widths 64 --lrs 1e-3 --steps 20 \
+      --compile --no-save --no-plot $common > "$OUT/${NAME}_compile_smoke.log" 2>&1; then
+    echo "compiled smoke run failed: eager runs"; tail -5 "$OUT/${NAME}_compile_smoke.log"; compile=""
+  else
+    compile="--compile"
+  fi
+  left=$((${RECALL_TIMEOUT:-570} - SECONDS))
+  minutes=$(python3 -c "print(round(($left - 45) / 60, 1))")
+  CUDA_VISIBLE_DEVICES=0 NAME="${NAME}_followup_deltanet" WORKERS=6 MINUTES=$minutes RECALL_TIMEOUT=$left \
+    STEPS=200000 RECALL_ARGS="--mixers deltanet --widths 128 256 512 --lrs 1e-3 5e-4 $compile $common" bash "$0" &
+  CUDA_VISIBLE_DEVICES=1 NAME="${NAME}_followup_attention" WORKERS=8 MINUTES=$minutes RECALL_TIMEOUT=$left \
+    STEPS=200000 RECALL_ARGS="--mixers attention --num-heads 1 --widths 64 128 256 512 --lrs 3e-4 1e-4 $compile $common" \
+    bash "$0" &
+  wait
+  exit 0
+fi
 nvidia-smi -L
 timeout "${RECALL_TIMEOUT:-540}" python3 -m assocmem recall --device cuda --workers "${WORKERS:-16}" \
   --steps "${STEPS:-20000}" --batch 64 --max-minutes "${MINUTES:-3.4}" ${RECALL_ARGS:-} \
