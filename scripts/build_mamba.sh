@@ -45,12 +45,12 @@ if os.environ.get("TRIM", "1") == "1":
     half = re.compile(r"if \((\w+) == at::ScalarType::Half\) \{\s*\\\s*using \w+ = at::Half;\s*\\\s*"
                       r"__VA_ARGS__\(\);\s*\\\s*\} else if")
     cplx = re.compile(r"\} else if \(WTYPE == at::ScalarType::ComplexFloat\) \{\s*\\\s*using weight_t = "
-                      r"c10::complex<float>;\s*\\\s*__VA_ARGS__\(\);\s*\\\s*")
+                      r"c10::complex<float>;\s*\\\s*__VA_ARGS__\(\);\s*\\\s*\}")
     inst = re.compile(r"^template void .*(at::Half|complex_t).*$\n?", re.M)
     for src in sys.argv[1:]:
         for cpp in pathlib.Path(src, "csrc").rglob("*.cpp"):
             text, n_half = half.subn("if", cpp.read_text())
-            text, n_cplx = cplx.subn("} ", text)
+            text, n_cplx = cplx.subn("}", text)
             if n_half or n_cplx:
                 cpp.write_text(text)
                 print(f"{cpp}: {n_half} half and {n_cplx} complex dispatch branches removed")
