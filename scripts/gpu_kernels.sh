@@ -24,7 +24,8 @@ for step in $STEPS; do
     model_profile) timeout "${MODEL_PROFILE_TIMEOUT:-120}" python3 scripts/profile_model.py ${MODEL_PROFILE_ARGS:-} \
              configs/compare/deltanet.toml configs/compare/transformerpp.toml 2>&1 | tee "$OUT/model_profile_h200.txt" ;;
     sweep) timeout "${SWEEP_TIMEOUT:-300}" python3 scripts/sweep_triton.py "$OUT/triton_sweep.json" ${SWEEP_HEADS:-} 2>&1 | tail -60 ;;
-    bench) timeout "${BENCH_TIMEOUT:-420}" python3 -m assocmem bench delta-rule --device cuda ${BENCH_ARGS:-} --out "$OUT/delta_rule_cuda.json" 2>&1 \
+    bench) [ -f "$OUT/triton_sweep.json" ] && export ASSOCMEM_TRITON_TUNED="$OUT/triton_sweep.json"  # this call's sweep
+           timeout "${BENCH_TIMEOUT:-420}" python3 -m assocmem bench delta-rule --device cuda ${BENCH_ARGS:-} --out "$OUT/delta_rule_cuda.json" 2>&1 \
              | tee "$OUT/delta_rule_cuda.log" ;;
   esac
 done

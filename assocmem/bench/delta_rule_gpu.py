@@ -240,6 +240,22 @@ def decode_rows(batches, device, fla_recurrent, H=16, D=128, reps=200):
     return rows
 
 
+def _triton_settings() -> dict:
+    """The kernel settings this run used (a sweep's choice where ASSOCMEM_TRITON_TUNED named one)."""
+    import os
+
+    from ..ops.delta_rule.triton import chunk as tchunk
+
+    return {
+        "tuned_from": os.environ.get("ASSOCMEM_TRITON_TUNED"),
+        "keep_states": tchunk.KEEP_STATES,
+        "half_operands": dict(tchunk.HALF_OPERANDS),
+        "launch_by_k": {f"{name},{K}": options for (name, K), options in tchunk.LAUNCH_BY_K.items()},
+        "tiles": {"dqkw_k": tchunk.DQKW_TILE_K, "dqkw_v": tchunk.DQKW_TILE_V, "wy_bwd": tchunk.WY_BWD_TILE,
+                  "state_v": {f"{name},{K}": v for (name, K), v in tchunk.STATE_TILE_V.items()}},
+    }
+
+
 def run(
     Ds=(64, 128, 256),
     Ts=(2048, 4096, 8192, 16384),
@@ -287,6 +303,7 @@ def run(
             "verified": f"ours within relative RMS {BF16_BOUND} of the PyTorch chunk path (fp32 math), "
             "outputs and every gradient; fla's error reported beside it",
             "flops": __doc__.split("FLOP counts")[1].strip(),
+            "triton_settings": _triton_settings(),
         },
         "rows": rows,
         "decode": dec,

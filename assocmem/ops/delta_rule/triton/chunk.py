@@ -141,10 +141,16 @@ def load_tuned(path: str | Path) -> None:
     """Apply the launch settings that scripts/sweep_triton.py chose and wrote ({D: {"chosen": {kernel:
     {"num_warps", "num_stages", and "tile_k" / "tile_v" / "tile" where it tried them}}}}); set by the environment
     variable ASSOCMEM_TRITON_TUNED=path at import, so a benchmark can run with a sweep's result."""
+    global KEEP_STATES
     report = json.loads(Path(path).read_text())
     for D, entry in report.items():
         K = _pow2(int(D))
-        for name, chosen in entry.get("chosen", {}).items():
+        chosen_all = dict(entry.get("chosen", {}))
+        if "keep_states" in chosen_all:  # settings for every head size (the sweep takes them at D = 128)
+            KEEP_STATES = bool(chosen_all.pop("keep_states"))
+        if "state_fwd_half_operands" in chosen_all:
+            HALF_OPERANDS["state_fwd"] = int(chosen_all.pop("state_fwd_half_operands"))
+        for name, chosen in chosen_all.items():
             if name not in LAUNCH:
                 raise ValueError(f"load_tuned: unknown kernel {name!r} in {path}; expected one of {sorted(LAUNCH)}")
             LAUNCH_BY_K[(name, K)] = {"num_warps": int(chosen["num_warps"]), "num_stages": int(chosen["num_stages"])}
