@@ -21,6 +21,19 @@ fi
 export PYTHONUNBUFFERED=1
 OUT="${OUT:-benchmarks/results}"
 MODELS="${MODELS:-deltanet transformerpp}"
+# fla's kernels autotune at first use: dozens of configurations per kernel, seconds of compilation each
+# (GLA had not finished its first step after 7 minutes on a fresh machine). Triton keeps the tuning results
+# in TRITON_CACHE_DIR; `save-autotune` packs them into $OUT/triton_autotune.tgz, and a later call that
+# carries that file in .carry starts from them.
+export TRITON_CACHE_DIR="${TRITON_CACHE_DIR:-/tmp/triton_cache}"
+mkdir -p "$TRITON_CACHE_DIR"
+if [ "${1:-}" = save-autotune ]; then
+  out=$(mkdir -p "$OUT" && cd "$OUT" && pwd)
+  (cd "$TRITON_CACHE_DIR" && find . -name '*.autotune.json' | tar -czf "$out/triton_autotune.tgz" -T -)
+  tar -tzf "$out/triton_autotune.tgz" | wc -l
+  exit 0
+fi
+[ -f .carry/triton_autotune.tgz ] && tar -xzf .carry/triton_autotune.tgz -C "$TRITON_CACHE_DIR"
 if ls .whl/*.whl >/dev/null 2>&1; then
   if [ ! -f /tmp/site/.installed ]; then  # once per machine (other jobs of the call may be importing from it)
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
@@ -30,19 +43,11 @@ if ls .whl/*.whl >/dev/null 2>&1; then
 else
   export PYTHONPATH="$PWD"
 fi
-# fla's kernels autotune at first use: dozens of configurations per kernel, seconds of compilation each
-# (GLA had not finished its first step after 7 minutes on a fresh machine). Triton keeps the tuning results
-# in TRITON_CACHE_DIR; `save-autotune` packs them into $OUT/triton_autotune.tgz, and a later call that
-# carries that file in .carry starts from them.
-export TRITON_CACHE_DIR="${TRITON_CACHE_DIR:-/tmp/triton_cache}"
-mkdir -p "$TRITON_CACHE_DIR"
-if [ "${1:-}" = save-autotune ]; then
-  (cd "$TRITON_CACHE_DIR" && find . -name '*.autotune.json' | tar -czf "$OUT/triton_autotune.tgz" -T -)
-  tar -tzf "$OUT/triton_autotune.tgz" | wc -l
-  exit 0
+# mamba-ssm and causal-conv1d for fla's Mamba: built on this machine by scripts/build_mamba.sh, or unpacked
+# from the parts an earlier call exported into .carry (else built here, which takes most of a call)
+if [[ " ${MODELS//,/ } " == *" mamba "* ]] && [ ! -d /tmp/site_mamba/mamba_ssm ]; then
+  bash scripts/build_mamba.sh build || echo "mamba-ssm is not available: fla's Mamba would run its slow path"
 fi
-[ -f .carry/triton_autotune.tgz ] && tar -xzf .carry/triton_autotune.tgz -C "$TRITON_CACHE_DIR"
-# mamba-ssm and causal-conv1d for fla's Mamba, where scripts/build_mamba.sh built them on this machine
 [ -d /tmp/site_mamba ] && export PYTHONPATH="$PYTHONPATH:/tmp/site_mamba"
 [ -d data/english ] || tar -xJf .carry/english.tar.xz
 if [ ! -d ../shared/data/eval ]; then mkdir -p ../shared/data && cp -r .carry/eval ../shared/data/eval; fi
