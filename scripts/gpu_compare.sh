@@ -46,7 +46,7 @@ fi
 # mamba-ssm and causal-conv1d for fla's Mamba: built on this machine by scripts/build_mamba.sh, or unpacked
 # from the parts an earlier call exported into .carry (else built here, which takes most of a call)
 if [[ " ${MODELS//,/ } " == *" mamba "* ]] && [ ! -d /tmp/site_mamba/mamba_ssm ]; then
-  bash scripts/build_mamba.sh build || echo "mamba-ssm is not available: fla's Mamba would run its slow path"
+  bash scripts/build_mamba.sh build || { echo "mamba-ssm is not available"; rm -rf /tmp/site_mamba; }
 fi
 [ -d /tmp/site_mamba ] && export PYTHONPATH="$PYTHONPATH:/tmp/site_mamba"
 [ -d data/english ] || tar -xJf .carry/english.tar.xz
@@ -61,6 +61,9 @@ DEADLINE="${DEADLINE:-570}"  # seconds after the call's start by which every que
 one_model() {  # NAME: train (within what the deadline leaves after the scoring), score, collect
   local m=$1 log="$OUT/$1.console.log" run="runs/compare/$1" reserve=40
   [[ " $ZERO_SHOT_MODELS " == *" $m "* ]] && reserve=$((reserve + ${ZERO_SHOT_TIMEOUT:-120}))
+  if [ "$m" = mamba ] && [ ! -d /tmp/site_mamba/mamba_ssm ]; then  # not its per-token slow path
+    echo "$m: not started, mamba-ssm's kernels are not installed"; return
+  fi
   local left=$((DEADLINE - SECONDS - reserve))
   if [ "$left" -lt "${MIN_TRAIN:-150}" ]; then echo "$m: not started, ${left}s left for training"; return; fi
   [ "$left" -gt "${TRAIN_TIMEOUT:-400}" ] && left=${TRAIN_TIMEOUT:-400}
