@@ -100,6 +100,16 @@ def _dot(a, b, PREC: tl.constexpr):
 
 
 @triton.jit
+def _dot_in(a, b, HALF: tl.constexpr, PREC: tl.constexpr):
+    """a @ b with float32 accumulation, both operands rounded to bf16 where HALF (a HALF_OPERANDS bit: bf16
+    inputs only), else both in float32."""
+    if HALF:
+        return tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16))
+    else:
+        return _dot(a.to(tl.float32), b.to(tl.float32), PREC)
+
+
+@triton.jit
 def _ieee(a, b):
     return tl.dot(a, b, input_precision="ieee")
 
@@ -238,35 +248,18 @@ def state_fwd_kernel(
             _put(h + ((boh + i_t) * H + i_h).to(tl.int64) * K * V, S, 0, K, V, v0, V, BK, BV)
         kt = _tile(k, t0, T, H * K, 0, K, 64, BK)
         bt = _vec(beta, t0, T, H, 64)
-        if HALF_OPERANDS & 1:
-            Sh = S.to(kt.dtype)
-            ks = _dot(kt, Sh, PREC)
-        else:
-            ks = _dot(kt.to(tl.float32), S, PREC)
         # What the chunk's writes must add to what S already predicts: the difference in float32.
-        x = (_tile(v, t0, T, H * V, v0, V, 64, BV).to(tl.float32) - ks) * bt[:, None]
-        if HALF_OPERANDS & 2:
-            vn = _dot(_chunk_a(A, t0, T, H).to(kt.dtype), x.to(kt.dtype), PREC)
-        else:
-            vn = _dot(_chunk_a(A, t0, T, H), x, PREC)
+        x = (_tile(v, t0, T, H * V, v0, V, 64, BV).to(tl.float32) - _dot_in(kt, S, HALF_OPERANDS & 1, PREC))
+        x = x * bt[:, None]
+        vn = _dot_in(_chunk_a(A, t0, T, H), x, HALF_OPERANDS & 2, PREC)
         if STORE_H:
             _put(vnew, vn, t0, T, H * V, v0, V, 64, BV)
         if WRITE_O:
             qt = _tile(q, t0, T, H * K, 0, K, 64, BK)
             s = tl.where(causal, _dot(qt, tl.trans(kt), PREC), 0.0)
-            if HALF_OPERANDS & 1:
-                qs = _dot(qt, Sh, PREC)
-            else:
-                qs = _dot(qt.to(tl.float32), S, PREC)
-            if HALF_OPERANDS & 4:
-                ot = (qs + _dot(s.to(kt.dtype), vn.to(kt.dtype), PREC)) * scale
-            else:
-                ot = (qs + _dot(s, vn, PREC)) * scale
-            _put(o, ot, t0, T, H * V, v0, V, 64, BV)
-        if HALF_OPERANDS & 4:
-            S += _dot(tl.trans(kt), vn.to(kt.dtype), PREC)
-        else:
-            S += _dot(tl.trans(kt).to(tl.float32), vn, PREC)
+            ot = _dot_in(qt, S, HALF_OPERANDS & 1, PREC) + _dot_in(s, vn, HALF_OPERANDS & 4, PREC)
+            _put(o, ot * scale, t0, T, H * V, v0, V, 64, BV)
+        S += _dot_in(tl.trans(kt), vn, HALF_OPERANDS & 4, PREC)
     if STORE_FINAL:
         _put(ht + i_nh * K * V, S, 0, K, V, v0, V, BK, BV)
 
@@ -326,16 +319,10 @@ def state_bwd_kernel(
         qt = _tile(q, t0, T, H * K, 0, K, 64, BK)
         kt = _tile(k, t0, T, H * K, 0, K, 64, BK)
         dot_ = _tile(do, t0, T, H * V, v0, V, 64, BV)
-        if HALF_OPERANDS:
-            dvn = _tile(dvnew, t0, T, H * V, v0, V, 64, BV) + _dot(kt, dS.to(kt.dtype), PREC)
-        else:
-            dvn = _tile(dvnew, t0, T, H * V, v0, V, 64, BV) + _dot(kt.to(tl.float32), dS, PREC)
+        dvn = _tile(dvnew, t0, T, H * V, v0, V, 64, BV) + _dot_in(kt, dS, HALF_OPERANDS, PREC)
         _put(dvnew, dvn, t0, T, H * V, v0, V, 64, BV)
         dx = _dot(tl.trans(_chunk_a(A, t0, T, H)), dvn, PREC) * _vec(beta, t0, T, H, 64)[:, None]
-        if HALF_OPERANDS:
-            dS += _dot(tl.trans(qt), dot_, PREC) * scale - _dot(tl.trans(kt), dx.to(kt.dtype), PREC)
-        else:
-            dS += _dot(tl.trans(qt), dot_, PREC) * scale - _dot(tl.trans(kt).to(tl.float32), dx, PREC)
+        dS += _dot(tl.trans(qt), dot_, PREC) * scale - _dot_in(tl.trans(kt), dx, HALF_OPERANDS, PREC)
     if STORE_DH0:
         _put(dh0 + i_nh * K * V, dS, 0, K, V, v0, V, BK, BV)
 
@@ -354,7 +341,6 @@ def dqkw_kernel(
         i_g = i_t
     else:
         i_g = i_b * tl.cdiv(T, 64) + i_t
-    F32 = tl.float32
     t0 = i_c * 64
     k0 = i_k * BK
     tok = (bos * H + i_h).to(tl.int64)
@@ -377,28 +363,14 @@ def dqkw_kernel(
         dot_ = _tile(do + tok * V, t0, T, H * V, v0, V, 64, BV)
         dvn = _tile(dvnew + tok * V, t0, T, H * V, v0, V, 64, BV)
         dqt += _dot(dot_.to(St.dtype), tl.trans(St), PREC)
-        if HALF_OPERANDS & 1:
-            dP += _dot(dot_, tl.trans(vn.to(dot_.dtype)), PREC)
-        else:
-            dP += _dot(dot_.to(F32), tl.trans(vn), PREC)
-        if HALF_OPERANDS & 2:
-            dkt += _dot(vn.to(dSt.dtype), tl.trans(dSt), PREC)
-        else:
-            dkt += _dot(vn, tl.trans(dSt.to(F32)), PREC)
-        if HALF_OPERANDS & 4:
-            dwt -= _dot(dvn.to(St.dtype), tl.trans(St), PREC)
-        else:
-            dwt -= _dot(dvn, tl.trans(St.to(F32)), PREC)
+        dP += _dot_in(dot_, tl.trans(vn), HALF_OPERANDS & 1, PREC)
+        dkt += _dot_in(vn, tl.trans(dSt), HALF_OPERANDS & 2, PREC)
+        dwt -= _dot_in(dvn, tl.trans(St), HALF_OPERANDS & 4, PREC)
     dP = tl.where(r[:, None] >= r[None, :], dP, 0.0) * scale
     qt = _tile(q + tok * K, t0, T, H * K, k0, K, 64, BK)
     kt = _tile(k + tok * K, t0, T, H * K, k0, K, 64, BK)
-    if HALF_OPERANDS & 8:
-        dPh = dP.to(kt.dtype)
-        dqt = dqt * scale + _dot(dPh, kt, PREC)
-        dkt += _dot(tl.trans(dPh), qt, PREC)
-    else:
-        dqt = dqt * scale + _dot(dP, kt.to(F32), PREC)
-        dkt += _dot(tl.trans(dP), qt.to(F32), PREC)
+    dqt = dqt * scale + _dot_in(dP, kt, HALF_OPERANDS & 8, PREC)
+    dkt += _dot_in(tl.trans(dP), qt, HALF_OPERANDS & 8, PREC)
     _put(dq + tok * K, dqt, t0, T, H * K, k0, K, 64, BK)
     _put(dk + tok * K, dkt, t0, T, H * K, k0, K, 64, BK)
     _put(dw + tok * K, dwt, t0, T, H * K, k0, K, 64, BK)
