@@ -33,7 +33,9 @@ if [ "${1:-}" = save-autotune ]; then
   tar -tzf "$out/triton_autotune.tgz" | wc -l
   exit 0
 fi
-[ -f .carry/triton_autotune.tgz ] && tar -xzf .carry/triton_autotune.tgz -C "$TRITON_CACHE_DIR"
+if [ -f .carry/triton_autotune.tgz ] && [ ! -f "$TRITON_CACHE_DIR/.restored" ]; then  # once per machine
+  tar -xzf .carry/triton_autotune.tgz -C "$TRITON_CACHE_DIR" && touch "$TRITON_CACHE_DIR/.restored"
+fi
 if ls .whl/*.whl >/dev/null 2>&1; then
   if [ ! -f /tmp/site/.installed ]; then  # once per machine (other jobs of the call may be importing from it)
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
@@ -67,9 +69,13 @@ one_model() {  # NAME: train (within what the deadline leaves after the scoring)
   local left=$((DEADLINE - SECONDS - reserve))
   if [ "$left" -lt "${MIN_TRAIN:-150}" ]; then echo "$m: not started, ${left}s left for training"; return; fi
   [ "$left" -gt "${TRAIN_TIMEOUT:-400}" ] && left=${TRAIN_TIMEOUT:-400}
-  timeout "$left" python3 -m assocmem train "configs/compare/$m.toml" --set progress=false \
-    ${TRAIN_ARGS:-} > "$log" 2>&1
+  # A run stopped by the time limit (SIGTERM) saves a checkpoint; a later call on the same machine resumes it.
+  local resume=""
+  ls -d "$run"/checkpoint-* >/dev/null 2>&1 && resume="--resume $run" && echo "$m: resuming $run"
+  timeout -k 60 "$left" python3 -m assocmem train "configs/compare/$m.toml" --set progress=false $resume \
+    ${TRAIN_ARGS:-} >> "$log" 2>&1
   echo "$m: training exited with $? after ${SECONDS}s of the call" | tee -a "$log"
+  if [ ! -f "$run/result.json" ]; then echo "$m: not finished (resumable)"; return; fi
   timeout 40 python3 -m assocmem eval "$run" --wikitext2 --out "/tmp/$m.wikitext2.json" >> "$log" 2>&1
   if [[ " $ZERO_SHOT_MODELS " == *" $m "* ]]; then
     timeout "${ZERO_SHOT_TIMEOUT:-120}" python3 -m assocmem eval "$run" --batch-size 128 \
@@ -78,10 +84,13 @@ one_model() {  # NAME: train (within what the deadline leaves after the scoring)
   python3 scripts/lm_compare.py collect "$m" "$run" /tmp "$OUT/compare_$m.json"
   echo "$m: done after ${SECONDS}s of the call"
 }
+# GPUs: those CUDA_VISIBLE_DEVICES names (a caller that gives this script some of the machine's), else all
+if [ -n "${CUDA_VISIBLE_DEVICES:-}" ]; then read -ra gpu_ids <<< "${CUDA_VISIBLE_DEVICES//,/ }"
+else read -ra gpu_ids <<< "$(seq -s ' ' 0 $((gpus - 1)))"; fi
 i=0
 for queue in $MODELS; do
   (
-    export CUDA_VISIBLE_DEVICES=$((i % gpus))
+    export CUDA_VISIBLE_DEVICES=${gpu_ids[$((i % ${#gpu_ids[@]}))]}
     for m in ${queue//,/ }; do one_model "$m"; done
     if [ "$i" = "${AFTER_QUEUE:-0}" ] && [ -n "${AFTER:-}" ] && [ $((DEADLINE - SECONDS)) -gt 60 ]; then
       timeout $((DEADLINE - SECONDS)) bash -c "$AFTER"

@@ -7,7 +7,7 @@ export PYTHONUNBUFFERED=1
 OUT="${OUT:-benchmarks/results}"
 STEPS="${STEPS:-tests sweep bench}"
 if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "${SITE:-/tmp/site}" .whl/*.whl
+  [ -f "${SITE:-/tmp/site}/.installed" ] || python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "${SITE:-/tmp/site}" .whl/*.whl
   export PYTHONPATH="$PWD:${SITE:-/tmp/site}"
 else
   export PYTHONPATH="$PWD"

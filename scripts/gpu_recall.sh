@@ -13,7 +13,8 @@ if [ "${1:-}" = followup ]; then
   # 1), the paper's setting with token-0 fillers and the training mixture of the earlier grids. Each run is
   # compiled unless a 20-step compiled smoke run fails here first.
   common="--train-kv-pairs 4 8 16 32 64"
-  if ! timeout 120 python3 -m assocmem recall --device cuda --mixers deltanet --widths 64 --lrs 1e-3 --steps 20 \
+  read -ra gpu <<< "${CUDA_VISIBLE_DEVICES:-0,1}"; gpu=(${gpu[@]//,/ })  # the two GPUs: the first two named
+  if ! CUDA_VISIBLE_DEVICES=${gpu[0]} timeout 120 python3 -m assocmem recall --device cuda --mixers deltanet --widths 64 --lrs 1e-3 --steps 20 \
       --compile --no-save --no-plot $common > "$OUT/${NAME}_compile_smoke.log" 2>&1; then
     echo "compiled smoke run failed: eager runs"; tail -5 "$OUT/${NAME}_compile_smoke.log"; compile=""
   else
@@ -21,9 +22,9 @@ if [ "${1:-}" = followup ]; then
   fi
   left=$((${RECALL_TIMEOUT:-570} - SECONDS))
   minutes=$(python3 -c "print(round(($left - 45) / 60, 1))")
-  CUDA_VISIBLE_DEVICES=0 NAME="${NAME}_followup_deltanet" WORKERS=6 MINUTES=$minutes RECALL_TIMEOUT=$left \
+  CUDA_VISIBLE_DEVICES=${gpu[0]} NAME="${NAME}_followup_deltanet" WORKERS=6 MINUTES=$minutes RECALL_TIMEOUT=$left \
     STEPS=200000 RECALL_ARGS="--mixers deltanet --widths 128 256 512 --lrs 1e-3 5e-4 $compile $common" bash "$0" &
-  CUDA_VISIBLE_DEVICES=1 NAME="${NAME}_followup_attention" WORKERS=8 MINUTES=$minutes RECALL_TIMEOUT=$left \
+  CUDA_VISIBLE_DEVICES=${gpu[1]:-${gpu[0]}} NAME="${NAME}_followup_attention" WORKERS=8 MINUTES=$minutes RECALL_TIMEOUT=$left \
     STEPS=200000 RECALL_ARGS="--mixers attention --num-heads 1 --widths 64 128 256 512 --lrs 3e-4 1e-4 $compile $common" \
     bash "$0" &
   wait

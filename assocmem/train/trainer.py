@@ -1,8 +1,11 @@
 """The training loop: data, model, optimizer, schedule, logging, evaluation, checkpoints, resumption."""
 
+import contextlib
 import json
 import math
 import random
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -213,9 +216,29 @@ def train(cfg: TrainConfig, resume: str | None = None) -> dict:
     probe = "cuda" if (cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())) else "cpu"
     distributed = setup_distributed(cfg.parallel, probe)
     try:
-        return _train(cfg, out_dir, distributed, checkpoint, trainer_state, tokenizer)
+        with _terminate_as_interrupt():
+            return _train(cfg, out_dir, distributed, checkpoint, trainer_state, tokenizer)
     finally:
         teardown_distributed()
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt():
+    """SIGTERM (a scheduler's preemption, `timeout`, `kill`) is handled like Ctrl-C: the run saves a checkpoint
+    at the step it reached and stops; `--resume` continues it. Only the main thread can own a signal handler,
+    so elsewhere nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _train(cfg, out_dir, distributed, checkpoint, trainer_state, tokenizer) -> dict:

@@ -63,6 +63,31 @@ def test_interrupted_and_resumed_run_equals_uninterrupted_run(tiny_config, tmp_p
         assert a[step] == pytest.approx(b[step], rel=1e-6, abs=1e-6), step
 
 
+def test_sigterm_saves_a_checkpoint_and_the_run_resumes(tiny_config, tmp_path, monkeypatch):
+    """`timeout`, `kill` or a scheduler's preemption (SIGTERM) stops a run like Ctrl-C: checkpoint, then exit."""
+    import os
+    import signal
+
+    from assocmem.train import trainer
+
+    real = trainer.global_indices
+
+    def terminated_at_step_4(seqs, step, batch_size):
+        if step == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(seqs, step, batch_size)
+
+    monkeypatch.setattr(trainer, "global_indices", terminated_at_step_4)
+    cfg = tiny_config(out_dir=str(tmp_path / "run"), save_every=100)
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg)
+    assert signal.getsignal(signal.SIGTERM) is before  # the handler is the trainer's only while it runs
+    assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["checkpoint-0000003"]
+    monkeypatch.setattr(trainer, "global_indices", real)
+    assert train(cfg, resume=cfg.out_dir)["steps"] == 6
+
+
 def test_resume_refuses_a_changed_config(tiny_config, tmp_path):
     train(tiny_config(max_steps=3))
     with pytest.raises(ValueError, match="lr"):
