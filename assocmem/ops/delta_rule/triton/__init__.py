@@ -15,14 +15,14 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
-@functools.cache
-def _installed() -> bool:
-    return importlib.util.find_spec("triton") is not None
+# Looked up once, at import: `available` is asked on every decoding step and inside compiled graphs, where
+# torch.compile reads a module constant but cannot trace importlib (torch 2.11 refuses it under fullgraph).
+_INSTALLED = importlib.util.find_spec("triton") is not None
 
 
 def available(device: torch.device) -> bool:
     """True when Triton is importable and can run on `device` (CUDA, or the CPU under the interpreter)."""
-    if not _installed():  # asked on every decoding step: looked up once
+    if not _INSTALLED:
         return False
     if device.type == "cuda":
         return True

@@ -71,8 +71,12 @@ def _store_dtype(dtype: torch.dtype) -> torch.dtype:
 HALF_OPERANDS = {"state_fwd": 1, "state_bwd": 1, "dqkw": 1 | 8}
 
 
-def _half_operands(name: str, dtype: torch.dtype, K: int = 64) -> int:
+def _half_operands(name: str, dtype: torch.dtype, K: int = 64, BV: int = 64) -> int:
     bits = int(HALF_OPERANDS[name]) if dtype == torch.bfloat16 else 0
+    if name == "state_fwd" and BV < 64:
+        # On the H200 (Triton 3.6) bits 2 and 4 gave NaN in every other output column at value tiles of 32
+        # (K = 64, V = 32; the interpreter computes them right): those tiles keep A, V' and tril(QK^T) in float32.
+        bits &= ~(2 | 4)
     if name == "dqkw" and _dqkw_tile_k(K) < 64:
         # Triton 3.6 miscompiles dqkw's bf16 dP^T Q at key tiles below 64 on the H200 (compute-sanitizer:
         # an out-of-bounds shared-memory read inside the dot); those heads keep dP in float32.
@@ -216,7 +220,7 @@ def _state_fwd(q, k, v, beta, A, scale, h0, chunks: _Chunks, *, write_o: bool, s
         o = torch.empty_like(v)
         ht = torch.empty(chunks.N, H, K, V, dtype=torch.float32, device=q.device)
     # The bf16 operand rounding only where nothing is kept: kept states equal what the backward recomputes.
-    half = _half_operands("state_fwd", q.dtype) if not store_h else 0
+    half = _half_operands("state_fwd", q.dtype, K, BV) if not store_h else 0
     kernels.state_fwd_kernel[(triton.cdiv(V, BV), chunks.N * H)](
         q, k, v, beta, A, o, h, vnew, h0, ht, chunks.cu_seqlens, chunks.offsets, scale, T,
         H=H, K=K, V=V, BK=_pow2(K), BV=BV, USE_H0=h0 is not None, STORE_FINAL=write_o,
