@@ -23,7 +23,7 @@ demo: venv
 	$(PY) -m assocmem train configs/tiny.toml
 
 test: venv
-	$(PY) -m ruff check assocmem tests
+	$(PY) -m ruff check assocmem tests scripts
 	$(PY) -m pytest -q
 
 # Debian's r-cran-mlbench (UCI sets for `assocmem tabular`), unpacked into .cache/ without installing it.
@@ -36,7 +36,7 @@ english: venv
 	bash scripts/english_corpus.sh .cache/english data/english
 
 lint: venv
-	$(PY) -m ruff check assocmem tests
+	$(PY) -m ruff check assocmem tests scripts
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

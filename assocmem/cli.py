@@ -184,7 +184,10 @@ def _mil(args):
     setup = MILSetup(
         datasets=tuple(args.datasets), folds=args.folds, repeats=args.repeats, epochs=args.epochs,
         seed=args.seed, data_dir=None if args.data_dir is None else str(args.data_dir), inner_folds=args.inner_folds,
+        ensemble=args.ensemble,
     )  # fmt: skip
+    if args.ensemble < 1:
+        raise SystemExit(f"assocmem mil: --ensemble must be >= 1, got {args.ensemble}")
     if args.grid:
         setup.grid = parse_grid(args.grid)
     run(setup, None if args.no_save else args.out, plot=not args.no_plot)
@@ -333,6 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
     mil.add_argument("--inner-folds", type=int, default=1,
                      help="choose the grid's setting by an inner k-fold CV (default 1: one 20 %% split)")  # fmt: skip
     mil.add_argument("--repeats", type=int, default=5)
+    mil.add_argument("--ensemble", type=int, default=1,
+                     help="retrain each outer fold's chosen setting with this many seeds and average their scores")
     mil.add_argument("--epochs", type=int, default=40)
     mil.add_argument("--seed", type=int, default=0)
     mil.add_argument("--grid", nargs="+", default=None, metavar="KEY=V1,V2",

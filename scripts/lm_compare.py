@@ -56,7 +56,8 @@ def row_of(record: dict) -> dict:
     }
     tasks = zs.get("tasks", {})
     for task in TASKS:
-        row[task] = tasks.get(task, {}).get("acc_norm" if task in ("hellaswag", "openbookqa", "arc_challenge") else "acc")
+        metric = "acc_norm" if task in ("hellaswag", "openbookqa", "arc_challenge") else "acc"
+        row[task] = tasks.get(task, {}).get(metric)
     return row
 
 
@@ -77,11 +78,13 @@ def _fmt(value, spec):
 def table(paths: list[Path], out: Path) -> list[dict]:
     records = [json.loads(Path(p).read_text()) for p in paths]
     rows = [row_of(r) for r in records]
-    head = ["model", "params M", "val ppl", "best val ppl (step)", "WT-2 word ppl", "WT-2 bits/byte", *TASKS, "tokens/s", "peak GB"]
+    head = ["model", "params M", "val ppl", "best val ppl (step)", "WT-2 word ppl", "WT-2 bits/byte", *TASKS,
+            "tokens/s", "peak GB"]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for r in rows:
         cells = [r["model"], _fmt(r["params_m"], ".1f"), _fmt(r["val_ppl"], ".2f"),
-                 f'{_fmt(r["best_val_ppl"], ".2f")} ({_fmt(r["best_step"], "d")})', _fmt(r["wikitext2_word_ppl"], ".1f"),
+                 f'{_fmt(r["best_val_ppl"], ".2f")} ({_fmt(r["best_step"], "d")})',
+                 _fmt(r["wikitext2_word_ppl"], ".1f"),
                  _fmt(r["wikitext2_bits_per_byte"], ".3f"), *(_fmt(r[t], ".3f") for t in TASKS),
                  _fmt(r["tokens_per_s"], ",.0f"), _fmt(r["peak_memory_gb"], ".1f")]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")

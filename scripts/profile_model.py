@@ -61,7 +61,7 @@ def main():
         peak = torch.cuda.max_memory_allocated() / 2**30
         tokens = batch_size * cfg.seq_len
         print(f"\n== {path}: {params / 1e6:.1f}M parameters, batch {batch_size} x {cfg.seq_len}: "
-              f"{seconds * 1e3:.1f} ms/step, {tokens / seconds:,.0f} tok/s, peak {peak:.1f} GB", flush=True)  # fmt: skip
+              f"{seconds * 1e3:.1f} ms/step, {tokens / seconds:,.0f} tok/s, peak {peak:.1f} GB", flush=True)
         with profile(activities=[ProfilerActivity.CUDA]) as prof:
             step_fn(model, opt, batch)()
             torch.cuda.synchronize()
@@ -70,8 +70,9 @@ def main():
             compiled = torch.compile(model)
             start = time.perf_counter()
             seconds = timed(step_fn(compiled, opt, batch), args.steps)
+            warmup = time.perf_counter() - start - seconds * args.steps
             print(f"== {path} under torch.compile: {seconds * 1e3:.1f} ms/step, {tokens / seconds:,.0f} tok/s "
-                  f"(compile and warm-up {time.perf_counter() - start - seconds * args.steps:.0f} s)", flush=True)  # fmt: skip
+                  f"(compile and warm-up {warmup:.0f} s)", flush=True)
         del model, opt
         torch.cuda.empty_cache()
 

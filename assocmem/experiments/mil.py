@@ -8,7 +8,8 @@ the package's own loader is not used).
 Protocol (the paper's): stratified 10-fold cross-validation over bags, repeated 5 times; in each outer
 fold the hyperparameters are chosen from a small grid by ROC-AUC on an inner validation split (20 % of
 the training bags; or, with `inner_folds` > 1, by the mean ROC-AUC of a stratified inner cross-validation),
-the chosen model is retrained on the whole training fold and scored on the test fold.
+the chosen model is retrained on the whole training fold and scored on the test fold (with `ensemble` > 1:
+that many models from different seeds, their scores averaged).
 Features are standardised with the training fold's statistics. The same folds, grid and training run
 for the baseline: the same instance network with mean pooling instead of HopfieldPooling.
 """
@@ -45,6 +46,7 @@ class MILSetup:
     weight_decay: float = 1e-4
     validation: float = 0.2
     inner_folds: int = 1  # > 1: choose by the mean AUC of a stratified inner k-fold CV instead of one split
+    ensemble: int = 1  # the retrained model of each outer fold: the mean score of this many seeds
     seed: int = 0
     data_dir: str | None = None
     models: tuple[str, ...] = ("hopfield", "mean")
@@ -218,7 +220,8 @@ def evaluate(name: str, setup: MILSetup) -> dict:
                     auc = _validation_auc(bags, y, tr, pooling, params, setup, seed)
                     if auc > best_auc:
                         best, best_auc = params, auc
-                scores = _fit_score([bags[i] for i in tr], y[tr], [bags[i] for i in te], pooling, best, setup, seed)
+                scores = np.mean([_fit_score([bags[i] for i in tr], y[tr], [bags[i] for i in te], pooling, best, setup,
+                                             seed + 7919 * member) for member in range(setup.ensemble)], axis=0)
                 results[pooling].append(_auc(y[te], scores))
                 chosen[pooling].append(best)
     out = {"dataset": name, "bags": len(bags), "instances": int(sum(len(b) for b in bags)),

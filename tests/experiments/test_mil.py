@@ -138,3 +138,29 @@ def test_protocol_with_inner_cross_validation_on_synthetic_bags(monkeypatch):
         assert len(row[model]["fold_aucs"]) == 2 and len(row[model]["chosen"]) == 2
         assert all(c["lr"] in (1e-2, 1e-3) for c in row[model]["chosen"])
         assert row[model]["auc_mean"] > 0.6  # the first feature carries the label
+
+
+def test_ensemble_averages_the_scores_of_several_seeds(monkeypatch):
+    """--ensemble N: each outer fold's chosen setting is retrained with N seeds and their scores averaged
+    (the validation choice is unchanged)."""
+    import assocmem.experiments.mil as mil
+
+    rng = np.random.default_rng(2)
+    y = np.array([i % 2 for i in range(20)])
+    bags = [(rng.normal(size=(3, 4)) + 1.5 * y[i] * (np.arange(4) == 0)).astype(np.float32) for i in range(20)]
+    monkeypatch.setattr(mil, "load_bags", lambda name, data_dir=None: (bags, y))
+    seeds, real = [], mil._fit_score
+
+    def recording(train_bags, train_y, test_bags, pooling, params, setup, seed):
+        seeds.append((len(test_bags), seed))
+        return real(train_bags, train_y, test_bags, pooling, params, setup, seed)
+
+    monkeypatch.setattr(mil, "_fit_score", recording)
+    setup = MILSetup(datasets=("tiger",), folds=2, repeats=1, epochs=3, ensemble=3, models=("mean",),
+                     grid={"lr": [1e-2], "hidden": [8]})  # fmt: skip
+    row = mil.evaluate("tiger", setup)
+    finals = [s for n, s in seeds if n == 10]  # the outer test folds hold 10 bags, the inner validation 2
+    assert len(finals) == 2 * 3 and len(set(finals)) == 6  # three distinct seeds per outer fold
+    assert len(row["mean"]["fold_aucs"]) == 2
+    with pytest.raises(SystemExit, match="--ensemble"):
+        main(["mil", "--ensemble", "0", "--no-save"])
