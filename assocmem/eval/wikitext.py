@@ -78,7 +78,7 @@ def score(model, tokenizer, text: str, *, seq_len: int, batch: int = 8, device=N
             labels[row, 1 : len(window) + 1] = torch.tensor(window)
         inputs, labels = inputs.to(device), labels.to(device)
         with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=autocast):
-            logits = model(input_ids=inputs[:, :-1]).logits.float()
+            logits = model(input_ids=inputs[:, :-1], use_cache=False).logits.float()  # as in training: no state kept
         target = labels[:, 1:]
         losses = torch.nn.functional.cross_entropy(logits.transpose(1, 2), target, ignore_index=-100,
                                                    reduction="sum")  # fmt: skip
