@@ -86,7 +86,7 @@ class MILNet(nn.Module):
     """Instance network (two layers) → pooling over the bag → one logit."""
 
     def __init__(self, features: int, hidden: int, pooling: str, heads: int, beta_scale: float, dropout: float,
-                 head_size: int | None = None):
+                 head_size: int | None = None, norm_projected: bool = False):
         super().__init__()
         self.embed = nn.Sequential(
             nn.Linear(features, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, hidden), nn.ReLU()
@@ -96,7 +96,7 @@ class MILNet(nn.Module):
             head_size = head_size or hidden // heads  # the association space: heads x head_size
             self.pool = HopfieldPooling(
                 hidden, num_queries=1, num_heads=heads, head_size=head_size, beta=beta_scale / head_size**0.5,
-                dropout=dropout,
+                dropout=dropout, normalize_projected=norm_projected,
             )  # fmt: skip
         elif pooling != "mean":
             raise ValueError(f"MILNet: `pooling` must be 'hopfield' or 'mean', got {pooling!r}")
@@ -138,7 +138,7 @@ def _fit_score(train_bags, train_y, test_bags, pooling, params, setup, seed):
     torch.manual_seed(seed)
     model = MILNet(x.shape[-1], params["hidden"], pooling, params.get("heads", setup.heads),
                    params.get("beta_scale", 1.0), params.get("dropout", setup.dropout),
-                   params.get("head_size"))  # fmt: skip
+                   params.get("head_size"), bool(params.get("norm_projected", 0)))  # fmt: skip
     opt = torch.optim.AdamW(model.parameters(), lr=params["lr"], weight_decay=setup.weight_decay)
     g = torch.Generator().manual_seed(seed)
     batch = int(params.get("batch", setup.batch))
@@ -159,8 +159,10 @@ def _fit_score(train_bags, train_y, test_bags, pooling, params, setup, seed):
         return model(xt, maskt).numpy()
 
 
-GRID_KEYS = ("lr", "hidden", "beta_scale", "heads", "head_size", "dropout", "epochs", "batch", "lr_decay")
-HOPFIELD_ONLY = ("beta_scale", "heads", "head_size")  # mean pooling has neither: its grid leaves them out
+GRID_KEYS = ("lr", "hidden", "beta_scale", "heads", "head_size", "dropout", "epochs", "batch", "lr_decay",
+             "norm_projected")
+# mean pooling has none of these: its grid leaves them out
+HOPFIELD_ONLY = ("beta_scale", "heads", "head_size", "norm_projected")
 
 
 def _configs(grid, pooling="hopfield"):
@@ -178,7 +180,7 @@ def parse_grid(items: list[str]) -> dict:
         key, sep, values = item.partition("=")
         if not sep or key not in GRID_KEYS or not values:
             raise ValueError(f"mil: a --grid entry must look like KEY=V1,V2 with KEY one of {GRID_KEYS}; got {item!r}")
-        cast = int if key in ("hidden", "heads", "head_size", "epochs", "batch") else float
+        cast = int if key in ("hidden", "heads", "head_size", "epochs", "batch", "norm_projected") else float
         grid[key] = [cast(v) for v in values.split(",")]
     return grid
 

@@ -107,6 +107,15 @@ def test_grid_parsing_and_what_each_pooling_sweeps():
     assert wide(torch.zeros(3, 5, 6), torch.ones(3, 5, dtype=torch.bool)).shape == (3,)
     wide_scores = _fit_score(bags, y, bags, "hopfield", {**base, "epochs": 2, "head_size": 32}, setup, seed=0)
     assert wide_scores.shape == (16,) and np.isfinite(wide_scores).all()
+    # norm_projected: LayerNorm on the projected patterns inside the pooling (Hopfield only)
+    assert parse_grid(["norm_projected=0,1"]) == {"norm_projected": [0, 1]}
+    assert all("norm_projected" not in c for c in _configs({"lr": [1e-3], "hidden": [16], "norm_projected": [0, 1]},
+                                                          "mean"))  # fmt: skip
+    normed = MILNet(6, 16, "hopfield", heads=2, beta_scale=1.0, dropout=0.0, norm_projected=True)
+    assert isinstance(normed.pool.hopfield.norm_projected, torch.nn.LayerNorm)
+    assert isinstance(wide.pool.hopfield.norm_projected, torch.nn.Identity)
+    normed_scores = _fit_score(bags, y, bags, "hopfield", {**base, "epochs": 2, "norm_projected": 1}, setup, seed=0)
+    assert not np.allclose(normed_scores, _fit_score(bags, y, bags, "hopfield", {**base, "epochs": 2}, setup, seed=0))
 
 
 def test_inner_cross_validation_splits_the_outer_training_fold():
