@@ -18,33 +18,14 @@ if [ "${1:-}" = pack ]; then
   du -sh .carry
   exit 0
 fi
-export PYTHONUNBUFFERED=1
 OUT="${OUT:-benchmarks/results}"
 MODELS="${MODELS:-deltanet transformerpp}"
-# fla's kernels autotune at first use: dozens of configurations per kernel, seconds of compilation each
-# (GLA had not finished its first step after 7 minutes on a fresh machine). Triton keeps the tuning results
-# in TRITON_CACHE_DIR; `save-autotune` packs them into $OUT/triton_autotune.tgz, and a later call that
-# carries that file in .carry starts from them.
-export TRITON_CACHE_DIR="${TRITON_CACHE_DIR:-/tmp/triton_cache}"
-mkdir -p "$TRITON_CACHE_DIR"
-if [ "${1:-}" = save-autotune ]; then
-  out=$(mkdir -p "$OUT" && cd "$OUT" && pwd)
-  (cd "$TRITON_CACHE_DIR" && find . -name '*.autotune.json' | tar -czf "$out/triton_autotune.tgz" -T -)
-  tar -tzf "$out/triton_autotune.tgz" | wc -l
-  exit 0
-fi
-if [ -f .carry/triton_autotune.tgz ] && [ ! -f "$TRITON_CACHE_DIR/.restored" ]; then  # once per machine
-  tar -xzf .carry/triton_autotune.tgz -C "$TRITON_CACHE_DIR" && touch "$TRITON_CACHE_DIR/.restored"
-fi
-if ls .whl/*.whl >/dev/null 2>&1; then
-  if [ ! -f /tmp/site/.installed ]; then  # once per machine (other jobs of the call may be importing from it)
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
-      .whl/*.whl && touch /tmp/site/.installed
-  fi
-  export PYTHONPATH="$PWD:/tmp/site"
-else
-  export PYTHONPATH="$PWD"
-fi
+# The carried wheels and fla's autotuning results (scripts/gpu_setup.sh); `save-autotune` packs this
+# machine's autotuning results into $OUT/triton_autotune.tgz, and a later call that carries that file in
+# .carry starts from them (GLA had not finished its first step after 7 minutes on a fresh machine).
+source scripts/gpu_setup.sh
+if [ "${1:-}" = save-autotune ]; then save_autotune "$OUT"; exit 0; fi
+gpu_setup
 # mamba-ssm and causal-conv1d for fla's Mamba: built on this machine by scripts/build_mamba.sh, or unpacked
 # from the parts an earlier call exported into .carry (else built here, which takes most of a call)
 if [[ " ${MODELS//,/ } " == *" mamba "* ]] && [ ! -d /tmp/site_mamba/mamba_ssm ]; then
@@ -76,7 +57,7 @@ one_model() {  # NAME: train (within what the deadline leaves after the scoring)
     ${TRAIN_ARGS:-} >> "$log" 2>&1
   echo "$m: training exited with $? after ${SECONDS}s of the call" | tee -a "$log"
   if [ ! -f "$run/result.json" ]; then echo "$m: not finished (resumable)"; return; fi
-  # (fla's GLA autotunes its kernels again for the scoring's shapes: WT2_TIMEOUT=150 for it)
+  # (fla's GLA needed more than 40 s here before the scoring ran without a cache: WT2_TIMEOUT=150 for it)
   timeout "${WT2_TIMEOUT:-40}" python3 -m assocmem eval "$run" --wikitext2 --out "/tmp/$m.wikitext2.json" >> "$log" 2>&1
   if [[ " $ZERO_SHOT_MODELS " == *" $m "* ]]; then
     timeout "${ZERO_SHOT_TIMEOUT:-120}" python3 -m assocmem eval "$run" --batch-size 128 \
@@ -86,7 +67,7 @@ one_model() {  # NAME: train (within what the deadline leaves after the scoring)
   echo "$m: done after ${SECONDS}s of the call"
 }
 # GPUs: those CUDA_VISIBLE_DEVICES names (a caller that gives this script some of the machine's), else all
-if [ -n "${CUDA_VISIBLE_DEVICES:-}" ]; then read -ra gpu_ids <<< "${CUDA_VISIBLE_DEVICES//,/ }"
+if [ -n "${CUDA_VISIBLE_DEVICES:-}" ]; then IFS=, read -ra gpu_ids <<< "$CUDA_VISIBLE_DEVICES"
 else read -ra gpu_ids <<< "$(seq -s ' ' 0 $((gpus - 1)))"; fi
 i=0
 for queue in $MODELS; do

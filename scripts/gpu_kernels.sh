@@ -3,15 +3,9 @@
 # a training-step profile of two comparison models, the launch-settings sweep and the benchmark against fla
 # and SDPA. Results land in $OUT. Carry .whl (fla's two pure-Python wheels).
 set -uo pipefail
-export PYTHONUNBUFFERED=1
 OUT="${OUT:-benchmarks/results}"
 STEPS="${STEPS:-tests sweep bench}"
-if ls .whl/*.whl >/dev/null 2>&1; then
-  [ -f "${SITE:-/tmp/site}/.installed" ] || python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "${SITE:-/tmp/site}" .whl/*.whl
-  export PYTHONPATH="$PWD:${SITE:-/tmp/site}"
-else
-  export PYTHONPATH="$PWD"
-fi
+source scripts/gpu_setup.sh && gpu_setup  # the carried wheels (fla's) into /tmp/site, once per machine
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
 for step in $STEPS; do

@@ -16,7 +16,7 @@ if [ "${1:-}" = equal ]; then
   # and softmax attention with heads of 64 (the setting that reached 100 % at width 128; lr 1e-3) beside
   # DeltaNet at width 64 (lr 1e-3 and 5e-4): 6 runs.
   common="--widths 64 128 256 512 --train-kv-pairs 4 8 16 32 64 --compile"
-  read -ra gpu <<< "${CUDA_VISIBLE_DEVICES:-0,1,2}"; gpu=(${gpu[@]//,/ })
+  IFS=, read -ra gpu <<< "${CUDA_VISIBLE_DEVICES:-0,1,2}"
   left=$((${RECALL_TIMEOUT:-570} - SECONDS))
   minutes=$(python3 -c "print(round(($left - 45) / 60, 1))")
   each="MINUTES=$minutes RECALL_TIMEOUT=$left STEPS=200000"
@@ -37,7 +37,7 @@ if [ "${1:-}" = followup ]; then
   # 1), the paper's setting with token-0 fillers and the training mixture of the earlier grids. Each run is
   # compiled unless a 20-step compiled smoke run fails here first.
   common="--train-kv-pairs 4 8 16 32 64"
-  read -ra gpu <<< "${CUDA_VISIBLE_DEVICES:-0,1}"; gpu=(${gpu[@]//,/ })  # the two GPUs: the first two named
+  IFS=, read -ra gpu <<< "${CUDA_VISIBLE_DEVICES:-0,1}"  # the two GPUs: the first two named
   if ! CUDA_VISIBLE_DEVICES=${gpu[0]} timeout 120 python3 -m assocmem recall --device cuda --mixers deltanet --widths 64 --lrs 1e-3 --steps 20 \
       --compile --no-save --no-plot $common > "$OUT/${NAME}_compile_smoke.log" 2>&1; then
     echo "compiled smoke run failed: eager runs"; tail -5 "$OUT/${NAME}_compile_smoke.log"; compile=""
