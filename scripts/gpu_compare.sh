@@ -51,14 +51,22 @@ one_model() {  # NAME: train (within what the deadline leaves after the scoring)
   if [ "$left" -lt "${MIN_TRAIN:-150}" ]; then echo "$m: not started, ${left}s left for training"; return; fi
   [ "$left" -gt "${TRAIN_TIMEOUT:-400}" ] && left=${TRAIN_TIMEOUT:-400}
   # A run stopped by the time limit (SIGTERM) saves a checkpoint; a later call on the same machine resumes it.
+  # A finished run (an earlier call on the same machine) is only scored.
   local resume=""
-  ls -d "$run"/checkpoint-* >/dev/null 2>&1 && resume="--resume $run" && echo "$m: resuming $run"
-  timeout -k 60 "$left" python3 -m assocmem train "configs/compare/$m.toml" --set progress=false $resume \
-    ${TRAIN_ARGS:-} >> "$log" 2>&1
-  echo "$m: training exited with $? after ${SECONDS}s of the call" | tee -a "$log"
+  if [ -f "$run/result.json" ]; then
+    echo "$m: already trained in $run" | tee -a "$log"
+  else
+    ls -d "$run"/checkpoint-* >/dev/null 2>&1 && resume="--resume $run" && echo "$m: resuming $run"
+    timeout -k 60 "$left" python3 -m assocmem train "configs/compare/$m.toml" --set progress=false $resume \
+      ${TRAIN_ARGS:-} >> "$log" 2>&1
+    echo "$m: training exited with $? after ${SECONDS}s of the call" | tee -a "$log"
+  fi
   if [ ! -f "$run/result.json" ]; then echo "$m: not finished (resumable)"; return; fi
-  # (fla's GLA needed more than 40 s here before the scoring ran without a cache: WT2_TIMEOUT=150 for it)
-  timeout "${WT2_TIMEOUT:-40}" python3 -m assocmem eval "$run" --wikitext2 --out "/tmp/$m.wikitext2.json" >> "$log" 2>&1
+  # The scoring gets at least WT2_TIMEOUT seconds, and more where the deadline leaves more (fla's GLA needed
+  # more than 40 s here before the scoring ran without a cache).
+  local wt2=$((DEADLINE - SECONDS - reserve + ${WT2_TIMEOUT:-40} - 10))
+  [ "$wt2" -lt "${WT2_TIMEOUT:-40}" ] && wt2=${WT2_TIMEOUT:-40}
+  timeout "$wt2" python3 -m assocmem eval "$run" --wikitext2 --out "/tmp/$m.wikitext2.json" >> "$log" 2>&1
   if [[ " $ZERO_SHOT_MODELS " == *" $m "* ]]; then
     timeout "${ZERO_SHOT_TIMEOUT:-120}" python3 -m assocmem eval "$run" --batch-size 128 \
       --tasks arc_easy arc_challenge piqa hellaswag openbookqa --out "/tmp/$m.zeroshot.json" >> "$log" 2>&1

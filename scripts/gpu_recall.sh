@@ -20,14 +20,24 @@ if [ "${1:-}" = equal ]; then
   left=$((${RECALL_TIMEOUT:-570} - SECONDS))
   minutes=$(python3 -c "print(round(($left - 45) / 60, 1))")
   each="MINUTES=$minutes RECALL_TIMEOUT=$left STEPS=200000"
-  env CUDA_VISIBLE_DEVICES=${gpu[0]} $each NAME="${NAME}_equal_linear" WORKERS=8 \
-    RECALL_ARGS="--mixers linear --lrs 1e-3 5e-4 $common" bash "$0" &
-  env CUDA_VISIBLE_DEVICES=${gpu[1 % ${#gpu[@]}]} $each NAME="${NAME}_equal_noconv" WORKERS=8 \
-    RECALL_ARGS="--mixers deltanet-noconv --lrs 1e-3 5e-4 $common" bash "$0" &
-  env CUDA_VISIBLE_DEVICES=${gpu[2 % ${#gpu[@]}]} $each NAME="${NAME}_equal_attention" WORKERS=4 \
-    RECALL_ARGS="--mixers attention --lrs 1e-3 $common" bash "$0" &
-  env CUDA_VISIBLE_DEVICES=${gpu[2 % ${#gpu[@]}]} $each NAME="${NAME}_equal_deltanet64" WORKERS=2 \
-    RECALL_ARGS="--mixers deltanet --lrs 1e-3 5e-4 $common --widths 64" bash "$0" &
+  # EQUAL_PARTS picks some of the three parts (linear, noconv, attention), e.g. one per call on a one-GPU
+  # machine; the chosen parts take the GPUs in order.
+  k=0
+  for part in ${EQUAL_PARTS:-linear noconv attention}; do
+    g=${gpu[k % ${#gpu[@]}]}; k=$((k + 1))
+    case $part in
+      linear) env CUDA_VISIBLE_DEVICES=$g $each NAME="${NAME}_equal_linear" WORKERS=8 \
+        RECALL_ARGS="--mixers linear --lrs 1e-3 5e-4 $common" bash "$0" & ;;
+      noconv) env CUDA_VISIBLE_DEVICES=$g $each NAME="${NAME}_equal_noconv" WORKERS=8 \
+        RECALL_ARGS="--mixers deltanet-noconv --lrs 1e-3 5e-4 $common" bash "$0" & ;;
+      attention)
+        env CUDA_VISIBLE_DEVICES=$g $each NAME="${NAME}_equal_attention" WORKERS=4 \
+          RECALL_ARGS="--mixers attention --lrs 1e-3 $common" bash "$0" &
+        env CUDA_VISIBLE_DEVICES=$g $each NAME="${NAME}_equal_deltanet64" WORKERS=2 \
+          RECALL_ARGS="--mixers deltanet --lrs 1e-3 5e-4 $common --widths 64" bash "$0" & ;;
+      *) echo "EQUAL_PARTS: unknown part '$part' (expected linear, noconv, attention)"; exit 2 ;;
+    esac
+  done
   wait
   exit 0
 fi
