@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One call on the GPU machine for the Triton kernels: the GPU tests, then (STEPS) the per-kernel profile,
 # a training-step profile of two comparison models, the launch-settings sweep and the benchmark against fla
-# and SDPA. Results land in $OUT. Carry .whl (fla's two pure-Python wheels).
+# and SDPA (and long_tile32: the long shape with narrower state tiles). Results land in $OUT. Carry .whl (fla's two pure-Python wheels).
 set -uo pipefail
 OUT="${OUT:-benchmarks/results}"
 STEPS="${STEPS:-tests sweep bench}"
@@ -21,5 +21,11 @@ for step in $STEPS; do
     bench) [ -f "$OUT/triton_sweep.json" ] && export ASSOCMEM_TRITON_TUNED="$OUT/triton_sweep.json"  # this call's sweep
            timeout "${BENCH_TIMEOUT:-420}" python3 -m assocmem bench delta-rule --device cuda ${BENCH_ARGS:-} --out "$OUT/delta_rule_cuda.json" 2>&1 \
              | tee "$OUT/delta_rule_cuda.log" ;;
+    # The forward's state pass with value tiles of 32 (twice the programs) at the long shape, where the default
+    # tile of 64 leaves half the SMs idle (B x H x V / 64 = 64 programs at D = 64 and 128, T = 16384, B = 2).
+    long_tile32) echo '{"64": {"chosen": {"state_fwd": {"num_warps": 4, "num_stages": 3, "tile_v": 32}}},
+                        "128": {"chosen": {"state_fwd": {"num_warps": 4, "num_stages": 3, "tile_v": 32}}}}' > /tmp/tile32.json
+           ASSOCMEM_TRITON_TUNED=/tmp/tile32.json timeout "${BENCH_TIMEOUT:-420}" python3 -m assocmem bench delta-rule --device cuda \
+             --T 16384 --D 64 128 --no-memory --no-plot --out "$OUT/delta_rule_cuda_long_tile32.json" 2>&1 | tee "$OUT/delta_rule_cuda_long_tile32.log" ;;
   esac
 done

@@ -22,8 +22,13 @@ from .kernels import BT
 # The state kernels pipeline [64, K] tiles of the sequence through shared memory, one buffer per stage:
 # float32 inputs (twice the bytes) leave room for one stage at K >= 128 within the H200's 227 KiB per
 # block (scripts/smem_check.py compiles every kernel for sm_90 and prints its use).
+# At K = 128: the choices of the version-8 sweep (benchmarks/results/triton_sweep_v8.json), which took
+# forward+backward from 4.28 to 3.55 ms at T = 4096 (NOTES.md, version 8).
 LAUNCH_BY_K: dict[tuple[str, int], dict] = {
     ("state_fwd", 256): {"num_warps": 4, "num_stages": 2},
+    ("dv_local", 128): {"num_warps": 4, "num_stages": 3},
+    ("dqkw", 128): {"num_warps": 4, "num_stages": 2},
+    ("wy_bwd", 128): {"num_warps": 4, "num_stages": 1},
 }
 FP32_MAX_STAGES = {("state_fwd", 128): 1, ("state_bwd", 128): 1, ("state_fwd", 256): 1, ("state_bwd", 256): 1}
 LAUNCH = {
@@ -63,12 +68,14 @@ def _store_dtype(dtype: torch.dtype) -> torch.dtype:
 # accumulation), as bit masks. state_fwd (the forward's output only; the backward recomputes the states
 # without): 1: S in K S and Q S; 2: A and beta (V - K S) in their product; 4: V' and tril(Q K^T) in the
 # products with V'; under the interpreter (T = 128 / 256, scripts/triton_errors.py --forward-half-operands) the
-# output's error goes from 4.1e-3 (none) to 6.0e-3 (1, the default), 7.0e-3 (1 | 2), 8.9e-3 (all); bound 1e-2.
+# output's error goes from 4.1e-3 (none) to 6.0e-3 (1), 7.0e-3 (1 | 2), 8.9e-3 (all); bound 1e-2. On the H200
+# all three (the default since version 8: the fastest forward, 0.62 against 0.69 ms with bit 1 at D = 128)
+# measured 4.3-4.5e-3 against the float32 PyTorch path at D = 64 and 128 (fla 4.8-5.1e-3).
 # state_bwd 1: dS and beta A^T dV' into the two products with K. dqkw 1: V' in
 # dP = dO V'^T; 2: V' in V' dS^T; 4: dV' in dV' S^T; 8: dP in dP K and dP^T Q. Chosen by the errors each
 # bit costs dK under the interpreter (scripts/triton_errors.py --half-operands; NOTES.md, version 6): 2 and
 # 4 cost 1.5e-3 each and stay off.
-HALF_OPERANDS = {"state_fwd": 1, "state_bwd": 1, "dqkw": 1 | 8}
+HALF_OPERANDS = {"state_fwd": 1 | 2 | 4, "state_bwd": 1, "dqkw": 1 | 8}
 
 
 def _half_operands(name: str, dtype: torch.dtype, K: int = 64, BV: int = 64) -> int:
@@ -131,7 +138,7 @@ def _wy_bwd_tiles(K: int, V: int) -> tuple[int, int]:
 
 
 # Value tile of the sequential kernels per (kernel, padded K), where a measurement chose one (sweep).
-STATE_TILE_V: dict[tuple[str, int], int] = {}
+STATE_TILE_V: dict[tuple[str, int], int] = {("state_bwd", 128): 32}  # version-8 sweep
 
 
 def _state_tile_v(K: int, V: int, name: str = "state_fwd") -> int:
