@@ -363,7 +363,8 @@ def _summary(rows, dec):
     ratios = [d["vs_fla"] for d in dec if "vs_fla" in d]
     if ratios:
         summary["decode_min_vs_fla"] = min(ratios)
-        lines.append(f"decode: fla latency / ours (median of rounds) {min(ratios):.2f}x..{max(ratios):.2f}x (target >= 1.0x)")
+        lines.append(f"decode: fla latency / ours (median over rounds) {min(ratios):.2f}x..{max(ratios):.2f}x "
+                     "(target >= 1.0x)")
     summary["lines"] = lines
     return summary
 

@@ -293,3 +293,16 @@ def test_tuned_launch_settings_load_and_other_tiles_stay_exact(tmp_path, monkeyp
     (tmp_path / "bad.json").write_text(json.dumps({"64": {"chosen": {"warp_drive": {}}}}))
     with pytest.raises(ValueError, match="unknown kernel 'warp_drive'"):
         tchunk.load_tuned(tmp_path / "bad.json")
+
+
+def test_host_integer_helpers_equal_tritons():
+    """chunk._cdiv / _pow2 (plain Python, cheap on every decoding step) equal triton.cdiv and
+    triton.next_power_of_2 with the lower bound applied."""
+    import triton
+
+    from assocmem.ops.delta_rule.triton.chunk import _cdiv, _pow2
+
+    for n in range(0, 600):
+        assert _pow2(n) == max(16, triton.next_power_of_2(n)) and _pow2(n, 8) == max(8, triton.next_power_of_2(n))
+        for b in (1, 16, 64):
+            assert _cdiv(n, b) == triton.cdiv(n, b)

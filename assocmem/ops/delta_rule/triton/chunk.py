@@ -13,7 +13,6 @@ import os
 from pathlib import Path
 
 import torch
-import triton
 
 from . import kernels, on_input_device
 from .kernels import BT
@@ -54,7 +53,7 @@ KEEP_STATES = os.environ.get("ASSOCMEM_TRITON_KEEP_STATES", "0") == "1"
 def _max_chunks(B: int, T: int, cu_seqlens) -> int:
     """Chunks of the batch (equal lengths), or an upper bound that needs no look at the lengths (packed:
     each sequence adds at most one partial chunk), so that a compiled graph knows the states' shape."""
-    return B * triton.cdiv(T, BT) if cu_seqlens is None else T // BT + cu_seqlens.shape[0] - 1
+    return B * _cdiv(T, BT) if cu_seqlens is None else T // BT + cu_seqlens.shape[0] - 1
 
 
 def _store_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -91,8 +90,14 @@ def _half_operands(name: str, dtype: torch.dtype, K: int = 64, BV: int = 64) -> 
     return bits
 
 
+# Host-side integer helpers in plain Python: triton.cdiv and triton.next_power_of_2 are Triton functions whose
+# every call costs microseconds in recent Triton versions, and a decoding step calls these several times.
+def _cdiv(a: int, b: int) -> int:
+    return (a + b - 1) // b
+
+
 def _pow2(n: int, lo: int = 16) -> int:
-    return max(lo, triton.next_power_of_2(n))
+    return max(lo, 1 << max(n - 1, 0).bit_length())
 
 
 def _launch(name: str, K: int, dtype: torch.dtype = torch.bfloat16) -> dict:
@@ -187,7 +192,7 @@ class _Chunks:
         self.varlen = cu_seqlens is not None
         self.cu_seqlens = cu_seqlens
         if cu_seqlens is None:
-            self.N, per = B, triton.cdiv(T, BT)
+            self.N, per = B, _cdiv(T, BT)
             self.grid_t, self.total = per, B * per
             self.index = self.offsets = None
         else:
@@ -228,7 +233,7 @@ def _state_fwd(q, k, v, beta, A, scale, h0, chunks: _Chunks, *, write_o: bool, s
         ht = torch.empty(chunks.N, H, K, V, dtype=torch.float32, device=q.device)
     # The bf16 operand rounding only where nothing is kept: kept states equal what the backward recomputes.
     half = _half_operands("state_fwd", q.dtype, K, BV) if not store_h else 0
-    kernels.state_fwd_kernel[(triton.cdiv(V, BV), chunks.N * H)](
+    kernels.state_fwd_kernel[(_cdiv(V, BV), chunks.N * H)](
         q, k, v, beta, A, o, h, vnew, h0, ht, chunks.cu_seqlens, chunks.offsets, scale, T,
         H=H, K=K, V=V, BK=_pow2(K), BV=BV, USE_H0=h0 is not None, STORE_FINAL=write_o,
         STORE_H=store_h, WRITE_O=write_o, IS_VARLEN=chunks.varlen,
@@ -288,13 +293,13 @@ def chunk_bwd(q, k, v, beta, scale: float, h0, cu_seqlens, do, dht, A, h=None, v
     dh = torch.empty_like(h)
     dvnew = torch.empty_like(v, dtype=torch.float32)
     BV = min(64, _pow2(V))
-    kernels.dv_local_kernel[(triton.cdiv(V, BV), chunks.grid_t, heads)](
+    kernels.dv_local_kernel[(_cdiv(V, BV), chunks.grid_t, heads)](
         q, k, do, dvnew, chunks.cu_seqlens, chunks.index, scale, T,
         H=H, K=K, V=V, BK=_pow2(K), BV=BV, IS_VARLEN=chunks.varlen, PREC=prec, **_launch("dv_local", K, q.dtype),
     )  # fmt: skip
     BV = _state_tile_v(K, V, "state_bwd")
     dh0 = torch.empty(chunks.N, H, K, V, dtype=torch.float32, device=q.device)
-    kernels.state_bwd_kernel[(triton.cdiv(V, BV), chunks.N * H)](
+    kernels.state_bwd_kernel[(_cdiv(V, BV), chunks.N * H)](
         q, k, beta, A, do, dh, dvnew, dht, dh0, chunks.cu_seqlens, chunks.offsets, scale, T,
         H=H, K=K, V=V, BK=_pow2(K), BV=BV, USE_DHT=dht is not None, STORE_DH0=True,
         IS_VARLEN=chunks.varlen, PREC=prec, HALF_OPERANDS=_half_operands("state_bwd", q.dtype),
@@ -305,7 +310,7 @@ def chunk_bwd(q, k, v, beta, scale: float, h0, cu_seqlens, do, dht, A, h=None, v
     dk_part = torch.empty(B, T, H, K, dtype=torch.float32, device=q.device)
     dw = torch.empty(B, T, H, K, dtype=torch.float32, device=q.device)
     BK = _dqkw_tile_k(K)
-    kernels.dqkw_kernel[(triton.cdiv(K, BK), chunks.grid_t, heads)](
+    kernels.dqkw_kernel[(_cdiv(K, BK), chunks.grid_t, heads)](
         q, k, vnew, do, dvnew, h, dh, dq, dk_part, dw, chunks.cu_seqlens, chunks.index, scale, T,
         H=H, K=K, V=V, BK=BK, BV=_dqkw_tile_v(K, V), IS_VARLEN=chunks.varlen, PREC=prec,
         HALF_OPERANDS=_half_operands("dqkw", q.dtype, K), **_launch("dqkw", K, q.dtype),

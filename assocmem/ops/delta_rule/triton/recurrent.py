@@ -6,10 +6,9 @@ values u_t kept by the forward), so nothing of size T x K x V is stored.
 """
 
 import torch
-import triton
 
 from . import kernels, on_input_device
-from .chunk import _num_sequences, _pow2
+from .chunk import _cdiv, _num_sequences, _pow2
 
 LAUNCH = {"fwd": {"num_warps": 4, "num_stages": 1}, "bwd": {"num_warps": 4, "num_stages": 1}}
 
@@ -17,7 +16,7 @@ LAUNCH = {"fwd": {"num_warps": 4, "num_stages": 1}, "bwd": {"num_warps": 4, "num
 def _tile_v(K: int, V: int, programs_per_tile: int) -> int:
     """Small value tiles when there are few (sequence, head) pairs, so that more SMs take part."""
     bv = min(_pow2(V, 8), 64 if K <= 128 else 32)
-    while bv > 8 and triton.cdiv(V, bv) * programs_per_tile < 256:
+    while bv > 8 and _cdiv(V, bv) * programs_per_tile < 256:
         bv //= 2
     return bv
 
@@ -33,7 +32,7 @@ def recurrent_fwd(q, k, v, beta, scale, h0, cu_seqlens, *, state_out=None, store
     o = torch.empty_like(v)
     ht = state_out if state_out is not None else torch.empty(N, H, K, V, dtype=torch.float32, device=q.device)
     u = torch.empty(B, T, H, V, dtype=torch.float32, device=q.device) if store_u else None
-    kernels.recurrent_fwd_kernel[(triton.cdiv(V, BV), N * H)](
+    kernels.recurrent_fwd_kernel[(_cdiv(V, BV), N * H)](
         q, k, v, beta, o, h0, ht, u, cu_seqlens, scale, T,
         H=H, K=K, V=V, BK=_pow2(K), BV=BV, USE_H0=h0 is not None, STORE_U=store_u,
         IS_VARLEN=cu_seqlens is not None, QK_L2NORM=qk_l2norm, **LAUNCH["fwd"],
@@ -47,7 +46,7 @@ def recurrent_bwd(q, k, v, beta, scale, u, ht, cu_seqlens, do, dht):
     V = v.shape[-1]
     N = _num_sequences(B, cu_seqlens)
     BV = _tile_v(K, V, N * H)
-    NV = triton.cdiv(V, BV)
+    NV = _cdiv(V, BV)
     dq = torch.empty(NV, B, T, H, K, dtype=torch.float32, device=q.device)
     dk = torch.empty_like(dq)
     dbeta = torch.empty(NV, B, T, H, dtype=torch.float32, device=q.device)
