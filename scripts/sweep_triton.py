@@ -5,7 +5,8 @@ defaults and with fla's chunk_delta_rule beside them, then tries (num_warps, num
 keeps the fastest (coordinate descent) by the summed time of that shape and a long one
 (T = 16384, B = 2), with tile variants for dqkw, wy_bwd and the state kernels; also times forward+backward
 with the backward's chunk.HALF_OPERANDS switched off, the forward with each of state_fwd's bits, and
-forward+backward (with its peak memory) with chunk.KEEP_STATES off and on.
+forward+backward (with its peak memory) with chunk.KEEP_STATES off and on, and forward+backward with
+dqkw and wy_bwd as two kernels or one (chunk.FUSED_WY_BWD, D <= 128).
 Usage: python scripts/sweep_triton.py [OUT.json [D ...]] (head sizes in the order given; default 64 128 256).
 Prints the table and writes JSON to the path given (after each head size) or to stdout.
 """
@@ -71,9 +72,27 @@ def main(out=None, heads=(64, 128, 256)):
         if D == 128:
             keep = entry["keep_states_True"]["fwd+bwd"] < entry["keep_states_False"]["fwd+bwd"]
             globals_chosen["keep_states"] = tchunk.KEEP_STATES = keep
+        # dqkw and wy_bwd as one kernel (chunk.FUSED_WY_BWD, key sizes up to FUSED_MAX_K), timed beside the
+        # two kernels at both shapes with each one's launch options as they stand; the launch options of the
+        # chosen form are swept below, the other form's skipped.
+        fused = False
+        if D <= tchunk.FUSED_MAX_K:
+            both = lambda ours=ours, long=long: (ours[True](), long[True]())  # noqa: E731
+            for on in (False, True):
+                tchunk.FUSED_WY_BWD[D] = on
+                try:
+                    entry[f"fused_wy_bwd_{on}"] = {"fwd+bwd_ms": _events_ms(both, reps=5, repeats=3)}
+                except Exception as error:  # noqa: BLE001 - out of resources: the fused form is out
+                    entry[f"fused_wy_bwd_{on}"] = f"{type(error).__name__}: {str(error)[:200]}"
+            two, one = (entry[f"fused_wy_bwd_{on}"] for on in (False, True))
+            fused = isinstance(one, dict) and isinstance(two, dict) and one["fwd+bwd_ms"] < two["fwd+bwd_ms"]
+            tchunk.FUSED_WY_BWD[D] = fused
+            globals_chosen["fused_wy_bwd"] = fused
         print(D, entry, flush=True)
         chosen = {}
         for name in tchunk.LAUNCH:
+            if (name == "dqkw_wy") != fused and name in ("dqkw", "wy_bwd", "dqkw_wy"):
+                continue  # the form of the backward not chosen above
             bw = name not in FWD_KERNELS
             call = lambda bw=bw, ours=ours, long=long: (ours[bw](), long[bw]())  # noqa: E731 - both shapes, one timing
             # Tile variants: dqkw one key tile per head (it re-reads V', dV' and dO once per tile) and a value
@@ -81,7 +100,12 @@ def main(out=None, heads=(64, 128, 256)):
             # program); wy_bwd key and value tiles of 32 (with 8 warps: no spilled registers at K >= 128,
             # scripts/smem_check.py). Each variant: (label, {table: (key, value)}, what `chosen` records).
             variants = [("", {}, {})]
-            if name == "dqkw":
+            if name == "dqkw_wy" and D >= 64:
+                default = tchunk._fused_tile_v(D, D)
+                other = 64 if default == 32 else 32
+                variants = [(f"BV={default}", {}, {"tile_v": default}),
+                            (f"BV={other}", {"FUSED_TILE_V": (D, other)}, {"tile_v": other})]
+            elif name == "dqkw":
                 variants = [(f"BK={tchunk.DQKW_TILE_K[D]}", {}, {"tile_k": tchunk.DQKW_TILE_K[D]})]
                 if D > tchunk.DQKW_TILE_K[D]:
                     variants.append((f"BK={D}", {"DQKW_TILE_K": (D, D)}, {"tile_k": D}))

@@ -115,6 +115,21 @@ GRAD_CASES = [
 
 @pytest.mark.parametrize("dtype, shape", GRAD_CASES)
 def test_triton_gradients_on_cuda(dtype, shape):
+    check_gradients_on_cuda(dtype, shape)
+
+
+@pytest.mark.parametrize("dtype, shape", [(torch.bfloat16, (1, 512, 2, 128, 128)), (torch.float32, (1, 300, 2, 64, 64)),
+                                          (torch.float16, (2, 130, 2, 32, 100))])  # fmt: skip
+def test_triton_fused_wy_backward_on_cuda(dtype, shape, monkeypatch):
+    """chunk.FUSED_WY_BWD (dqkw and wy_bwd as one kernel) on the GPU: the same bounds as the two kernels."""
+    from assocmem.ops.delta_rule.triton import chunk as tchunk
+
+    monkeypatch.setattr(tchunk, "FUSED_WY_BWD", {16: True, 32: True, 64: True, 128: True})
+    assert tchunk._fused_wy_bwd(shape[3], dtype)
+    check_gradients_on_cuda(dtype, shape)
+
+
+def check_gradients_on_cuda(dtype, shape):
     B, T, H, K, V = shape
     inputs = make_inputs(B, T, H, K, V, dtype)
     do, dstate = torch.randn(B, T, H, V), torch.randn(B, H, K, V)

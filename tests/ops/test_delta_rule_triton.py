@@ -269,10 +269,12 @@ def test_tuned_launch_settings_load_and_other_tiles_stay_exact(tmp_path, monkeyp
 
     from assocmem.ops.delta_rule.triton import chunk as tchunk
 
-    for table in ("LAUNCH_BY_K", "DQKW_TILE_K", "DQKW_TILE_V", "STATE_TILE_V", "WY_BWD_TILE", "HALF_OPERANDS"):
+    for table in ("LAUNCH_BY_K", "DQKW_TILE_K", "DQKW_TILE_V", "STATE_TILE_V", "WY_BWD_TILE", "HALF_OPERANDS",
+                  "FUSED_WY_BWD"):
         monkeypatch.setattr(tchunk, table, dict(getattr(tchunk, table)))
     monkeypatch.setattr(tchunk, "KEEP_STATES", False)
-    sweep = {"64": {"fla": {}, "chosen": {
+    sweep = {"32": {"chosen": {"fused_wy_bwd": True, "dqkw_wy": {"num_warps": 4, "num_stages": 2}}},
+             "64": {"fla": {}, "chosen": {
         "state_bwd": {"num_warps": 8, "num_stages": 1, "tile_v": 32, "times_ms": {}},
         "state_fwd": {"num_warps": 4, "num_stages": 2, "tile_v": 32},
         "dqkw": {"num_warps": 8, "num_stages": 1, "tile_k": 64, "tile_v": 32},
@@ -284,6 +286,8 @@ def test_tuned_launch_settings_load_and_other_tiles_stay_exact(tmp_path, monkeyp
     assert tchunk._state_tile_v(64, 64, "state_bwd") == 32 and tchunk._dqkw_tile_k(64) == 64
     assert tchunk._dqkw_tile_v(64, 64) == 32 and tchunk._wy_bwd_tiles(64, 48) == (32, 32)
     assert tchunk.KEEP_STATES and tchunk.HALF_OPERANDS["state_fwd"] == 2
+    assert tchunk._fused_wy_bwd(32) and not tchunk._fused_wy_bwd(64)
+    assert tchunk.LAUNCH_BY_K[("dqkw_wy", 32)] == {"num_warps": 4, "num_stages": 2}
     check_fp32("triton", 1, 130, 2, 64, 64)
     tchunk.DQKW_TILE_K[128] = 128
     tchunk.STATE_TILE_V.update({("state_bwd", 128): 16, ("state_fwd", 128): 32})
@@ -306,3 +310,36 @@ def test_host_integer_helpers_equal_tritons():
         assert _pow2(n) == max(16, triton.next_power_of_2(n)) and _pow2(n, 8) == max(8, triton.next_power_of_2(n))
         for b in (1, 16, 64):
             assert _cdiv(n, b) == triton.cdiv(n, b)
+
+
+@pytest.mark.parametrize("B, T, H, K, V, packed", [(2, 100, 2, 32, 16, False), (1, 63, 1, 60, 100, False),
+                                                   (1, 64, 1, 128, 16, False), (1, 140, 2, 32, 16, True)])  # fmt: skip
+def test_fused_wy_backward_matches_naive_fp32(B, T, H, K, V, packed, monkeypatch):
+    """chunk.FUSED_WY_BWD (dqkw and wy_bwd as one kernel): the float32 gradients against naive.py, also with
+    K != V, K not a power of two and packed sequences."""
+    from assocmem.ops.delta_rule.triton import chunk as tchunk
+
+    monkeypatch.setattr(tchunk, "FUSED_WY_BWD", {16: True, 32: True, 64: True, 128: True})
+    assert not tchunk._fused_wy_bwd(128, torch.float32)  # over the H200's shared memory: not taken
+    # The interpreter has no shared-memory limit: the float32 math is checked up to K = 128 here.
+    monkeypatch.setattr(tchunk, "FUSED_MAX_K_FP32", 128)
+    assert tchunk._fused_wy_bwd(K, torch.float32) and not tchunk._fused_wy_bwd(256)
+    cu = torch.tensor([0, 5, 5, 69, 139, 140]) if packed else None
+    check_fp32("triton", B, T, H, K, V, cu_seqlens=cu)
+
+
+@pytest.mark.parametrize("K, V, tile", [(64, 32, 32), (128, 64, 32)])
+def test_fused_wy_backward_low_precision_and_close_to_the_unfused(K, V, tile, monkeypatch):
+    """In bf16 the fused backward keeps STYLE's bounds and differs from the two-kernel one only by the order
+    of float32 sums (at K = 128 with its default value tile of 32)."""
+    from assocmem.ops.delta_rule.triton import chunk as tchunk
+
+    inputs = on_device(make_inputs(1, 128, 2, K, V, torch.bfloat16))
+    do, dstate = torch.randn(1, 128, 2, V, device=DEVICE), torch.randn(1, 2, K, V, device=DEVICE)
+    _, _, g_two = grads(run("triton"), leaves(*inputs), do, dstate)
+    monkeypatch.setattr(tchunk, "FUSED_WY_BWD", {K: True})
+    assert tchunk._fused_wy_bwd(K) and tchunk._fused_tile_v(K, V) == tile
+    _, _, g_fused = grads(run("triton"), leaves(*inputs), do, dstate)
+    for name, a, b in zip(NAMES, g_fused, g_two):
+        assert rel_err(a.float(), b.float()) < 2e-3, name
+    check_low_precision(torch.bfloat16, 1, 128, 2, K, V)

@@ -4,8 +4,8 @@ Forward: two kernels (the WY representation's A per chunk; the state recurrence 
 applying A), so neither the per-chunk states, V', nor W and U touch memory. Backward: five kernels (the
 chunk-start states and V' again, the chunk-local part of dV', the reverse state pass, dQ/dK/dW per chunk,
 the WY backward). Besides its inputs the forward keeps only A (float32, 64 numbers per token and head),
-unless KEEP_STATES asks it to keep the states and V' too (then the backward has four kernels). Head sizes
-up to 256.
+unless KEEP_STATES asks it to keep the states and V' too (then the backward has four kernels); with
+FUSED_WY_BWD the last two backward kernels are one. Head sizes up to 256.
 """
 
 import json
@@ -37,6 +37,7 @@ LAUNCH = {
     "state_bwd": {"num_warps": 4, "num_stages": 2},
     "dqkw": {"num_warps": 4, "num_stages": 1},
     "wy_bwd": {"num_warps": 4, "num_stages": 2},
+    "dqkw_wy": {"num_warps": 8, "num_stages": 1},
 }
 
 
@@ -142,6 +143,31 @@ def _wy_bwd_tiles(K: int, V: int) -> tuple[int, int]:
     return min(tile, _pow2(K)), min(tile, _pow2(V))
 
 
+# `dqkw` and `wy_bwd` as one kernel (`dqkw_wy`, one program per chunk and head, the whole key size in one
+# tile), per padded K up to FUSED_MAX_K where a measurement chose it (the sweep times both; off until measured:
+# NOTES.md, version 9): dW and dK's first part stay in registers instead of a float32 round trip through
+# memory (16 bytes per token, head and key channel written and read again) and dV' is read once.
+# ASSOCMEM_TRITON_FUSED_WY_BWD=1 turns it on at import for every K it can take.
+# Shared memory (scripts/smem_check.py, sm_90): float32 inputs at K = 128 need 229 KB with 4 warps, over the
+# limit with 8, so float32 takes the fused kernel up to K = 64 only. Its value tile per padded K: at K = 128
+# (bf16) a tile of 32 with 8 warps spills the least (760 bytes per thread against 1,528 at 64).
+FUSED_MAX_K = 128
+FUSED_MAX_K_FP32 = 64
+FUSED_WY_BWD: dict[int, bool] = (
+    {K: True for K in (16, 32, 64, 128)} if os.environ.get("ASSOCMEM_TRITON_FUSED_WY_BWD", "0") == "1" else {}
+)
+FUSED_TILE_V: dict[int, int] = {128: 32}
+
+
+def _fused_wy_bwd(K: int, dtype: torch.dtype = torch.bfloat16) -> bool:
+    limit = FUSED_MAX_K_FP32 if dtype == torch.float32 else FUSED_MAX_K
+    return _pow2(K) <= limit and FUSED_WY_BWD.get(_pow2(K), False)
+
+
+def _fused_tile_v(K: int, V: int) -> int:
+    return min(FUSED_TILE_V.get(_pow2(K), 64), _pow2(V))
+
+
 # Value tile of the sequential kernels per (kernel, padded K), where a measurement chose one (sweep).
 STATE_TILE_V: dict[tuple[str, int], int] = {("state_bwd", 128): 32}  # version-8 sweep
 
@@ -164,6 +190,8 @@ def load_tuned(path: str | Path) -> None:
         chosen_all = dict(entry.get("chosen", {}))
         if "keep_states" in chosen_all:  # settings for every head size (the sweep takes them at D = 128)
             KEEP_STATES = bool(chosen_all.pop("keep_states"))
+        if "fused_wy_bwd" in chosen_all:
+            FUSED_WY_BWD[K] = bool(chosen_all.pop("fused_wy_bwd"))
         if "state_fwd_half_operands" in chosen_all:
             HALF_OPERANDS["state_fwd"] = int(chosen_all.pop("state_fwd_half_operands"))
         for name, chosen in chosen_all.items():
@@ -175,6 +203,8 @@ def load_tuned(path: str | Path) -> None:
             if "tile_v" in chosen:
                 if name == "dqkw":
                     DQKW_TILE_V[K] = int(chosen["tile_v"])
+                elif name == "dqkw_wy":
+                    FUSED_TILE_V[K] = int(chosen["tile_v"])
                 else:
                     STATE_TILE_V[(name, K)] = int(chosen["tile_v"])
             if "tile" in chosen:
@@ -305,6 +335,16 @@ def chunk_bwd(q, k, v, beta, scale: float, h0, cu_seqlens, do, dht, A, h=None, v
         IS_VARLEN=chunks.varlen, PREC=prec, HALF_OPERANDS=_half_operands("state_bwd", q.dtype),
         **_launch("state_bwd", K, q.dtype),
     )  # fmt: skip
+
+    if _fused_wy_bwd(K, q.dtype):
+        dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+        dbeta = torch.empty(B, T, H, dtype=torch.float32, device=q.device)
+        kernels.dqkw_wy_kernel[(chunks.grid_t, heads)](
+            q, k, v, beta, A, vnew, do, dvnew, h, dh, dq, dk, dv, dbeta, chunks.cu_seqlens, chunks.index, scale, T,
+            H=H, K=K, V=V, BK=_pow2(K), BV=_fused_tile_v(K, V), IS_VARLEN=chunks.varlen, PREC=prec,
+            HALF_OPERANDS=_half_operands("dqkw", q.dtype, K), **_launch("dqkw_wy", K, q.dtype),
+        )  # fmt: skip
+        return dq, dk, dv, dbeta.to(beta.dtype), dh0
 
     dq = torch.empty_like(q)
     dk_part = torch.empty(B, T, H, K, dtype=torch.float32, device=q.device)

@@ -427,6 +427,75 @@ def wy_bwd_kernel(
 
 
 @triton.jit
+def dqkw_wy_kernel(
+    q, k, v, beta, A, vnew, do, dvnew, h, dh, dq, dk, dv, dbeta, cu_seqlens, chunk_index, scale, T,
+    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    IS_VARLEN: tl.constexpr, PREC: tl.constexpr, HALF_OPERANDS: tl.constexpr,
+):  # fmt: skip
+    """`dqkw_kernel` and `wy_bwd_kernel` in one program per chunk and head (the whole key size in one
+    tile, BK >= K): dK's output/state part and dW = -dV' S^T stay in registers instead of going to memory in
+    float32 and back, and dV' (= dU) is read once, in the same pass over the value tiles that forms dQ, dP,
+    dK and dW. The same products as the two kernels, in the same precisions (HALF_OPERANDS: dqkw's bits)."""
+    i_t, i_bh = tl.program_id(0), tl.program_id(1)
+    i_b, i_h = i_bh // H, i_bh % H
+    bos, T, i_c, i_n = _span(cu_seqlens, chunk_index, i_b, i_t, T, IS_VARLEN)
+    if IS_VARLEN:
+        i_g = i_t
+    else:
+        i_g = i_b * tl.cdiv(T, 64) + i_t
+    F32 = tl.float32
+    t0 = i_c * 64
+    tok = (bos * H + i_h).to(tl.int64)
+    h += (i_g * H + i_h).to(tl.int64) * K * V
+    dh += (i_g * H + i_h).to(tl.int64) * K * V
+    r = tl.arange(0, 64)
+    b = _vec(beta + tok, t0, T, H, 64)
+    AtT = tl.trans(tl.where(r[:, None] >= r[None, :], _tile(A + tok * 64, t0, T, H * 64, 0, 64, 64, 64), 0.0))
+
+    dqt = tl.zeros([64, BK], tl.float32)
+    dkt = tl.zeros([64, BK], tl.float32)
+    dwt = tl.zeros([64, BK], tl.float32)
+    dP = tl.zeros([64, 64], tl.float32)
+    dA = tl.zeros([64, 64], tl.float32)
+    db = tl.zeros([64], tl.float32)
+    for i_v in range(tl.cdiv(V, BV)):
+        v0 = i_v * BV
+        St = _tile(h, 0, K, V, v0, V, BK, BV)
+        dSt = _tile(dh, 0, K, V, v0, V, BK, BV)
+        vn = _tile(vnew + tok * V, t0, T, H * V, v0, V, 64, BV)
+        dot_ = _tile(do + tok * V, t0, T, H * V, v0, V, 64, BV)
+        dvn = _tile(dvnew + tok * V, t0, T, H * V, v0, V, 64, BV)
+        dqt += _dot(dot_.to(St.dtype), tl.trans(St), PREC)
+        dP += _dot_in(dot_, tl.trans(vn), HALF_OPERANDS & 1, PREC)
+        dkt += _dot_in(vn, tl.trans(dSt), HALF_OPERANDS & 2, PREC)
+        dwt -= _dot_in(dvn, tl.trans(St), HALF_OPERANDS & 4, PREC)
+        # The WY backward's value side: dA's part dU (beta V)^T, dV = beta A^T dU and dbeta's part.
+        vt = _tile(v + tok * V, t0, T, H * V, v0, V, 64, BV).to(F32)
+        dA += _dot(dvn, tl.trans(vt * b[:, None]), PREC)
+        dvb = _dot(AtT, dvn, PREC)
+        db += tl.sum(dvb * vt, 1)
+        _put(dv + tok * V, dvb * b[:, None], t0, T, H * V, v0, V, 64, BV)
+    dP = tl.where(r[:, None] >= r[None, :], dP, 0.0) * scale
+    qt = _tile(q + tok * K, t0, T, H * K, 0, K, 64, BK)
+    kt = _tile(k + tok * K, t0, T, H * K, 0, K, 64, BK)
+    dqt = dqt * scale + _dot_in(dP, kt, HALF_OPERANDS & 8, PREC)
+    dkt += _dot_in(tl.trans(dP), qt, HALF_OPERANDS & 8, PREC)
+    _put(dq + tok * K, dqt, t0, T, H * K, 0, K, 64, BK)
+    # The WY backward's key side, from dW in registers.
+    ktf = kt.to(F32)
+    kb = ktf * b[:, None]
+    dA += _dot(dwt, tl.trans(kb), PREC)
+    dL = -_dot(_dot(AtT, dA, PREC), AtT, PREC)
+    dL = tl.where(r[:, None] > r[None, :], dL, 0.0)
+    dkb = _dot(AtT, dwt, PREC) + _dot(dL, ktf, PREC)
+    dkt += _dot(tl.trans(dL), kb, PREC) + dkb * b[:, None]
+    db += tl.sum(dkb * ktf, 1)
+    _put(dk + tok * K, dkt, t0, T, H * K, 0, K, 64, BK)
+    rows = t0 + r
+    tl.store(dbeta + tok + rows * H, db, mask=rows < T)
+
+
+@triton.jit
 def recurrent_fwd_kernel(
     q, k, v, beta, o, h0, ht, u, cu_seqlens, scale, T,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
