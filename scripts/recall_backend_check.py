@@ -21,9 +21,9 @@ from assocmem.models import AssocMemForCausalLM  # noqa: E402
 def main(steps: int = 25) -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu":
-        from ops.test_delta_rule_triton import _teach_the_interpreter_bfloat16_matmuls
+        from ops.test_delta_rule_triton import _teach_the_interpreter_bfloat16
 
-        _teach_the_interpreter_bfloat16_matmuls()
+        _teach_the_interpreter_bfloat16()
     setup = RecallSetup(vocab_size=256, seq_len=64, num_kv_pairs=8, batch=32, steps=steps)
     for backend in ("chunk", "triton"):
         config = model_config("deltanet", 128, setup)

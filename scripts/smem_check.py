@@ -71,12 +71,13 @@ def launches(K, V, dtype="bf16", varlen=False):
         **common, "BK": chunk._dqkw_tile_k(K), "BV": chunk._dqkw_tile_v(K, V), "HALF_OPERANDS": half["dqkw"]}
     BK, BV = chunk._wy_bwd_tiles(K, V)
     yield "wy_bwd", kernels.wy_bwd_kernel, {**ints, "k": io, "v": io, "beta": io, "dk": io, "dv": io}, {
-        **common, "BK": BK, "BV": BV}
+        **common, "BK": BK, "BV": BV, "HALF_OPERANDS": half["wy_bwd"]}
     if chunk._pow2(K) <= (chunk.FUSED_MAX_K_FP32 if dtype == "fp32" else chunk.FUSED_MAX_K):  # the two above as one
         yield "dqkw_wy", kernels.dqkw_wy_kernel, {
             **ints, "q": io, "k": io, "v": io, "beta": io, "do": io, "dq": io, "dk": io, "dv": io, "h": store,
             "dh": store}, {
-            **common, "BK": chunk._pow2(K), "BV": chunk._fused_tile_v(K, V), "HALF_OPERANDS": half["dqkw"]}
+            **common, "BK": chunk._pow2(K), "BV": chunk._fused_tile_v(K, V), "HALF_OPERANDS": half["dqkw"],
+            "HALF_WY": half["wy_bwd"]}
 
 
 def main(Ks=(64, 128), dtypes=("bf16", "fp32")):

@@ -3,8 +3,9 @@ inputs, beside the error naive.py itself makes in that dtype (the tests' bound i
 latter). On a machine without a GPU the kernels run under the Triton interpreter, whose float32 matmuls
 are exact (no TF32): the numbers show the storage and rounding choices, not the tensor cores.
 With --half-operands the bf16 rows are repeated for each choice of chunk.HALF_OPERANDS (bit masks of where the
-backward rounds float32 intermediates to bf16 as they enter a matmul); with --forward-half-operands, for each
-choice of the forward's bits (state_fwd: the output only; the backward recomputes without them).
+backward rounds float32 intermediates to bf16 as they enter a matmul), with dqkw and wy_bwd as two kernels and
+fused; with --forward-half-operands, for each choice of the forward's bits (state_fwd: the output only; the
+backward recomputes without them). The interpreter is taught to round float32 to bf16 as the GPU does.
 Usage: python scripts/triton_errors.py [--half-operands | --forward-half-operands]"""
 
 import os
@@ -20,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from ops.helpers import grads, leaves, make_inputs, rel_err  # noqa: E402
 from ops.test_delta_rule_triton import (  # noqa: E402
     NAMES,
-    _teach_the_interpreter_bfloat16_matmuls,
+    _teach_the_interpreter_bfloat16,
     naive,
     run,
 )
@@ -31,11 +32,17 @@ def main():
         from assocmem.ops.delta_rule.triton import chunk
 
         choices = [{"state_bwd": 0, "dqkw": 0}, {"state_bwd": 1, "dqkw": 0}]
-        choices += [{"state_bwd": 1, "dqkw": bits} for bits in (1, 2, 4, 8, 1 | 8)]
-        for choice in choices:
-            chunk.HALF_OPERANDS.update(choice)
-            print(f"HALF_OPERANDS = {choice}")
-            errors((torch.bfloat16,))
+        choices += [{"state_bwd": 1, "dqkw": bits} for bits in (1, 2, 4, 8, 1 | 8, 15)]
+        choices += [{"state_bwd": 1, "dqkw": 1 | 8, "wy_bwd": bits} for bits in (1, 2, 4, 8, 15)]
+        choices += [{"state_bwd": 1, "dqkw": 15, "wy_bwd": 15}]
+        defaults = dict(chunk.HALF_OPERANDS)
+        for fused in (False, True):
+            chunk.FUSED_WY_BWD.update({K: fused for K in (16, 32, 64, 128)})
+            for choice in choices:
+                chunk.HALF_OPERANDS.update(defaults)
+                chunk.HALF_OPERANDS.update(choice)
+                print(f"HALF_OPERANDS = {choice}" + (", dqkw and wy_bwd fused (FUSED_WY_BWD)" if fused else ""))
+                errors((torch.bfloat16,))
         return
     if "--forward-half-operands" in sys.argv[1:]:
         from assocmem.ops.delta_rule.triton import chunk
@@ -51,7 +58,7 @@ def main():
 def errors(dtypes, forward_only=False):
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu":
-        _teach_the_interpreter_bfloat16_matmuls()
+        _teach_the_interpreter_bfloat16()
     print("dtype     B T H K V        name  ours      naive-in-dtype")
     for dtype in dtypes:
         for shape in [(1, 128, 2, 64, 32), (1, 256, 1, 128, 64)]:

@@ -19,9 +19,13 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reas
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _teach_the_interpreter_bfloat16_matmuls():
-    """Triton's interpreter keeps bfloat16 as raw uint16 and multiplies those integers in tl.dot (a 16x16
-    bf16 product comes out off by 1e10). Widen bf16 operands to float32 first: exact, as on tensor cores."""
+def _teach_the_interpreter_bfloat16():
+    """Make Triton's interpreter treat bfloat16 as the GPU does (checked by a test below):
+    - it keeps bfloat16 as raw uint16 and multiplies those integers in tl.dot (a 16x16 bf16 product comes
+      out off by 1e10): bf16 operands are widened to float32 first, exact, as on tensor cores;
+    - it converts float32 to bfloat16 by truncating the mantissa, where the GPU rounds to nearest even:
+      truncation doubles the rounding error, so every bf16 rounding inside a kernel (HALF_OPERANDS, bf16
+      outputs) looked twice as costly under the interpreter as on the H200. Casts round to nearest even."""
     import numpy as np
     import triton.language as tl
     from triton.runtime import interpreter
@@ -29,7 +33,7 @@ def _teach_the_interpreter_bfloat16_matmuls():
     builder = interpreter.InterpreterBuilder
     if getattr(builder.create_dot, "_widens_bf16", False):
         return
-    original = builder.create_dot
+    original_dot, original_cast = builder.create_dot, builder.cast_impl
 
     def widen(handle):
         if handle.dtype.scalar == tl.bfloat16:
@@ -38,14 +42,24 @@ def _teach_the_interpreter_bfloat16_matmuls():
         return handle
 
     def create_dot(self, a, b, d, input_precision, max_num_imprecise_acc):
-        return original(self, widen(a), widen(b), d, input_precision, max_num_imprecise_acc)
+        return original_dot(self, widen(a), widen(b), d, input_precision, max_num_imprecise_acc)
+
+    def cast_impl(self, src, dst_type):
+        if src.dtype.scalar == tl.float32 and dst_type.scalar == tl.bfloat16:
+            data = np.asarray(src.data, dtype=np.float32)
+            bits = data.view(np.uint32)
+            rounded = ((bits + np.uint32(0x7FFF) + ((bits >> 16) & np.uint32(1))) >> 16).astype(np.uint16)
+            rounded = np.where(np.isnan(data), np.uint16(0x7FC0), rounded)
+            return interpreter.TensorHandle(rounded, tl.bfloat16)
+        return original_cast(self, src, dst_type)
 
     create_dot._widens_bf16 = True
     builder.create_dot = create_dot
+    builder.cast_impl = cast_impl
 
 
 if DEVICE.type == "cpu" and importlib.util.find_spec("triton") is not None:
-    _teach_the_interpreter_bfloat16_matmuls()
+    _teach_the_interpreter_bfloat16()
 NAMES = ["q", "k", "v", "beta", "initial_state"]
 
 
@@ -132,6 +146,18 @@ def test_forward_bf16_operands_within_twice_the_reference_error(bits, V, monkeyp
     assert tchunk._half_operands("state_fwd", torch.bfloat16, 64, tchunk._state_tile_v(64, V)) == (
         bits if V == 64 else bits & 1)
     check_low_precision(torch.bfloat16, 1, 128, 2, 64, V)
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_backward_bf16_operands_within_twice_the_reference_error(fused, monkeypatch):
+    """Every bf16 operand choice of the backward at once (dqkw's four bits, wy_bwd's four), with dqkw and
+    wy_bwd as two kernels and fused, keeps the gradients within the low-precision bounds."""
+    from assocmem.ops.delta_rule.triton import chunk as tchunk
+
+    monkeypatch.setattr(tchunk, "HALF_OPERANDS", {**tchunk.HALF_OPERANDS, "dqkw": 15, "wy_bwd": 15})
+    monkeypatch.setattr(tchunk, "FUSED_WY_BWD", {64: fused})
+    assert tchunk._half_operands("wy_bwd", torch.bfloat16) == 15 and tchunk._half_operands("wy_bwd", torch.float16) == 0
+    check_low_precision(torch.bfloat16, 1, 128, 2, 64, 64)
 
 
 def test_triton_availability_is_a_constant_under_torch_compile():
@@ -343,3 +369,29 @@ def test_fused_wy_backward_low_precision_and_close_to_the_unfused(K, V, tile, mo
     for name, a, b in zip(NAMES, g_fused, g_two):
         assert rel_err(a.float(), b.float()) < 2e-3, name
     check_low_precision(torch.bfloat16, 1, 128, 2, K, V)
+
+
+def test_bfloat16_casts_and_products_inside_kernels_match_torch():
+    """What the kernels' bf16 rounding does (under the interpreter after _teach_the_interpreter_bfloat16, on a
+    GPU natively): float32 -> bf16 rounds to nearest even like torch, ties and the carry into the exponent
+    included, and a bf16 product is exact in float32."""
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def cast_and_dot(x, y, z, N: tl.constexpr):
+        r = tl.arange(0, N)
+        v = tl.load(x + r[:, None] * N + r[None, :])
+        h = v.to(tl.bfloat16)
+        tl.store(y + r[:, None] * N + r[None, :], h.to(tl.float32))
+        tl.store(z + r[:, None] * N + r[None, :], tl.dot(h, h))
+
+    N = 16
+    x = torch.randn(N, N)
+    # ties (to even, down and up), a carry into the exponent, a negative tie
+    x[0, :4] = torch.tensor([1 + 2**-8, 1 + 3 * 2**-8, 2 - 2**-9, -(1 + 2**-8)])
+    x, y, z = x.to(DEVICE), torch.empty(N, N, device=DEVICE), torch.empty(N, N, device=DEVICE)
+    cast_and_dot[(1,)](x, y, z, N)
+    h = x.to(torch.bfloat16).float()
+    assert torch.equal(y, h)
+    assert torch.allclose(z, h @ h, rtol=1e-6, atol=1e-5)

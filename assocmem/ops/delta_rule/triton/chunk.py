@@ -75,7 +75,9 @@ def _store_dtype(dtype: torch.dtype) -> torch.dtype:
 # dP = dO V'^T; 2: V' in V' dS^T; 4: dV' in dV' S^T; 8: dP in dP K and dP^T Q. Chosen by the errors each
 # bit costs dK under the interpreter (scripts/triton_errors.py --half-operands; NOTES.md, version 6): 2 and
 # 4 cost 1.5e-3 each and stay off.
-HALF_OPERANDS = {"state_fwd": 1 | 2 | 4, "state_bwd": 1, "dqkw": 1 | 8}
+# wy_bwd (also the fused dqkw_wy's WY part) 1: A^T dW and A^T dU; 2: the products of dL = -A^T dA A^T; 4: dL K
+# and dL^T (beta K); 8: dW (beta K)^T and dU (beta V)^T. Off until their speed is measured (NOTES.md, version 9).
+HALF_OPERANDS = {"state_fwd": 1 | 2 | 4, "state_bwd": 1, "dqkw": 1 | 8, "wy_bwd": 0}
 
 
 def _half_operands(name: str, dtype: torch.dtype, K: int = 64, BV: int = 64) -> int:
@@ -342,7 +344,8 @@ def chunk_bwd(q, k, v, beta, scale: float, h0, cu_seqlens, do, dht, A, h=None, v
         kernels.dqkw_wy_kernel[(chunks.grid_t, heads)](
             q, k, v, beta, A, vnew, do, dvnew, h, dh, dq, dk, dv, dbeta, chunks.cu_seqlens, chunks.index, scale, T,
             H=H, K=K, V=V, BK=_pow2(K), BV=_fused_tile_v(K, V), IS_VARLEN=chunks.varlen, PREC=prec,
-            HALF_OPERANDS=_half_operands("dqkw", q.dtype, K), **_launch("dqkw_wy", K, q.dtype),
+            HALF_OPERANDS=_half_operands("dqkw", q.dtype, K), HALF_WY=_half_operands("wy_bwd", q.dtype),
+            **_launch("dqkw_wy", K, q.dtype),
         )  # fmt: skip
         return dq, dk, dv, dbeta.to(beta.dtype), dh0
 
@@ -361,7 +364,8 @@ def chunk_bwd(q, k, v, beta, scale: float, h0, cu_seqlens, do, dht, A, h=None, v
     kernels.wy_bwd_kernel[(chunks.grid_t, heads)](
         k, v, beta, A, dw, dvnew, dk_part, dk, dv, dbeta, chunks.cu_seqlens, chunks.index, T,
         H=H, K=K, V=V, BK=_wy_bwd_tiles(K, V)[0], BV=_wy_bwd_tiles(K, V)[1],
-        IS_VARLEN=chunks.varlen, PREC=prec, **_launch("wy_bwd", K, q.dtype),
+        IS_VARLEN=chunks.varlen, PREC=prec, HALF_OPERANDS=_half_operands("wy_bwd", q.dtype),
+        **_launch("wy_bwd", K, q.dtype),
     )  # fmt: skip
     return dq, dk, dv, dbeta.to(beta.dtype), dh0
 

@@ -380,12 +380,14 @@ def dqkw_kernel(
 def wy_bwd_kernel(
     k, v, beta, A, dw, du, dk_part, dk, dv, dbeta, cu_seqlens, chunk_index, T,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    IS_VARLEN: tl.constexpr, PREC: tl.constexpr,
+    IS_VARLEN: tl.constexpr, PREC: tl.constexpr, HALF_OPERANDS: tl.constexpr = 0,
 ):  # fmt: skip
     """Backward of W = A beta K, U = A beta V, A = (I + strict_tril(beta K K^T))^-1 for one chunk.
 
-    `dk_part` holds dK's other parts (float32); the full dK goes to `dk` in k's dtype. The matmuls run in
-    the input dtype with float32 accumulation (A and the gradients rounded to it, as W and U were).
+    `dk_part` holds dK's other parts (float32); the full dK goes to `dk` in k's dtype. Every product in
+    float32 (TF32 for bf16 inputs) unless a HALF_OPERANDS bit rounds its operands to bf16 (float32
+    accumulation): 1 A^T dW and A^T dU, 2 the two products of dL = -A^T dA A^T, 4 dL K and dL^T (beta K),
+    8 dW (beta K)^T and dU (beta V)^T.
     """
     i_t, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
@@ -401,41 +403,50 @@ def wy_bwd_kernel(
     dA = tl.zeros([64, 64], tl.float32)
     for i_k in range(tl.cdiv(K, BK)):
         kb = _tile(k + tok * K, t0, T, H * K, i_k * BK, K, 64, BK).to(F32) * b[:, None]
-        dA += _dot(_tile(dw + tok * K, t0, T, H * K, i_k * BK, K, 64, BK).to(F32), tl.trans(kb), PREC)
+        dA += _dot_in(_tile(dw + tok * K, t0, T, H * K, i_k * BK, K, 64, BK), tl.trans(kb), HALF_OPERANDS & 8, PREC)
     for i_v in range(tl.cdiv(V, BV)):
         vb = _tile(v + tok * V, t0, T, H * V, i_v * BV, V, 64, BV).to(F32) * b[:, None]
-        dA += _dot(_tile(du + tok * V, t0, T, H * V, i_v * BV, V, 64, BV).to(F32), tl.trans(vb), PREC)
-    dL = -_dot(_dot(AtT, dA, PREC), AtT, PREC)
-    dL = tl.where(r[:, None] > r[None, :], dL, 0.0)
+        dA += _dot_in(_tile(du + tok * V, t0, T, H * V, i_v * BV, V, 64, BV), tl.trans(vb), HALF_OPERANDS & 8, PREC)
+    dL = _wy_dl(AtT, dA, HALF_OPERANDS & 2, PREC)
 
     db = tl.zeros([64], tl.float32)
     for i_k in range(tl.cdiv(K, BK)):
         kt = _tile(k + tok * K, t0, T, H * K, i_k * BK, K, 64, BK).to(F32)
         kb = kt * b[:, None]
-        dkb = _dot(AtT, _tile(dw + tok * K, t0, T, H * K, i_k * BK, K, 64, BK).to(F32), PREC) + _dot(dL, kt, PREC)
+        dwt = _tile(dw + tok * K, t0, T, H * K, i_k * BK, K, 64, BK)
+        dkb = _dot_in(AtT, dwt, HALF_OPERANDS & 1, PREC) + _dot_in(dL, kt, HALF_OPERANDS & 4, PREC)
         dkt = _tile(dk_part + tok * K, t0, T, H * K, i_k * BK, K, 64, BK)
-        dkt += _dot(tl.trans(dL), kb, PREC) + dkb * b[:, None]
-        db += tl.sum(dkb * kt.to(tl.float32), 1)
+        dkt += _dot_in(tl.trans(dL), kb, HALF_OPERANDS & 4, PREC) + dkb * b[:, None]
+        db += tl.sum(dkb * kt, 1)
         _put(dk + tok * K, dkt, t0, T, H * K, i_k * BK, K, 64, BK)
     for i_v in range(tl.cdiv(V, BV)):
         vt = _tile(v + tok * V, t0, T, H * V, i_v * BV, V, 64, BV).to(F32)
-        dvb = _dot(AtT, _tile(du + tok * V, t0, T, H * V, i_v * BV, V, 64, BV).to(F32), PREC)
-        db += tl.sum(dvb * vt.to(tl.float32), 1)
+        dvb = _dot_in(AtT, _tile(du + tok * V, t0, T, H * V, i_v * BV, V, 64, BV), HALF_OPERANDS & 1, PREC)
+        db += tl.sum(dvb * vt, 1)
         _put(dv + tok * V, dvb * b[:, None], t0, T, H * V, i_v * BV, V, 64, BV)
     rows = t0 + r
     tl.store(dbeta + tok + rows * H, db, mask=rows < T)
 
 
 @triton.jit
+def _wy_dl(AtT, dA, HALF: tl.constexpr, PREC: tl.constexpr):
+    """dL = -A^T dA A^T, strictly lower (the gradient of L in A = (I + L)^-1)."""
+    r = tl.arange(0, 64)
+    dL = -_dot_in(_dot_in(AtT, dA, HALF, PREC), AtT, HALF, PREC)
+    return tl.where(r[:, None] > r[None, :], dL, 0.0)
+
+
+@triton.jit
 def dqkw_wy_kernel(
     q, k, v, beta, A, vnew, do, dvnew, h, dh, dq, dk, dv, dbeta, cu_seqlens, chunk_index, scale, T,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    IS_VARLEN: tl.constexpr, PREC: tl.constexpr, HALF_OPERANDS: tl.constexpr,
+    IS_VARLEN: tl.constexpr, PREC: tl.constexpr, HALF_OPERANDS: tl.constexpr, HALF_WY: tl.constexpr = 0,
 ):  # fmt: skip
     """`dqkw_kernel` and `wy_bwd_kernel` in one program per chunk and head (the whole key size in one
     tile, BK >= K): dK's output/state part and dW = -dV' S^T stay in registers instead of going to memory in
     float32 and back, and dV' (= dU) is read once, in the same pass over the value tiles that forms dQ, dP,
-    dK and dW. The same products as the two kernels, in the same precisions (HALF_OPERANDS: dqkw's bits)."""
+    dK and dW. The same products as the two kernels, in the same precisions (HALF_OPERANDS: dqkw's bits,
+    HALF_WY: wy_bwd's)."""
     i_t, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
     bos, T, i_c, i_n = _span(cu_seqlens, chunk_index, i_b, i_t, T, IS_VARLEN)
@@ -471,8 +482,8 @@ def dqkw_wy_kernel(
         dwt -= _dot_in(dvn, tl.trans(St), HALF_OPERANDS & 4, PREC)
         # The WY backward's value side: dA's part dU (beta V)^T, dV = beta A^T dU and dbeta's part.
         vt = _tile(v + tok * V, t0, T, H * V, v0, V, 64, BV).to(F32)
-        dA += _dot(dvn, tl.trans(vt * b[:, None]), PREC)
-        dvb = _dot(AtT, dvn, PREC)
+        dA += _dot_in(dvn, tl.trans(vt * b[:, None]), HALF_WY & 8, PREC)
+        dvb = _dot_in(AtT, dvn, HALF_WY & 1, PREC)
         db += tl.sum(dvb * vt, 1)
         _put(dv + tok * V, dvb * b[:, None], t0, T, H * V, v0, V, 64, BV)
     dP = tl.where(r[:, None] >= r[None, :], dP, 0.0) * scale
@@ -484,11 +495,10 @@ def dqkw_wy_kernel(
     # The WY backward's key side, from dW in registers.
     ktf = kt.to(F32)
     kb = ktf * b[:, None]
-    dA += _dot(dwt, tl.trans(kb), PREC)
-    dL = -_dot(_dot(AtT, dA, PREC), AtT, PREC)
-    dL = tl.where(r[:, None] > r[None, :], dL, 0.0)
-    dkb = _dot(AtT, dwt, PREC) + _dot(dL, ktf, PREC)
-    dkt += _dot(tl.trans(dL), kb, PREC) + dkb * b[:, None]
+    dA += _dot_in(dwt, tl.trans(kb), HALF_WY & 8, PREC)
+    dL = _wy_dl(AtT, dA, HALF_WY & 2, PREC)
+    dkb = _dot_in(AtT, dwt, HALF_WY & 1, PREC) + _dot_in(dL, ktf, HALF_WY & 4, PREC)
+    dkt += _dot_in(tl.trans(dL), kb, HALF_WY & 4, PREC) + dkb * b[:, None]
     db += tl.sum(dkb * ktf, 1)
     _put(dk + tok * K, dkt, t0, T, H * K, 0, K, 64, BK)
     rows = t0 + r
