@@ -4,7 +4,8 @@ For each head size D (T = 4096, B = 8, H = 2048 / D, bf16), times forward and fo
 defaults and with fla's chunk_delta_rule beside them, then tries (num_warps, num_stages) per kernel and
 keeps the fastest (coordinate descent) by the summed time of that shape and a long one
 (T = 16384, B = 2), with tile variants for dqkw, wy_bwd and the state kernels; also times forward+backward
-with the backward's chunk.HALF_OPERANDS switched off, the forward with each of state_fwd's bits, and
+with the backward's chunk.HALF_OPERANDS switched off and with more of its bits on, the forward with each of
+state_fwd's bits, and
 forward+backward (with its peak memory) with chunk.KEEP_STATES off and on, and forward+backward with
 dqkw and wy_bwd as two kernels or one (chunk.FUSED_WY_BWD, D <= 128).
 Usage: python scripts/sweep_triton.py [OUT.json [D ...]] (head sizes in the order given; default 64 128 256).
@@ -55,10 +56,22 @@ def main(out=None, heads=(64, 128, 256)):
             tchunk.HALF_OPERANDS["state_fwd"] = bits
             fwd_bits[bits] = entry[f"state_fwd_half_{bits}"] = {"fwd": _events_ms(ours[False], reps=10)}
         tchunk.HALF_OPERANDS.update(saved)
+        # The backward's bf16 operands beyond the defaults (dqkw's four bits, wy_bwd's four: all within the
+        # bounds under the interpreter once it rounds as the GPU does; NOTES.md, version 9).
+        bwd_bits = {"default": {"dqkw": saved["dqkw"], "wy_bwd": saved["wy_bwd"]}, "dqkw_15": {"dqkw": 15},
+                    "wy_bwd_15": {"wy_bwd": 15}, "both_15": {"dqkw": 15, "wy_bwd": 15}}  # fmt: skip
+        for label, bits in bwd_bits.items():
+            tchunk.HALF_OPERANDS.update(saved)
+            tchunk.HALF_OPERANDS.update(bits)
+            entry[f"backward_half_{label}"] = {"fwd+bwd": _events_ms(ours[True], reps=10)}
+        tchunk.HALF_OPERANDS.update(saved)
         globals_chosen = {}
         if D == 128:  # settings that are not per head size follow the main one (all within the bound)
             globals_chosen["state_fwd_half_operands"] = min(fwd_bits, key=lambda b: fwd_bits[b]["fwd"])
             tchunk.HALF_OPERANDS["state_fwd"] = globals_chosen["state_fwd_half_operands"]
+            best = min(bwd_bits, key=lambda label: entry[f"backward_half_{label}"]["fwd+bwd"])
+            globals_chosen["backward_half_operands"] = {**bwd_bits["default"], **bwd_bits[best]}
+            tchunk.HALF_OPERANDS.update(globals_chosen["backward_half_operands"])
         # The forward that keeps the chunk states for the backward (chunk.KEEP_STATES): time and peak memory.
         for keep in (False, True):
             tchunk.KEEP_STATES = keep

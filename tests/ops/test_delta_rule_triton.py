@@ -305,13 +305,15 @@ def test_tuned_launch_settings_load_and_other_tiles_stay_exact(tmp_path, monkeyp
         "state_fwd": {"num_warps": 4, "num_stages": 2, "tile_v": 32},
         "dqkw": {"num_warps": 8, "num_stages": 1, "tile_k": 64, "tile_v": 32},
         "wy_bwd": {"num_warps": 8, "num_stages": 2, "tile": 32},
-        "keep_states": True, "state_fwd_half_operands": 2}}}  # fmt: skip
+        "keep_states": True, "state_fwd_half_operands": 2,
+        "backward_half_operands": {"dqkw": 15, "wy_bwd": 4}}}}  # fmt: skip
     (tmp_path / "sweep.json").write_text(json.dumps(sweep))
     tchunk.load_tuned(tmp_path / "sweep.json")
     assert tchunk.LAUNCH_BY_K[("state_bwd", 64)] == {"num_warps": 8, "num_stages": 1}
     assert tchunk._state_tile_v(64, 64, "state_bwd") == 32 and tchunk._dqkw_tile_k(64) == 64
     assert tchunk._dqkw_tile_v(64, 64) == 32 and tchunk._wy_bwd_tiles(64, 48) == (32, 32)
     assert tchunk.KEEP_STATES and tchunk.HALF_OPERANDS["state_fwd"] == 2
+    assert tchunk.HALF_OPERANDS["dqkw"] == 15 and tchunk.HALF_OPERANDS["wy_bwd"] == 4
     assert tchunk._fused_wy_bwd(32) and not tchunk._fused_wy_bwd(64)
     assert tchunk.LAUNCH_BY_K[("dqkw_wy", 32)] == {"num_warps": 4, "num_stages": 2}
     check_fp32("triton", 1, 130, 2, 64, 64)

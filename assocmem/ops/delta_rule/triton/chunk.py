@@ -67,16 +67,17 @@ def _store_dtype(dtype: torch.dtype) -> torch.dtype:
 # Where the kernels round float32 intermediates to bf16 as they enter a matmul (bf16 inputs only; float32
 # accumulation), as bit masks. state_fwd (the forward's output only; the backward recomputes the states
 # without): 1: S in K S and Q S; 2: A and beta (V - K S) in their product; 4: V' and tril(Q K^T) in the
-# products with V'; under the interpreter (T = 128 / 256, scripts/triton_errors.py --forward-half-operands) the
-# output's error goes from 4.1e-3 (none) to 6.0e-3 (1), 7.0e-3 (1 | 2), 8.9e-3 (all); bound 1e-2. On the H200
-# all three (the default since version 8: the fastest forward, 0.62 against 0.69 ms with bit 1 at D = 128)
-# measured 4.3-4.5e-3 against the float32 PyTorch path at D = 64 and 128 (fla 4.8-5.1e-3).
-# state_bwd 1: dS and beta A^T dV' into the two products with K. dqkw 1: V' in
-# dP = dO V'^T; 2: V' in V' dS^T; 4: dV' in dV' S^T; 8: dP in dP K and dP^T Q. Chosen by the errors each
-# bit costs dK under the interpreter (scripts/triton_errors.py --half-operands; NOTES.md, version 6): 2 and
-# 4 cost 1.5e-3 each and stay off.
-# wy_bwd (also the fused dqkw_wy's WY part) 1: A^T dW and A^T dU; 2: the products of dL = -A^T dA A^T; 4: dL K
-# and dL^T (beta K); 8: dW (beta K)^T and dU (beta V)^T. Off until their speed is measured (NOTES.md, version 9).
+# products with V'. state_bwd 1: dS and beta A^T dV' into the two products with K. dqkw 1: V' in
+# dP = dO V'^T; 2: V' in V' dS^T; 4: dV' in dV' S^T; 8: dP in dP K and dP^T Q. wy_bwd (also the fused
+# dqkw_wy's WY part) 1: A^T dW and A^T dU; 2: the products of dL = -A^T dA A^T; 4: dL K and dL^T (beta K);
+# 8: dW (beta K)^T and dU (beta V)^T.
+# Errors (scripts/triton_errors.py under the interpreter taught to round to nearest even as the GPU does,
+# T = 128 / 256; benchmarks/results/triton_errors_cpu_v9.log; bound 1e-2): these defaults 3.4e-3 at most
+# (output), every bit of all four kernels on 4.5e-3 at most. On the H200 the forward's three bits (the
+# default since version 8: the fastest forward, 0.62 against 0.69 ms with bit 1 at D = 128) measured
+# 4.3-4.5e-3 against the float32 PyTorch path at D = 64 and 128 (fla 4.8-5.1e-3). Earlier versions chose
+# bits under an interpreter that truncated (twice the rounding error; NOTES.md, version 9); the backward's
+# further bits stay off until the sweep has timed them.
 HALF_OPERANDS = {"state_fwd": 1 | 2 | 4, "state_bwd": 1, "dqkw": 1 | 8, "wy_bwd": 0}
 
 
@@ -196,6 +197,10 @@ def load_tuned(path: str | Path) -> None:
             FUSED_WY_BWD[K] = bool(chosen_all.pop("fused_wy_bwd"))
         if "state_fwd_half_operands" in chosen_all:
             HALF_OPERANDS["state_fwd"] = int(chosen_all.pop("state_fwd_half_operands"))
+        for name, bits in chosen_all.pop("backward_half_operands", {}).items():
+            if name not in HALF_OPERANDS:
+                raise ValueError(f"load_tuned: unknown kernel {name!r} in backward_half_operands of {path}")
+            HALF_OPERANDS[name] = int(bits)
         for name, chosen in chosen_all.items():
             if name not in LAUNCH:
                 raise ValueError(f"load_tuned: unknown kernel {name!r} in {path}; expected one of {sorted(LAUNCH)}")
