@@ -4,8 +4,8 @@ For each head size D (T = 4096, B = 8, H = 2048 / D, bf16), times forward and fo
 defaults and with fla's chunk_delta_rule beside them, then tries (num_warps, num_stages) per kernel and
 keeps the fastest (coordinate descent) by the summed time of that shape and a long one
 (T = 16384, B = 2), with tile variants for dqkw, wy_bwd and the state kernels; also times forward+backward
-with the backward's chunk.HALF_OPERANDS switched off and with more of its bits on, the forward with each of
-state_fwd's bits, and
+with the backward's chunk.HALF_OPERANDS switched off and with more of its bits on, with V' and dV' in bf16
+(chunk.HALF_VPRIME), the forward with each of state_fwd's bits, and
 forward+backward (with its peak memory) with chunk.KEEP_STATES off and on, and forward+backward with
 dqkw and wy_bwd as two kernels or one (chunk.FUSED_WY_BWD, D <= 128).
 Usage: python scripts/sweep_triton.py [OUT.json [D ...]] (head sizes in the order given; default 64 128 256).
@@ -72,6 +72,12 @@ def main(out=None, heads=(64, 128, 256)):
             best = min(bwd_bits, key=lambda label: entry[f"backward_half_{label}"]["fwd+bwd"])
             globals_chosen["backward_half_operands"] = {**bwd_bits["default"], **bwd_bits[best]}
             tchunk.HALF_OPERANDS.update(globals_chosen["backward_half_operands"])
+            # V' and dV' stored in bf16 between the kernels (chunk.HALF_VPRIME), with the bits just chosen.
+            for on in (False, True):
+                tchunk.HALF_VPRIME = on
+                entry[f"half_vprime_{on}"] = {"fwd+bwd": _events_ms(ours[True], reps=10)}
+            globals_chosen["half_vprime"] = tchunk.HALF_VPRIME = (
+                entry["half_vprime_True"]["fwd+bwd"] < entry["half_vprime_False"]["fwd+bwd"])
         # The forward that keeps the chunk states for the backward (chunk.KEEP_STATES): time and peak memory.
         for keep in (False, True):
             tchunk.KEEP_STATES = keep

@@ -6,7 +6,9 @@ With --half-operands the bf16 rows are repeated for each choice of chunk.HALF_OP
 backward rounds float32 intermediates to bf16 as they enter a matmul), with dqkw and wy_bwd as two kernels and
 fused; with --forward-half-operands, for each choice of the forward's bits (state_fwd: the output only; the
 backward recomputes without them). The interpreter is taught to round float32 to bf16 as the GPU does.
-Usage: python scripts/triton_errors.py [--half-operands | --forward-half-operands]"""
+With --half-vprime: V' and dV' stored in bf16 (chunk.HALF_VPRIME), at the default bits and with every backward
+bit on, two kernels and fused.
+Usage: python scripts/triton_errors.py [--half-operands | --forward-half-operands | --half-vprime]"""
 
 import os
 import sys
@@ -42,6 +44,19 @@ def main():
                 chunk.HALF_OPERANDS.update(defaults)
                 chunk.HALF_OPERANDS.update(choice)
                 print(f"HALF_OPERANDS = {choice}" + (", dqkw and wy_bwd fused (FUSED_WY_BWD)" if fused else ""))
+                errors((torch.bfloat16,))
+        return
+    if "--half-vprime" in sys.argv[1:]:
+        from assocmem.ops.delta_rule.triton import chunk
+
+        chunk.HALF_VPRIME = True
+        defaults = dict(chunk.HALF_OPERANDS)
+        for fused in (False, True):
+            chunk.FUSED_WY_BWD.update({K: fused for K in (16, 32, 64, 128)})
+            for choice in ({}, {"dqkw": 15, "wy_bwd": 15}):
+                chunk.HALF_OPERANDS.update(defaults)
+                chunk.HALF_OPERANDS.update(choice)
+                print(f"HALF_VPRIME, HALF_OPERANDS = {chunk.HALF_OPERANDS}" + (", fused" if fused else ""))
                 errors((torch.bfloat16,))
         return
     if "--forward-half-operands" in sys.argv[1:]:

@@ -299,7 +299,9 @@ def test_tuned_launch_settings_load_and_other_tiles_stay_exact(tmp_path, monkeyp
                   "FUSED_WY_BWD"):
         monkeypatch.setattr(tchunk, table, dict(getattr(tchunk, table)))
     monkeypatch.setattr(tchunk, "KEEP_STATES", False)
-    sweep = {"32": {"chosen": {"fused_wy_bwd": True, "dqkw_wy": {"num_warps": 4, "num_stages": 2}}},
+    monkeypatch.setattr(tchunk, "HALF_VPRIME", False)
+    sweep = {"32": {"chosen": {"fused_wy_bwd": True, "dqkw_wy": {"num_warps": 4, "num_stages": 2},
+                               "half_vprime": True}},
              "64": {"fla": {}, "chosen": {
         "state_bwd": {"num_warps": 8, "num_stages": 1, "tile_v": 32, "times_ms": {}},
         "state_fwd": {"num_warps": 4, "num_stages": 2, "tile_v": 32},
@@ -313,7 +315,7 @@ def test_tuned_launch_settings_load_and_other_tiles_stay_exact(tmp_path, monkeyp
     assert tchunk._state_tile_v(64, 64, "state_bwd") == 32 and tchunk._dqkw_tile_k(64) == 64
     assert tchunk._dqkw_tile_v(64, 64) == 32 and tchunk._wy_bwd_tiles(64, 48) == (32, 32)
     assert tchunk.KEEP_STATES and tchunk.HALF_OPERANDS["state_fwd"] == 2
-    assert tchunk.HALF_OPERANDS["dqkw"] == 15 and tchunk.HALF_OPERANDS["wy_bwd"] == 4
+    assert tchunk.HALF_OPERANDS["dqkw"] == 15 and tchunk.HALF_OPERANDS["wy_bwd"] == 4 and tchunk.HALF_VPRIME
     assert tchunk._fused_wy_bwd(32) and not tchunk._fused_wy_bwd(64)
     assert tchunk.LAUNCH_BY_K[("dqkw_wy", 32)] == {"num_warps": 4, "num_stages": 2}
     check_fp32("triton", 1, 130, 2, 64, 64)
@@ -397,3 +399,17 @@ def test_bfloat16_casts_and_products_inside_kernels_match_torch():
     h = x.to(torch.bfloat16).float()
     assert torch.equal(y, h)
     assert torch.allclose(z, h @ h, rtol=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("fused, keep", [(False, False), (True, False), (False, True)])
+def test_bf16_vprime_storage_within_twice_the_reference_error(fused, keep, monkeypatch):
+    """chunk.HALF_VPRIME: V' and dV' stored in bf16 between the kernels (bf16 inputs), with dqkw and wy_bwd
+    as two kernels or fused, and with the forward keeping the states; the gradients stay within the bounds."""
+    from assocmem.ops.delta_rule.triton import chunk as tchunk
+
+    monkeypatch.setattr(tchunk, "HALF_VPRIME", True)
+    monkeypatch.setattr(tchunk, "FUSED_WY_BWD", {64: fused})
+    monkeypatch.setattr(tchunk, "KEEP_STATES", keep)
+    assert tchunk._vprime_dtype(torch.bfloat16) == torch.bfloat16
+    assert tchunk._vprime_dtype(torch.float16) == torch.float32
+    check_low_precision(torch.bfloat16, 1, 128, 2, 64, 64)

@@ -57,10 +57,20 @@ def _max_chunks(B: int, T: int, cu_seqlens) -> int:
     return B * _cdiv(T, BT) if cu_seqlens is None else T // BT + cu_seqlens.shape[0] - 1
 
 
+# V' and dV' between the kernels: float32, or bf16 for bf16 inputs with HALF_VPRIME (half the traffic of those
+# two buffers, which four kernels of the backward read or write; fla keeps them in bf16). Off until measured
+# (NOTES.md, version 9); ASSOCMEM_TRITON_HALF_VPRIME=1 turns it on at import.
+HALF_VPRIME = os.environ.get("ASSOCMEM_TRITON_HALF_VPRIME", "0") == "1"
+
+
+def _vprime_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.bfloat16 if HALF_VPRIME and dtype == torch.bfloat16 else torch.float32
+
+
 def _store_dtype(dtype: torch.dtype) -> torch.dtype:
     """Storage of the chunk states and their gradients between the backward's kernels: bf16 for bf16
     inputs (half the traffic of the largest buffers; the matmuls that read them accumulate in float32),
-    float32 otherwise (fp16's range is too small for states). V' and dV' stay float32: NOTES.md, v5."""
+    float32 otherwise (fp16's range is too small for states). V' and dV': _vprime_dtype (NOTES.md, v5, v9)."""
     return torch.bfloat16 if dtype == torch.bfloat16 else torch.float32
 
 
@@ -186,7 +196,7 @@ def load_tuned(path: str | Path) -> None:
     """Apply the launch settings that scripts/sweep_triton.py chose and wrote ({D: {"chosen": {kernel:
     {"num_warps", "num_stages", and "tile_k" / "tile_v" / "tile" where it tried them}}}}); set by the environment
     variable ASSOCMEM_TRITON_TUNED=path at import, so a benchmark can run with a sweep's result."""
-    global KEEP_STATES
+    global KEEP_STATES, HALF_VPRIME
     report = json.loads(Path(path).read_text())
     for D, entry in report.items():
         K = _pow2(int(D))
@@ -197,6 +207,8 @@ def load_tuned(path: str | Path) -> None:
             FUSED_WY_BWD[K] = bool(chosen_all.pop("fused_wy_bwd"))
         if "state_fwd_half_operands" in chosen_all:
             HALF_OPERANDS["state_fwd"] = int(chosen_all.pop("state_fwd_half_operands"))
+        if "half_vprime" in chosen_all:
+            HALF_VPRIME = bool(chosen_all.pop("half_vprime"))
         for name, bits in chosen_all.pop("backward_half_operands", {}).items():
             if name not in HALF_OPERANDS:
                 raise ValueError(f"load_tuned: unknown kernel {name!r} in backward_half_operands of {path}")
@@ -264,7 +276,7 @@ def _state_fwd(q, k, v, beta, A, scale, h0, chunks: _Chunks, *, write_o: bool, s
     h = vnew = o = ht = None
     if store_h:
         h = torch.empty(_max_chunks(B, T, chunks.cu_seqlens), H, K, V, dtype=_store_dtype(q.dtype), device=q.device)
-        vnew = torch.empty_like(v, dtype=torch.float32)
+        vnew = torch.empty_like(v, dtype=_vprime_dtype(q.dtype))
     if write_o:
         o = torch.empty_like(v)
         ht = torch.empty(chunks.N, H, K, V, dtype=torch.float32, device=q.device)
@@ -283,9 +295,9 @@ def _kept(q, v, cu_seqlens, keep: bool):
     """The shapes of what a forward keeps for the backward besides A: empty where it keeps nothing."""
     B, T, H, K = q.shape
     if not keep:
-        return q.new_empty(0, dtype=_store_dtype(q.dtype)), v.new_empty(0, dtype=torch.float32)
+        return q.new_empty(0, dtype=_store_dtype(q.dtype)), v.new_empty(0, dtype=_vprime_dtype(q.dtype))
     h = q.new_empty(_max_chunks(B, T, cu_seqlens), H, K, v.shape[-1], dtype=_store_dtype(q.dtype))
-    return h, v.new_empty(v.shape, dtype=torch.float32)
+    return h, v.new_empty(v.shape, dtype=_vprime_dtype(q.dtype))
 
 
 def _empty_fwd(q, k, v, h0, cu_seqlens, keep):
@@ -328,7 +340,7 @@ def chunk_bwd(q, k, v, beta, scale: float, h0, cu_seqlens, do, dht, A, h=None, v
 
     heads = B * H if not chunks.varlen else H
     dh = torch.empty_like(h)
-    dvnew = torch.empty_like(v, dtype=torch.float32)
+    dvnew = torch.empty_like(v, dtype=_vprime_dtype(q.dtype))
     BV = min(64, _pow2(V))
     kernels.dv_local_kernel[(_cdiv(V, BV), chunks.grid_t, heads)](
         q, k, do, dvnew, chunks.cu_seqlens, chunks.index, scale, T,

@@ -355,8 +355,9 @@ def dqkw_kernel(
     for i_v in range(tl.cdiv(V, BV)):
         v0 = i_v * BV
         # The chunk states are stored in bf16 for bf16 inputs (float32 otherwise): dO S^T runs as a bf16
-        # matmul there (exact products). V' and dV' are stored in float32; with HALF_OPERANDS they are
-        # rounded to bf16 as they enter the matmuls (float32 accumulation), as the stored states are.
+        # matmul there (exact products). V' and dV' are stored in float32 (bf16 with chunk.HALF_VPRIME); with
+        # HALF_OPERANDS they are rounded to bf16 as they enter the matmuls (float32 accumulation), as the
+        # stored states are.
         St = _tile(h, k0, K, V, v0, V, BK, BV)
         dSt = _tile(dh, k0, K, V, v0, V, BK, BV)
         vn = _tile(vnew + tok * V, t0, T, H * V, v0, V, 64, BV)
