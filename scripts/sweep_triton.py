@@ -28,7 +28,7 @@ def _disagreement(call, reference) -> float:
     """Largest relative difference of a candidate's output and gradients from the defaults' (inf if any is
     not finite): a bf16 or fused candidate that a GPU compiler gets wrong must not win on time alone."""
     worst = 0.0
-    for a, b in zip(call(), reference):
+    for a, b in zip(call(), reference, strict=True):
         if not torch.isfinite(a).all():
             return float("inf")
         worst = max(worst, ((a.float() - b.float()).norm() / b.float().norm().clamp_min(1e-30)).item())
