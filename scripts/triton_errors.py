@@ -31,33 +31,17 @@ from ops.test_delta_rule_triton import (  # noqa: E402
 
 def main():
     if "--half-operands" in sys.argv[1:]:
-        from assocmem.ops.delta_rule.triton import chunk
-
         choices = [{"state_bwd": 0, "dqkw": 0}, {"state_bwd": 1, "dqkw": 0}]
         choices += [{"state_bwd": 1, "dqkw": bits} for bits in (1, 2, 4, 8, 1 | 8, 15)]
         choices += [{"state_bwd": 1, "dqkw": 1 | 8, "wy_bwd": bits} for bits in (1, 2, 4, 8, 15)]
         choices += [{"state_bwd": 1, "dqkw": 15, "wy_bwd": 15}]
-        defaults = dict(chunk.HALF_OPERANDS)
-        for fused in (False, True):
-            chunk.FUSED_WY_BWD.update({K: fused for K in (16, 32, 64, 128)})
-            for choice in choices:
-                chunk.HALF_OPERANDS.update(defaults)
-                chunk.HALF_OPERANDS.update(choice)
-                print(f"HALF_OPERANDS = {choice}" + (", dqkw and wy_bwd fused (FUSED_WY_BWD)" if fused else ""))
-                errors((torch.bfloat16,))
+        each_choice(choices, "HALF_OPERANDS = {choice}")
         return
     if "--half-vprime" in sys.argv[1:]:
         from assocmem.ops.delta_rule.triton import chunk
 
         chunk.HALF_VPRIME = True
-        defaults = dict(chunk.HALF_OPERANDS)
-        for fused in (False, True):
-            chunk.FUSED_WY_BWD.update({K: fused for K in (16, 32, 64, 128)})
-            for choice in ({}, {"dqkw": 15, "wy_bwd": 15}):
-                chunk.HALF_OPERANDS.update(defaults)
-                chunk.HALF_OPERANDS.update(choice)
-                print(f"HALF_VPRIME, HALF_OPERANDS = {chunk.HALF_OPERANDS}" + (", fused" if fused else ""))
-                errors((torch.bfloat16,))
+        each_choice(({}, {"dqkw": 15, "wy_bwd": 15}), "HALF_VPRIME, HALF_OPERANDS = {bits}")
         return
     if "--forward-half-operands" in sys.argv[1:]:
         from assocmem.ops.delta_rule.triton import chunk
@@ -68,6 +52,21 @@ def main():
             errors((torch.bfloat16,), forward_only=True)
         return
     errors((torch.bfloat16, torch.float16))
+
+
+def each_choice(choices, title):
+    """The bf16 errors for each choice of backward bits (on top of the defaults), with dqkw and wy_bwd as two
+    kernels and then fused; `title` is formatted with the choice and the resulting bits."""
+    from assocmem.ops.delta_rule.triton import chunk
+
+    defaults = dict(chunk.HALF_OPERANDS)
+    for fused in (False, True):
+        chunk.FUSED_WY_BWD.update({K: fused for K in (16, 32, 64, 128)})
+        for choice in choices:
+            chunk.HALF_OPERANDS.update(defaults)
+            chunk.HALF_OPERANDS.update(choice)
+            print(title.format(choice=choice, bits=chunk.HALF_OPERANDS) + (", fused" if fused else ""))
+            errors((torch.bfloat16,))
 
 
 def errors(dtypes, forward_only=False):

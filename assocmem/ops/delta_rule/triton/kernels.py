@@ -328,6 +328,31 @@ def state_bwd_kernel(
 
 
 @triton.jit
+def _dqkw_accumulate(
+    dqt, dP, dkt, dwt, h, dh, vnew, do, dvnew, tok, t0, T, k0, v0,
+    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    HALF_OPERANDS: tl.constexpr, PREC: tl.constexpr,
+):  # fmt: skip
+    """Add one value tile's share of a chunk's dQ (before its scale and local part), dP, dK's output/state
+    part and dW (key columns k0..k0+BK) to the accumulators; returns them and the tile of dV' it read.
+
+    The chunk states are stored in bf16 for bf16 inputs (float32 otherwise): dO S^T runs as a bf16 matmul
+    there (exact products). V' and dV' are stored in float32 (bf16 with chunk.HALF_VPRIME); with
+    HALF_OPERANDS they are rounded to bf16 as they enter the matmuls (float32 accumulation), as the stored
+    states are."""
+    St = _tile(h, k0, K, V, v0, V, BK, BV)
+    dSt = _tile(dh, k0, K, V, v0, V, BK, BV)
+    vn = _tile(vnew + tok * V, t0, T, H * V, v0, V, 64, BV)
+    dot_ = _tile(do + tok * V, t0, T, H * V, v0, V, 64, BV)
+    dvn = _tile(dvnew + tok * V, t0, T, H * V, v0, V, 64, BV)
+    dqt += _dot(dot_.to(St.dtype), tl.trans(St), PREC)
+    dP += _dot_in(dot_, tl.trans(vn), HALF_OPERANDS & 1, PREC)
+    dkt += _dot_in(vn, tl.trans(dSt), HALF_OPERANDS & 2, PREC)
+    dwt -= _dot_in(dvn, tl.trans(St), HALF_OPERANDS & 4, PREC)
+    return dqt, dP, dkt, dwt, dvn
+
+
+@triton.jit
 def dqkw_kernel(
     q, k, vnew, do, dvnew, h, dh, dq, dk, dw, cu_seqlens, chunk_index, scale, T,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
@@ -354,19 +379,8 @@ def dqkw_kernel(
     dP = tl.zeros([64, 64], tl.float32)
     for i_v in range(tl.cdiv(V, BV)):
         v0 = i_v * BV
-        # The chunk states are stored in bf16 for bf16 inputs (float32 otherwise): dO S^T runs as a bf16
-        # matmul there (exact products). V' and dV' are stored in float32 (bf16 with chunk.HALF_VPRIME); with
-        # HALF_OPERANDS they are rounded to bf16 as they enter the matmuls (float32 accumulation), as the
-        # stored states are.
-        St = _tile(h, k0, K, V, v0, V, BK, BV)
-        dSt = _tile(dh, k0, K, V, v0, V, BK, BV)
-        vn = _tile(vnew + tok * V, t0, T, H * V, v0, V, 64, BV)
-        dot_ = _tile(do + tok * V, t0, T, H * V, v0, V, 64, BV)
-        dvn = _tile(dvnew + tok * V, t0, T, H * V, v0, V, 64, BV)
-        dqt += _dot(dot_.to(St.dtype), tl.trans(St), PREC)
-        dP += _dot_in(dot_, tl.trans(vn), HALF_OPERANDS & 1, PREC)
-        dkt += _dot_in(vn, tl.trans(dSt), HALF_OPERANDS & 2, PREC)
-        dwt -= _dot_in(dvn, tl.trans(St), HALF_OPERANDS & 4, PREC)
+        dqt, dP, dkt, dwt, _ = _dqkw_accumulate(dqt, dP, dkt, dwt, h, dh, vnew, do, dvnew, tok, t0, T, k0, v0,
+                                                H, K, V, BK, BV, HALF_OPERANDS, PREC)  # fmt: skip
     dP = tl.where(r[:, None] >= r[None, :], dP, 0.0) * scale
     qt = _tile(q + tok * K, t0, T, H * K, k0, K, 64, BK)
     kt = _tile(k + tok * K, t0, T, H * K, k0, K, 64, BK)
@@ -472,15 +486,8 @@ def dqkw_wy_kernel(
     db = tl.zeros([64], tl.float32)
     for i_v in range(tl.cdiv(V, BV)):
         v0 = i_v * BV
-        St = _tile(h, 0, K, V, v0, V, BK, BV)
-        dSt = _tile(dh, 0, K, V, v0, V, BK, BV)
-        vn = _tile(vnew + tok * V, t0, T, H * V, v0, V, 64, BV)
-        dot_ = _tile(do + tok * V, t0, T, H * V, v0, V, 64, BV)
-        dvn = _tile(dvnew + tok * V, t0, T, H * V, v0, V, 64, BV)
-        dqt += _dot(dot_.to(St.dtype), tl.trans(St), PREC)
-        dP += _dot_in(dot_, tl.trans(vn), HALF_OPERANDS & 1, PREC)
-        dkt += _dot_in(vn, tl.trans(dSt), HALF_OPERANDS & 2, PREC)
-        dwt -= _dot_in(dvn, tl.trans(St), HALF_OPERANDS & 4, PREC)
+        dqt, dP, dkt, dwt, dvn = _dqkw_accumulate(dqt, dP, dkt, dwt, h, dh, vnew, do, dvnew, tok, t0, T, 0, v0,
+                                                  H, K, V, BK, BV, HALF_OPERANDS, PREC)  # fmt: skip
         # The WY backward's value side: dA's part dU (beta V)^T, dV = beta A^T dU and dbeta's part.
         vt = _tile(v + tok * V, t0, T, H * V, v0, V, 64, BV).to(F32)
         dA += _dot_in(dvn, tl.trans(vt * b[:, None]), HALF_WY & 8, PREC)
