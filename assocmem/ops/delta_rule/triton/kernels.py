@@ -328,6 +328,19 @@ def state_bwd_kernel(
 
 
 @triton.jit
+def _chunk_of(cu_seqlens, chunk_index, i_t, i_bh, T, H: tl.constexpr, IS_VARLEN: tl.constexpr):
+    """(first token, length, chunk within the sequence, chunk in the stored states, head) of program
+    (i_t, i_bh) of a per-chunk kernel that reads the chunk states."""
+    i_b, i_h = i_bh // H, i_bh % H
+    bos, T, i_c, i_n = _span(cu_seqlens, chunk_index, i_b, i_t, T, IS_VARLEN)
+    if IS_VARLEN:
+        i_g = i_t
+    else:
+        i_g = i_b * tl.cdiv(T, 64) + i_t
+    return bos, T, i_c, i_g, i_h
+
+
+@triton.jit
 def _dqkw_accumulate(
     dqt, dP, dkt, dwt, h, dh, vnew, do, dvnew, tok, t0, T, k0, v0,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
@@ -360,12 +373,7 @@ def dqkw_kernel(
 ):  # fmt: skip
     """Per chunk and key tile: dQ (final), dK's output/state part, dW = -dV' S^T (both float32)."""
     i_k, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    i_b, i_h = i_bh // H, i_bh % H
-    bos, T, i_c, i_n = _span(cu_seqlens, chunk_index, i_b, i_t, T, IS_VARLEN)
-    if IS_VARLEN:
-        i_g = i_t
-    else:
-        i_g = i_b * tl.cdiv(T, 64) + i_t
+    bos, T, i_c, i_g, i_h = _chunk_of(cu_seqlens, chunk_index, i_t, i_bh, T, H, IS_VARLEN)
     t0 = i_c * 64
     k0 = i_k * BK
     tok = (bos * H + i_h).to(tl.int64)
@@ -463,12 +471,7 @@ def dqkw_wy_kernel(
     dK and dW. The same products as the two kernels, in the same precisions (HALF_OPERANDS: dqkw's bits,
     HALF_WY: wy_bwd's)."""
     i_t, i_bh = tl.program_id(0), tl.program_id(1)
-    i_b, i_h = i_bh // H, i_bh % H
-    bos, T, i_c, i_n = _span(cu_seqlens, chunk_index, i_b, i_t, T, IS_VARLEN)
-    if IS_VARLEN:
-        i_g = i_t
-    else:
-        i_g = i_b * tl.cdiv(T, 64) + i_t
+    bos, T, i_c, i_g, i_h = _chunk_of(cu_seqlens, chunk_index, i_t, i_bh, T, H, IS_VARLEN)
     F32 = tl.float32
     t0 = i_c * 64
     tok = (bos * H + i_h).to(tl.int64)
