@@ -162,8 +162,9 @@ def _wy_bwd_tiles(K: int, V: int) -> tuple[int, int]:
 # memory (16 bytes per token, head and key channel written and read again) and dV' is read once.
 # ASSOCMEM_TRITON_FUSED_WY_BWD=1 turns it on at import for every K it can take.
 # Shared memory (scripts/smem_check.py, sm_90): float32 inputs at K = 128 need 229 KB with 4 warps, over the
-# limit with 8, so float32 takes the fused kernel up to K = 64 only. Its value tile per padded K: at K = 128
-# (bf16) a tile of 32 with 8 warps spills the least (760 bytes per thread against 1,528 at 64).
+# limit with 8, so float32 (and fp16, whose chunk states are float32) takes the fused kernel up to K = 64
+# only. Its value tile per padded K: at K = 128 (bf16) a tile of 32 with 8 warps spills the least (760 bytes
+# per thread against 1,528 at 64).
 FUSED_MAX_K = 128
 FUSED_MAX_K_FP32 = 64
 FUSED_WY_BWD: dict[int, bool] = (
@@ -173,7 +174,7 @@ FUSED_TILE_V: dict[int, int] = {128: 32}
 
 
 def _fused_wy_bwd(K: int, dtype: torch.dtype = torch.bfloat16) -> bool:
-    limit = FUSED_MAX_K_FP32 if dtype == torch.float32 else FUSED_MAX_K
+    limit = FUSED_MAX_K if dtype == torch.bfloat16 else FUSED_MAX_K_FP32  # fp16 keeps float32 states too
     return _pow2(K) <= limit and FUSED_WY_BWD.get(_pow2(K), False)
 
 
