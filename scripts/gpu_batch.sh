@@ -4,7 +4,8 @@
 #   bash scripts/gpu_batch.sh "0:MODELS=gla bash scripts/gpu_compare.sh" "2,3:bash scripts/gpu_recall.sh followup"
 # Each argument is GPUS:COMMAND; the command runs with CUDA_VISIBLE_DEVICES=GPUS, writes its results into
 # $OUT, and its console output goes to $OUT/jobN.log. Every job is stopped DEADLINE seconds after the start.
-# Before the jobs: the carried wheels and Triton autotuning results are set up once (scripts/gpu_setup.sh). After them: the autotuning results go to
+# Before the jobs: the carried wheels and Triton autotuning results are set up once (scripts/gpu_setup.sh).
+# After them: the autotuning results go to
 # $OUT/triton_autotune.tgz (carry it next time), files named *.part* stay as they are (large parts, e.g.
 # scripts/build_mamba.sh export), and everything else in $OUT is packed into $OUT/results.tgz.
 set -uo pipefail

@@ -42,20 +42,20 @@ from assocmem.train.trainer import prepare_data; prepare_data(load_config("confi
 ZERO_SHOT_MODELS="${ZERO_SHOT_MODELS:-deltanet transformerpp deltanet-swa deltanet-2attn}"
 DEADLINE="${DEADLINE:-570}"  # seconds after the call's start by which every queue must be done
 one_model() {  # NAME: train (within what the deadline leaves after the scoring), score, collect
-  local m=$1 log="$OUT/$1.console.log" run="runs/compare/$1" reserve=${WT2_TIMEOUT:-40}
-  [[ " $ZERO_SHOT_MODELS " == *" $m "* ]] && reserve=$((reserve + ${ZERO_SHOT_TIMEOUT:-120}))
+  local m=$1 log="$OUT/$1.console.log" run="runs/compare/$1" zero_shot=0
+  [[ " $ZERO_SHOT_MODELS " == *" $m "* ]] && zero_shot=${ZERO_SHOT_TIMEOUT:-120}
+  local reserve=$((${WT2_TIMEOUT:-40} + zero_shot))  # what the scoring needs after the training
   if [ "$m" = mamba ] && [ ! -d /tmp/site_mamba/mamba_ssm ]; then  # not its per-token slow path
     echo "$m: not started, mamba-ssm's kernels are not installed"; return
   fi
-  local left=$((DEADLINE - SECONDS - reserve))
-  if [ "$left" -lt "${MIN_TRAIN:-150}" ]; then echo "$m: not started, ${left}s left for training"; return; fi
-  [ "$left" -gt "${TRAIN_TIMEOUT:-400}" ] && left=${TRAIN_TIMEOUT:-400}
-  # A run stopped by the time limit (SIGTERM) saves a checkpoint; a later call on the same machine resumes it.
-  # A finished run (an earlier call on the same machine) is only scored.
-  local resume=""
+  # A finished run (an earlier call on the same machine) is only scored. A run stopped by the time limit
+  # (SIGTERM) saves a checkpoint; a later call on the same machine resumes it.
   if [ -f "$run/result.json" ]; then
     echo "$m: already trained in $run" | tee -a "$log"
   else
+    local left=$((DEADLINE - SECONDS - reserve)) resume=""
+    if [ "$left" -lt "${MIN_TRAIN:-150}" ]; then echo "$m: not started, ${left}s left for training"; return; fi
+    [ "$left" -gt "${TRAIN_TIMEOUT:-400}" ] && left=${TRAIN_TIMEOUT:-400}
     ls -d "$run"/checkpoint-* >/dev/null 2>&1 && resume="--resume $run" && echo "$m: resuming $run"
     timeout -k 60 "$left" python3 -m assocmem train "configs/compare/$m.toml" --set progress=false $resume \
       ${TRAIN_ARGS:-} >> "$log" 2>&1
@@ -64,11 +64,11 @@ one_model() {  # NAME: train (within what the deadline leaves after the scoring)
   if [ ! -f "$run/result.json" ]; then echo "$m: not finished (resumable)"; return; fi
   # The scoring gets at least WT2_TIMEOUT seconds, and more where the deadline leaves more (fla's GLA needed
   # more than 40 s here before the scoring ran without a cache).
-  local wt2=$((DEADLINE - SECONDS - reserve + ${WT2_TIMEOUT:-40} - 10))
+  local wt2=$((DEADLINE - SECONDS - zero_shot - 10))
   [ "$wt2" -lt "${WT2_TIMEOUT:-40}" ] && wt2=${WT2_TIMEOUT:-40}
   timeout "$wt2" python3 -m assocmem eval "$run" --wikitext2 --out "/tmp/$m.wikitext2.json" >> "$log" 2>&1
-  if [[ " $ZERO_SHOT_MODELS " == *" $m "* ]]; then
-    timeout "${ZERO_SHOT_TIMEOUT:-120}" python3 -m assocmem eval "$run" --batch-size 128 \
+  if [ "$zero_shot" -gt 0 ]; then
+    timeout "$zero_shot" python3 -m assocmem eval "$run" --batch-size 128 \
       --tasks arc_easy arc_challenge piqa hellaswag openbookqa --out "/tmp/$m.zeroshot.json" >> "$log" 2>&1
   fi
   python3 scripts/lm_compare.py collect "$m" "$run" /tmp "$OUT/compare_$m.json"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One call on the GPU machine for the Triton kernels: the GPU tests, then (STEPS) the per-kernel profile,
 # a training-step profile of two comparison models, the launch-settings sweep and the benchmark against fla
-# and SDPA (and long_tile32: the long shape with narrower state tiles). Results land in $OUT. Carry .whl (fla's two pure-Python wheels).
+# and SDPA (and long_tile32: the long shape with narrower state tiles). Results land in $OUT. Carry .whl
+# (fla's two pure-Python wheels).
 set -uo pipefail
 OUT="${OUT:-benchmarks/results}"
 STEPS="${STEPS:-tests sweep bench}"
