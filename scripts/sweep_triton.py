@@ -9,10 +9,13 @@ with the backward's chunk.HALF_OPERANDS switched off and with more of its bits o
 forward+backward (with its peak memory) with chunk.KEEP_STATES off and on, and forward+backward with
 dqkw and wy_bwd as two kernels or one (chunk.FUSED_WY_BWD, D <= 128).
 Usage: python scripts/sweep_triton.py [OUT.json [D ...]] (head sizes in the order given; default 64 128 256).
+SWEEP_KERNELS="dqkw_wy state_bwd" sweeps the launch options of those kernels only (default: every kernel);
+the others keep the settings they have.
 Prints the table and writes JSON to the path given (after each head size) or to stdout.
 """
 
 import json
+import os
 import sys
 
 import torch
@@ -48,6 +51,7 @@ def main(out=None, heads=(64, 128, 256)):
     torch.manual_seed(0)
     fla_chunk, _, _ = _fla()
     report = {}
+    only = os.environ.get("SWEEP_KERNELS", "").split()
     for D in heads:
         H, T, B = 2048 // D, 4096, 8
         inputs = _inputs(B, T, H, D, "cuda")
@@ -133,6 +137,8 @@ def main(out=None, heads=(64, 128, 256)):
         for name in tchunk.LAUNCH:
             if (name == "dqkw_wy") != fused and name in ("dqkw", "wy_bwd", "dqkw_wy"):
                 continue  # the form of the backward not chosen above
+            if only and name not in only:
+                continue
             bw = name not in FWD_KERNELS
             call = lambda bw=bw, ours=ours, long=long: (ours[bw](), long[bw]())  # noqa: E731 - both shapes, one timing
             # Tile variants: dqkw one key tile per head (it re-reads V', dV' and dO once per tile) and a value
