@@ -5,9 +5,10 @@ defaults and with fla's chunk_delta_rule beside them, then tries (num_warps, num
 keeps the fastest (coordinate descent) by the summed time of that shape and a long one
 (T = 16384, B = 2), with tile variants for dqkw, wy_bwd and the state kernels; also times forward+backward
 with the backward's chunk.HALF_OPERANDS switched off and with more of its bits on, with V' and dV' in bf16
-(chunk.HALF_VPRIME), the forward with each of state_fwd's bits, and
-forward+backward (with its peak memory) with chunk.KEEP_STATES off and on, and forward+backward with
-dqkw and wy_bwd as two kernels or one (chunk.FUSED_WY_BWD, D <= 128).
+(chunk.HALF_VPRIME), with bf16 operands in the backward's recomputing state pass and in the reverse state
+pass's A^T dV' (both shapes), the forward with each of state_fwd's bits, and forward+backward (with its
+peak memory) with chunk.KEEP_STATES off and on, and forward+backward with dqkw and wy_bwd as two kernels
+or one (chunk.FUSED_WY_BWD, D <= 128).
 Usage: python scripts/sweep_triton.py [OUT.json [D ...]] (head sizes in the order given; default 64 128 256).
 SWEEP_KERNELS="dqkw_wy state_bwd" sweeps the launch options of those kernels only (default: every kernel);
 the others keep the settings they have.
@@ -102,6 +103,23 @@ def main(out=None, heads=(64, 128, 256)):
                 entry[f"half_vprime_{on}"] = _timed_if_it_agrees(ours[True], reference)
             globals_chosen["half_vprime"] = tchunk.HALF_VPRIME = (
                 entry["half_vprime_True"]["fwd+bwd"] < entry["half_vprime_False"]["fwd+bwd"])
+            # The bits of the backward's recomputing state pass (chunk.HALF_OPERANDS["state_recompute"]), timed
+            # at both shapes together: the pass is longest at T = 16384, where few programs run the chain.
+            both = lambda ours=ours, long=long: (ours[True](), long[True]())  # noqa: E731
+            recompute = {}
+            for bits in (0, 1, 1 | 2, 1 | 2 | 4):
+                tchunk.HALF_OPERANDS["state_recompute"] = bits
+                recompute[bits] = entry[f"state_recompute_half_{bits}"] = _timed_if_it_agrees(
+                    ours[True], reference, timed=both)
+            globals_chosen["state_recompute_half_operands"] = min(recompute, key=lambda b: recompute[b]["fwd+bwd"])
+            tchunk.HALF_OPERANDS["state_recompute"] = globals_chosen["state_recompute_half_operands"]
+            # The reverse state pass with A^T dV' in bf16 too (state_bwd bit 2), both shapes.
+            reverse = {}
+            for bits in (1, 1 | 2):
+                tchunk.HALF_OPERANDS["state_bwd"] = bits
+                reverse[bits] = entry[f"state_bwd_half_{bits}"] = _timed_if_it_agrees(ours[True], reference, timed=both)
+            globals_chosen["state_bwd_half_operands"] = min(reverse, key=lambda b: reverse[b]["fwd+bwd"])
+            tchunk.HALF_OPERANDS["state_bwd"] = globals_chosen["state_bwd_half_operands"]
         # The forward that keeps the chunk states for the backward (chunk.KEEP_STATES): time and peak memory.
         for keep in (False, True):
             tchunk.KEEP_STATES = keep

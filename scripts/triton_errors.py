@@ -7,8 +7,10 @@ backward rounds float32 intermediates to bf16 as they enter a matmul), with dqkw
 fused; with --forward-half-operands, for each choice of the forward's bits (state_fwd: the output only; the
 backward recomputes without them). The interpreter is taught to round float32 to bf16 as the GPU does.
 With --half-vprime: V' and dV' stored in bf16 (chunk.HALF_VPRIME), at the default bits and with every backward
-bit on, two kernels and fused.
-Usage: python scripts/triton_errors.py [--half-operands | --forward-half-operands | --half-vprime]"""
+bit on, two kernels and fused. With --recompute-half-operands: for each choice of the bits the backward's
+recomputing state pass takes (chunk.HALF_OPERANDS["state_recompute"]), at the defaults otherwise.
+Usage: python scripts/triton_errors.py [--half-operands | --forward-half-operands | --half-vprime |
+                                        --recompute-half-operands]"""
 
 import os
 import sys
@@ -34,7 +36,8 @@ def main():
         choices = [{"state_bwd": 0, "dqkw": 0}, {"state_bwd": 1, "dqkw": 0}]
         choices += [{"state_bwd": 1, "dqkw": bits} for bits in (1, 2, 4, 8, 1 | 8, 15)]
         choices += [{"state_bwd": 1, "dqkw": 1 | 8, "wy_bwd": bits} for bits in (1, 2, 4, 8, 15)]
-        choices += [{"state_bwd": 1, "dqkw": 15, "wy_bwd": 15}]
+        choices += [{"state_bwd": 1, "dqkw": 15, "wy_bwd": 15}, {"state_bwd": 3, "dqkw": 15, "wy_bwd": 15}]
+        choices += [{"state_bwd": 3, "dqkw": 15, "wy_bwd": 15, "state_recompute": 7}]
         each_choice(choices, "HALF_OPERANDS = {choice}")
         return
     if "--half-vprime" in sys.argv[1:]:
@@ -42,6 +45,10 @@ def main():
 
         chunk.HALF_VPRIME = True
         each_choice(({}, {"dqkw": 15, "wy_bwd": 15}), "HALF_VPRIME, HALF_OPERANDS = {bits}")
+        return
+    if "--recompute-half-operands" in sys.argv[1:]:
+        each_choice([{"state_recompute": bits} for bits in (0, 1, 2, 4, 1 | 2, 1 | 2 | 4)],
+                    "HALF_OPERANDS = {bits}", fused_too=False)
         return
     if "--forward-half-operands" in sys.argv[1:]:
         from assocmem.ops.delta_rule.triton import chunk
@@ -54,13 +61,13 @@ def main():
     errors((torch.bfloat16, torch.float16))
 
 
-def each_choice(choices, title):
+def each_choice(choices, title, fused_too=True):
     """The bf16 errors for each choice of backward bits (on top of the defaults), with dqkw and wy_bwd as two
-    kernels and then fused; `title` is formatted with the choice and the resulting bits."""
+    kernels and then (fused_too) fused; `title` is formatted with the choice and the resulting bits."""
     from assocmem.ops.delta_rule.triton import chunk
 
     defaults = dict(chunk.HALF_OPERANDS)
-    for fused in (False, True):
+    for fused in (False, True) if fused_too else (False,):
         chunk.FUSED_WY_BWD.update({K: fused for K in (16, 32, 64, 128)})
         for choice in choices:
             chunk.HALF_OPERANDS.update(defaults)

@@ -132,11 +132,13 @@ def test_triton_fused_wy_backward_on_cuda(dtype, shape, monkeypatch):
 @pytest.mark.parametrize("fused", [False, True])
 @pytest.mark.parametrize("shape", [(1, 512, 2, 128, 128), (1, 300, 2, 64, 128)])
 def test_triton_backward_bf16_options_on_cuda(shape, fused, monkeypatch):
-    """Every bf16 choice of the backward the sweep may take — dqkw's and wy_bwd's operand bits, V' and dV'
-    stored in bf16, two kernels or fused — at once: the gradients within the bf16 bounds on the GPU."""
+    """Every bf16 choice of the backward the sweep may take — dqkw's and wy_bwd's operand bits, the
+    recomputing and reverse state passes' bits, V' and dV' stored in bf16, two kernels or fused — at once: the gradients
+    within the bf16 bounds on the GPU."""
     from assocmem.ops.delta_rule.triton import chunk as tchunk
 
-    monkeypatch.setattr(tchunk, "HALF_OPERANDS", {**tchunk.HALF_OPERANDS, "dqkw": 15, "wy_bwd": 15})
+    monkeypatch.setattr(tchunk, "HALF_OPERANDS",
+                        {**tchunk.HALF_OPERANDS, "dqkw": 15, "wy_bwd": 15, "state_recompute": 7, "state_bwd": 3})
     monkeypatch.setattr(tchunk, "HALF_VPRIME", True)
     monkeypatch.setattr(tchunk, "FUSED_WY_BWD", {64: fused, 128: fused})
     check_gradients_on_cuda(torch.bfloat16, shape)

@@ -160,6 +160,40 @@ def test_backward_bf16_operands_within_twice_the_reference_error(fused, monkeypa
     check_low_precision(torch.bfloat16, 1, 128, 2, 64, 64)
 
 
+def test_every_bf16_operand_bit_at_once_within_twice_the_reference_error(monkeypatch):
+    """All of the backward's bf16 operand bits the sweep may choose (the recomputing and reverse state
+    passes', dqkw's, wy_bwd's) with V' and dV' in bf16: the gradients stay within the bounds."""
+    from assocmem.ops.delta_rule.triton import chunk as tchunk
+
+    every = {"state_fwd": 7, "state_recompute": 7, "state_bwd": 3, "dqkw": 15, "wy_bwd": 15}
+    monkeypatch.setattr(tchunk, "HALF_OPERANDS", every)
+    monkeypatch.setattr(tchunk, "HALF_VPRIME", True)
+    assert tchunk._half_operands("state_bwd", torch.bfloat16) == 3
+    check_low_precision(torch.bfloat16, 1, 128, 2, 64, 64)
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_recompute_bf16_operands_within_twice_the_reference_error(keep, monkeypatch):
+    """The backward's recomputing state pass with every bf16 operand bit (chunk.HALF_OPERANDS
+    ["state_recompute"]), and a forward that keeps the states with the same bits: gradients within the
+    bounds, and keeping or recomputing give the same gradients (to float32 rounding: a GPU compiler may
+    order the forward's sums differently when it also writes the output)."""
+    from assocmem.ops.delta_rule.triton import chunk as tchunk
+
+    monkeypatch.setitem(tchunk.HALF_OPERANDS, "state_recompute", 1 | 2 | 4)
+    monkeypatch.setattr(tchunk, "KEEP_STATES", keep)
+    assert tchunk._half_operands("state_recompute", torch.bfloat16, 64, 32) == 1
+    check_low_precision(torch.bfloat16, 1, 128, 2, 64, 64)
+    inputs = make_inputs(1, 130, 2, 64, 64, torch.bfloat16)
+    do, dstate = torch.randn(1, 130, 2, 64), torch.randn(1, 2, 64, 64)
+    monkeypatch.setattr(tchunk, "KEEP_STATES", not keep)
+    other = grads(run("triton"), leaves(*on_device(inputs)), do.to(DEVICE), dstate.to(DEVICE))[2]
+    monkeypatch.setattr(tchunk, "KEEP_STATES", keep)
+    this = grads(run("triton"), leaves(*on_device(inputs)), do.to(DEVICE), dstate.to(DEVICE))[2]
+    for name, a, b in zip(NAMES, this, other):
+        assert rel_err(a.float(), b.float()) < 1e-4, name
+
+
 def test_triton_availability_is_a_constant_under_torch_compile():
     """`available` is asked inside compiled graphs (the layer's forward): torch.compile must read it without
     tracing importlib (torch 2.11 refuses find_spec under fullgraph; later versions warn about the cache)."""
@@ -307,7 +341,7 @@ def test_tuned_launch_settings_load_and_other_tiles_stay_exact(tmp_path, monkeyp
         "state_fwd": {"num_warps": 4, "num_stages": 2, "tile_v": 32},
         "dqkw": {"num_warps": 8, "num_stages": 1, "tile_k": 64, "tile_v": 32},
         "wy_bwd": {"num_warps": 8, "num_stages": 2, "tile": 32},
-        "keep_states": True, "state_fwd_half_operands": 2,
+        "keep_states": True, "state_fwd_half_operands": 2, "state_recompute_half_operands": 3,
         "backward_half_operands": {"dqkw": 15, "wy_bwd": 4}}}}  # fmt: skip
     (tmp_path / "sweep.json").write_text(json.dumps(sweep))
     tchunk.load_tuned(tmp_path / "sweep.json")
@@ -315,6 +349,7 @@ def test_tuned_launch_settings_load_and_other_tiles_stay_exact(tmp_path, monkeyp
     assert tchunk._state_tile_v(64, 64, "state_bwd") == 32 and tchunk._dqkw_tile_k(64) == 64
     assert tchunk._dqkw_tile_v(64, 64) == 32 and tchunk._wy_bwd_tiles(64, 48) == (32, 32)
     assert tchunk.KEEP_STATES and tchunk.HALF_OPERANDS["state_fwd"] == 2
+    assert tchunk.HALF_OPERANDS["state_recompute"] == 3
     assert tchunk.HALF_OPERANDS["dqkw"] == 15 and tchunk.HALF_OPERANDS["wy_bwd"] == 4 and tchunk.HALF_VPRIME
     assert tchunk._fused_wy_bwd(32) and not tchunk._fused_wy_bwd(64)
     assert tchunk.LAUNCH_BY_K[("dqkw_wy", 32)] == {"num_warps": 4, "num_stages": 2}

@@ -58,9 +58,10 @@ def _max_chunks(B: int, T: int, cu_seqlens) -> int:
 
 
 # V' and dV' between the kernels: float32, or bf16 for bf16 inputs with HALF_VPRIME (half the traffic of those
-# two buffers, which four kernels of the backward read or write; fla keeps them in bf16). Off until measured
-# (NOTES.md, version 9); ASSOCMEM_TRITON_HALF_VPRIME=1 turns it on at import.
-HALF_VPRIME = os.environ.get("ASSOCMEM_TRITON_HALF_VPRIME", "0") == "1"
+# two buffers, which four kernels of the backward read or write; fla keeps them in bf16). On by default since
+# the H200 sweep of version 9 (forward+backward 3.15 -> 2.88 ms at D = 128, T = 4096); ASSOCMEM_TRITON_HALF_VPRIME=0
+# turns it off at import.
+HALF_VPRIME = os.environ.get("ASSOCMEM_TRITON_HALF_VPRIME", "1") == "1"
 
 
 def _vprime_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -77,7 +78,8 @@ def _store_dtype(dtype: torch.dtype) -> torch.dtype:
 # Where the kernels round float32 intermediates to bf16 as they enter a matmul (bf16 inputs only; float32
 # accumulation), as bit masks. state_fwd (the forward's output only; the backward recomputes the states
 # without): 1: S in K S and Q S; 2: A and beta (V - K S) in their product; 4: V' and tril(Q K^T) in the
-# products with V'. state_bwd 1: dS and beta A^T dV' into the two products with K. dqkw 1: V' in
+# products with V'. state_bwd 1: dS and beta A^T dV' into the two products with K; 2: A and dV' in A^T dV'
+# (version 10). dqkw 1: V' in
 # dP = dO V'^T; 2: V' in V' dS^T; 4: dV' in dV' S^T; 8: dP in dP K and dP^T Q. wy_bwd (also the fused
 # dqkw_wy's WY part) 1: A^T dW and A^T dU; 2: the products of dL = -A^T dA A^T; 4: dL K and dL^T (beta K);
 # 8: dW (beta K)^T and dU (beta V)^T.
@@ -85,15 +87,19 @@ def _store_dtype(dtype: torch.dtype) -> torch.dtype:
 # T = 128 / 256; benchmarks/results/triton_errors_cpu_v9.log; bound 1e-2): these defaults 3.4e-3 at most
 # (output), every bit of all four kernels on 4.5e-3 at most. On the H200 the forward's three bits (the
 # default since version 8: the fastest forward, 0.62 against 0.69 ms with bit 1 at D = 128) measured
-# 4.3-4.5e-3 against the float32 PyTorch path at D = 64 and 128 (fla 4.8-5.1e-3). Earlier versions chose
-# bits under an interpreter that truncated (twice the rounding error; NOTES.md, version 9); the backward's
-# further bits stay off until the sweep has timed them.
-HALF_OPERANDS = {"state_fwd": 1 | 2 | 4, "state_bwd": 1, "dqkw": 1 | 8, "wy_bwd": 0}
+# 4.3-4.5e-3 against the float32 PyTorch path at D = 64 and 128 (fla 4.8-5.1e-3). The backward's bits: every
+# bit of dqkw and wy_bwd since version 9's H200 sweep (forward+backward 3.54 -> 3.15 ms at D = 128, T = 4096;
+# gradients 4.3-4.6e-3 from the float32 path, fla 5.6-6.4e-3). Earlier versions chose bits under an interpreter
+# that truncated (twice the rounding error; NOTES.md, version 9).
+# state_recompute: state_fwd's bits where it stores the chunk-start states and V' for the backward (the
+# backward's recomputing pass, and a forward with KEEP_STATES, so that kept and recomputed states agree); the
+# output bit 4 rounds V' in the state update K^T V' there too. Version 10 (NOTES.md).
+HALF_OPERANDS = {"state_fwd": 1 | 2 | 4, "state_recompute": 0, "state_bwd": 1, "dqkw": 15, "wy_bwd": 15}
 
 
 def _half_operands(name: str, dtype: torch.dtype, K: int = 64, BV: int = 64) -> int:
     bits = int(HALF_OPERANDS[name]) if dtype == torch.bfloat16 else 0
-    if name == "state_fwd" and BV < 64:
+    if name in ("state_fwd", "state_recompute") and BV < 64:
         # On the H200 (Triton 3.6) bits 2 and 4 gave NaN in every other output column at value tiles of 32
         # (K = 64, V = 32; the interpreter computes them right): those tiles keep A, V' and tril(QK^T) in float32.
         bits &= ~(2 | 4)
@@ -206,8 +212,9 @@ def load_tuned(path: str | Path) -> None:
             KEEP_STATES = bool(chosen_all.pop("keep_states"))
         if "fused_wy_bwd" in chosen_all:
             FUSED_WY_BWD[K] = bool(chosen_all.pop("fused_wy_bwd"))
-        if "state_fwd_half_operands" in chosen_all:
-            HALF_OPERANDS["state_fwd"] = int(chosen_all.pop("state_fwd_half_operands"))
+        for name in ("state_fwd", "state_recompute", "state_bwd"):
+            if f"{name}_half_operands" in chosen_all:
+                HALF_OPERANDS[name] = int(chosen_all.pop(f"{name}_half_operands"))
         if "half_vprime" in chosen_all:
             HALF_VPRIME = bool(chosen_all.pop("half_vprime"))
         for name, bits in chosen_all.pop("backward_half_operands", {}).items():
@@ -281,8 +288,9 @@ def _state_fwd(q, k, v, beta, A, scale, h0, chunks: _Chunks, *, write_o: bool, s
     if write_o:
         o = torch.empty_like(v)
         ht = torch.empty(chunks.N, H, K, V, dtype=torch.float32, device=q.device)
-    # The bf16 operand rounding only where nothing is kept: kept states equal what the backward recomputes.
-    half = _half_operands("state_fwd", q.dtype, K, BV) if not store_h else 0
+    # Storing the states (the backward's recomputing pass, or a keeping forward) takes state_recompute's bits,
+    # so that kept states equal what the backward would recompute.
+    half = _half_operands("state_recompute" if store_h else "state_fwd", q.dtype, K, BV)
     kernels.state_fwd_kernel[(_cdiv(V, BV), chunks.N * H)](
         q, k, v, beta, A, o, h, vnew, h0, ht, chunks.cu_seqlens, chunks.offsets, scale, T,
         H=H, K=K, V=V, BK=_pow2(K), BV=BV, USE_H0=h0 is not None, STORE_FINAL=write_o,

@@ -296,8 +296,8 @@ def state_bwd_kernel(
 ):  # fmt: skip
     """The reverse recurrence: dS is the gradient of the state after chunk n (stored per chunk);
     dV' = (dV' local, from dv_local_kernel, already in dvnew) + K dS, then dS += Q^T dO - W^T dV' with
-    W^T dV' = K^T (beta A^T dV'). With HALF_OPERANDS (bf16 inputs) the two products with K take dS and
-    beta A^T dV' rounded to bf16 (float32 accumulation); A^T dV' stays float32."""
+    W^T dV' = K^T (beta A^T dV'). HALF_OPERANDS (bf16 inputs; float32 accumulation): bit 1 rounds dS and
+    beta A^T dV' to bf16 in the two products with K, bit 2 rounds A and dV' in A^T dV'."""
     i_v, i_nh = tl.program_id(0), tl.program_id(1)
     i_n, i_h = i_nh // H, i_nh % H
     bos, T, boh = _sequence(cu_seqlens, chunk_offsets, i_n, T, IS_VARLEN)
@@ -319,10 +319,11 @@ def state_bwd_kernel(
         qt = _tile(q, t0, T, H * K, 0, K, 64, BK)
         kt = _tile(k, t0, T, H * K, 0, K, 64, BK)
         dot_ = _tile(do, t0, T, H * V, v0, V, 64, BV)
-        dvn = _tile(dvnew, t0, T, H * V, v0, V, 64, BV) + _dot_in(kt, dS, HALF_OPERANDS, PREC)
+        dvn = _tile(dvnew, t0, T, H * V, v0, V, 64, BV) + _dot_in(kt, dS, HALF_OPERANDS & 1, PREC)
         _put(dvnew, dvn, t0, T, H * V, v0, V, 64, BV)
-        dx = _dot(tl.trans(_chunk_a(A, t0, T, H)), dvn, PREC) * _vec(beta, t0, T, H, 64)[:, None]
-        dS += _dot(tl.trans(qt), dot_, PREC) * scale - _dot_in(tl.trans(kt), dx, HALF_OPERANDS, PREC)
+        dx = _dot_in(tl.trans(_chunk_a(A, t0, T, H)), dvn, HALF_OPERANDS & 2, PREC)
+        dx = dx * _vec(beta, t0, T, H, 64)[:, None]
+        dS += _dot(tl.trans(qt), dot_, PREC) * scale - _dot_in(tl.trans(kt), dx, HALF_OPERANDS & 1, PREC)
     if STORE_DH0:
         _put(dh0 + i_nh * K * V, dS, 0, K, V, v0, V, BK, BV)
 
