@@ -10,8 +10,9 @@ pass's A^T dV' (both shapes), the forward with each of state_fwd's bits, and for
 peak memory) with chunk.KEEP_STATES off and on, and forward+backward with dqkw and wy_bwd as two kernels
 or one (chunk.FUSED_WY_BWD, D <= 128).
 Usage: python scripts/sweep_triton.py [OUT.json [D ...]] (head sizes in the order given; default 64 128 256).
-SWEEP_KERNELS="dqkw_wy state_bwd" sweeps the launch options of those kernels only (default: every kernel);
-the others keep the settings they have.
+SWEEP_KERNELS="dqkw_wy state_bwd" sweeps the launch options of those kernels only (default: every kernel;
+"none": only the candidates above); the others keep the settings they have. SWEEP_OPTIONS="4,2 8,1" tries
+those (num_warps, num_stages) only.
 Prints the table and writes JSON to the path given (after each head size) or to stdout.
 """
 
@@ -26,6 +27,8 @@ from assocmem.bench.delta_rule_gpu import _events_ms, _fla, _inputs, _runner
 from assocmem.ops.delta_rule.triton import chunk as tchunk
 
 OPTIONS = [(2, 2), (4, 1), (4, 2), (4, 3), (8, 1), (8, 2), (8, 3)]
+if os.environ.get("SWEEP_OPTIONS"):
+    OPTIONS = [tuple(int(n) for n in option.split(",")) for option in os.environ["SWEEP_OPTIONS"].split()]
 
 
 def _disagreement(call, reference) -> float:
@@ -183,6 +186,8 @@ def main(out=None, heads=(64, 128, 256)):
                 # H200 under Triton 3.6, which ends the process's CUDA context: not tried below K = 256.)
                 if default > 32 and not (name == "state_fwd" and D <= 128):
                     variants.append(("BV=32", {"STATE_TILE_V": ((name, D), 32)}, {"tile_v": 32}))
+                elif default == 32 and D >= 256:  # K = 256: a 64-wide state needs 8 warps to stay in registers
+                    variants.append(("BV=64", {"STATE_TILE_V": ((name, D), 64)}, {"tile_v": 64}))
             elif name == "wy_bwd" and D >= 64:
                 variants = [("tile=64", {}, {"tile": 64}), ("tile=32", {"WY_BWD_TILE": (D, 32)}, {"tile": 32})]
             times, records = {}, {}
