@@ -144,6 +144,16 @@ def test_triton_backward_bf16_options_on_cuda(shape, fused, monkeypatch):
     check_gradients_on_cuda(torch.bfloat16, shape)
 
 
+def test_triton_wide_state_tile_at_k256_on_cuda():
+    """The forward's 64-wide state tile at K = 256 (bf16, taken where the programs fill the SMs): output,
+    state and gradients within the bf16 bounds."""
+    from assocmem.ops.delta_rule.triton import chunk as tchunk
+
+    shape = (1, 200, 36, 256, 256)
+    assert tchunk._state_tile_v(256, 256, "state_fwd", torch.bfloat16, 36, torch.device("cuda")) == 64
+    check_gradients_on_cuda(torch.bfloat16, shape)
+
+
 def check_gradients_on_cuda(dtype, shape):
     B, T, H, K, V = shape
     inputs = make_inputs(B, T, H, K, V, dtype)

@@ -160,6 +160,16 @@ def test_backward_bf16_operands_within_twice_the_reference_error(fused, monkeypa
     check_low_precision(torch.bfloat16, 1, 128, 2, 64, 64)
 
 
+def test_wide_state_tile_at_k256_within_twice_the_reference_error():
+    """K = 256 in bf16 takes the forward's 64-wide state tile where the programs fill the device (here the
+    interpreter's one 'SM'): output and gradients within the low-precision bounds."""
+    from assocmem.ops.delta_rule.triton import chunk as tchunk
+
+    assert tchunk._state_tile_v(256, 64, "state_fwd", torch.bfloat16, 1, DEVICE) == (32 if DEVICE.type == "cuda" else 64)
+    assert tchunk._state_tile_v(256, 64, "state_fwd", torch.float16, 1000, DEVICE) == 32
+    check_low_precision(torch.bfloat16, 1, 64, 1, 256, 64)
+
+
 def test_every_bf16_operand_bit_at_once_within_twice_the_reference_error(monkeypatch):
     """All of the backward's bf16 operand bits the sweep may choose (the recomputing and reverse state
     passes', dqkw's, wy_bwd's) with V' and dV' in bf16: the gradients stay within the bounds."""

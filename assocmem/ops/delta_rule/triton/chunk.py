@@ -8,6 +8,7 @@ unless KEEP_STATES asks it to keep the states and V' too (then the backward has 
 FUSED_WY_BWD the last two backward kernels are one. Head sizes up to 256.
 """
 
+import functools
 import json
 import os
 from pathlib import Path
@@ -27,6 +28,7 @@ LAUNCH_BY_K: dict[tuple[str, int], dict] = {
     ("state_fwd", 256): {"num_warps": 4, "num_stages": 2},
     ("dv_local", 128): {"num_warps": 4, "num_stages": 3},
     ("dqkw", 128): {"num_warps": 4, "num_stages": 2},
+    ("dqkw", 256): {"num_warps": 4, "num_stages": 2},  # version-10 sweep at D = 256
     ("wy_bwd", 128): {"num_warps": 4, "num_stages": 1},
 }
 FP32_MAX_STAGES = {("state_fwd", 128): 1, ("state_bwd", 128): 1, ("state_fwd", 256): 1, ("state_bwd", 256): 1}
@@ -93,8 +95,9 @@ def _store_dtype(dtype: torch.dtype) -> torch.dtype:
 # that truncated (twice the rounding error; NOTES.md, version 9).
 # state_recompute: state_fwd's bits where it stores the chunk-start states and V' for the backward (the
 # backward's recomputing pass, and a forward with KEEP_STATES, so that kept and recomputed states agree); the
-# output bit 4 rounds V' in the state update K^T V' there too. Version 10 (NOTES.md).
-HALF_OPERANDS = {"state_fwd": 1 | 2 | 4, "state_recompute": 0, "state_bwd": 1, "dqkw": 15, "wy_bwd": 15}
+# output bit 4 rounds V' in the state update K^T V' there too. Version 10 (NOTES.md): the H200 sweep chose bits
+# 1 and 2 there and state_bwd's bit 2 (forward+backward at D = 128, T = 4096 plus T = 16384: 6.94 -> 6.44 ms).
+HALF_OPERANDS = {"state_fwd": 1 | 2 | 4, "state_recompute": 1 | 2, "state_bwd": 1 | 2, "dqkw": 15, "wy_bwd": 15}
 
 
 def _half_operands(name: str, dtype: torch.dtype, K: int = 64, BV: int = 64) -> int:
@@ -192,11 +195,29 @@ def _fused_tile_v(K: int, V: int) -> int:
 STATE_TILE_V: dict[tuple[str, int], int] = {("state_bwd", 128): 32}  # version-8 sweep
 
 
-def _state_tile_v(K: int, V: int, name: str = "state_fwd") -> int:
+def _state_tile_v(K: int, V: int, name: str = "state_fwd", dtype=None, heads: int | None = None, device=None) -> int:
     """Value tile of the sequential kernels: the [K, BV] float32 state stays in registers. (Narrower tiles
     for more programs when sequences are few made both state kernels slower on the H200 in version 2:
-    NOTES.md.) At K = 256 the tile is 32 wide, which keeps the state at 64 registers per thread of four warps."""
-    return min(STATE_TILE_V.get((name, _pow2(K)), 64 if K <= 128 else 32), _pow2(V))
+    NOTES.md.) At K = 256 the tile is 32 wide, which keeps the state at 64 registers per thread of four warps;
+    the forward's 64-wide tile there (WIDE_STATE_K256, bf16 inputs) is taken only where `heads` (sequences x
+    heads) give every SM of `device` a program: at fewer the chain of half as many programs is the longer one."""
+    default = 64 if K <= 128 else 32
+    tile = STATE_TILE_V.get((name, _pow2(K)), default)
+    if K > 128 and name == "state_fwd" and dtype == torch.bfloat16 and heads is not None and WIDE_STATE_K256:
+        if heads * _cdiv(V, 64) >= _sm_count(device):
+            tile = 64
+    return min(tile, _pow2(V))
+
+
+# The forward's state pass at K = 256 with 64-wide value tiles (bf16; version 10's H200 sweep: forward 1.45 ->
+# 0.87 ms at D = 256, T = 4096, B = 8, H = 8), where the programs fill the SMs (at T = 16384, B = 2 they do
+# not, and the 64-wide tile measured slower there: 1.52 against 1.48 ms).
+WIDE_STATE_K256 = True
+
+
+@functools.cache
+def _sm_count(device) -> int:
+    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
 
 
 def load_tuned(path: str | Path) -> None:
@@ -280,7 +301,7 @@ def _state_fwd(q, k, v, beta, A, scale, h0, chunks: _Chunks, *, write_o: bool, s
     """The sequential pass: (o, final state) where write_o, (chunk-start states, V') where store_h."""
     B, T, H, K = q.shape
     V = v.shape[-1]
-    BV = _state_tile_v(K, V)
+    BV = _state_tile_v(K, V, "state_fwd", q.dtype, chunks.N * H, q.device)
     h = vnew = o = ht = None
     if store_h:
         h = torch.empty(_max_chunks(B, T, chunks.cu_seqlens), H, K, V, dtype=_store_dtype(q.dtype), device=q.device)
