@@ -204,7 +204,7 @@ def _state_tile_v(K: int, V: int, name: str = "state_fwd", dtype=None, heads: in
     default = 64 if K <= 128 else 32
     tile = STATE_TILE_V.get((name, _pow2(K)), default)
     if K > 128 and name == "state_fwd" and dtype == torch.bfloat16 and heads is not None and WIDE_STATE_K256:
-        if heads * _cdiv(V, 64) >= _sm_count(device):
+        if 4 * heads * _cdiv(V, 64) >= 3 * _sm_count(device):
             tile = 64
     return min(tile, _pow2(V))
 
