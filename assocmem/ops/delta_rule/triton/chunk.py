@@ -166,9 +166,9 @@ def _wy_bwd_tiles(K: int, V: int) -> tuple[int, int]:
 
 
 # `dqkw` and `wy_bwd` as one kernel (`dqkw_wy`, one program per chunk and head, the whole key size in one
-# tile), per padded K up to FUSED_MAX_K where a measurement chose it (the sweep times both; off until measured:
-# NOTES.md, version 9): dW and dK's first part stay in registers instead of a float32 round trip through
-# memory (16 bytes per token, head and key channel written and read again) and dV' is read once.
+# tile), per padded K up to FUSED_MAX_K where a measurement chose it (the sweep times both): dW and dK's first
+# part stay in registers instead of a float32 round trip through memory and dV' is read once. Off: on the H200
+# it was slower than the two kernels (7.47 against 6.94 ms at D = 128 for T = 4096 and 16384; NOTES.md, v9).
 # ASSOCMEM_TRITON_FUSED_WY_BWD=1 turns it on at import for every K it can take.
 # Shared memory (scripts/smem_check.py, sm_90): float32 inputs at K = 128 need 229 KB with 4 warps, over the
 # limit with 8, so float32 (and fp16, whose chunk states are float32) takes the fused kernel up to K = 64
