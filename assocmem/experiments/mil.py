@@ -10,8 +10,10 @@ fold the hyperparameters are chosen from a small grid by ROC-AUC on an inner val
 the training bags; or, with `inner_folds` > 1, by the mean ROC-AUC of a stratified inner cross-validation),
 the chosen model is retrained on the whole training fold and scored on the test fold (with `ensemble` > 1:
 that many models from different seeds, their scores averaged).
-Features are standardised with the training fold's statistics. The same folds, grid and training run
-for the baseline: the same instance network with mean pooling instead of HopfieldPooling.
+Features are standardised with the training fold's statistics. Bag dropout (grid key `bag_dropout`, from
+the paper's search space) leaves out each training instance with that probability at every step. The same
+folds, grid and training run for the baseline: the same instance network with mean pooling instead of
+HopfieldPooling.
 """
 
 import importlib.resources
@@ -128,6 +130,19 @@ def _auc(labels, scores) -> float:
     return float(roc_auc_score(labels, scores))
 
 
+def drop_instances(mask: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor:
+    """Bag dropout (training only): each instance of each bag left out with probability `p`; a bag that
+    would lose every instance keeps them all."""
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"mil: `bag_dropout` must be in [0, 1), got {p}")
+    if p == 0.0:
+        return mask
+    kept = mask & (torch.rand(mask.shape, generator=generator) >= p)
+    empty = ~kept.any(1)
+    kept[empty] = mask[empty]
+    return kept
+
+
 def _fit_score(train_bags, train_y, test_bags, pooling, params, setup, seed):
     """Train on the training bags; the scores (logits) of the test bags."""
     stacked = np.concatenate(train_bags)
@@ -150,7 +165,8 @@ def _fit_score(train_bags, train_y, test_bags, pooling, params, setup, seed):
         order = torch.randperm(len(y), generator=g)
         for start in range(0, len(y), batch):
             idx = order[start : start + batch]
-            loss = nn.functional.binary_cross_entropy_with_logits(model(x[idx], mask[idx]), y[idx])
+            m = drop_instances(mask[idx], float(params.get("bag_dropout", 0.0)), g)
+            loss = nn.functional.binary_cross_entropy_with_logits(model(x[idx], m), y[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -160,7 +176,7 @@ def _fit_score(train_bags, train_y, test_bags, pooling, params, setup, seed):
 
 
 GRID_KEYS = ("lr", "hidden", "beta_scale", "heads", "head_size", "dropout", "epochs", "batch", "lr_decay",
-             "norm_projected")
+             "norm_projected", "bag_dropout")
 # mean pooling has none of these: its grid leaves them out
 HOPFIELD_ONLY = ("beta_scale", "heads", "head_size", "norm_projected")
 

@@ -173,3 +173,30 @@ def test_ensemble_averages_the_scores_of_several_seeds(monkeypatch):
     assert len(row["mean"]["fold_aucs"]) == 2
     with pytest.raises(SystemExit, match="--ensemble"):
         main(["mil", "--ensemble", "0", "--no-save"])
+
+
+def test_bag_dropout_leaves_out_instances_but_never_a_whole_bag():
+    from assocmem.experiments.mil import _configs, _fit_score, drop_instances, parse_grid
+
+    mask = torch.zeros(200, 30, dtype=torch.bool)
+    lengths = torch.randint(1, 31, (200,), generator=torch.Generator().manual_seed(1))
+    for i, n in enumerate(lengths):
+        mask[i, :n] = True
+    g = torch.Generator().manual_seed(0)
+    kept = drop_instances(mask, 0.75, g)
+    assert not (kept & ~mask).any()  # padding stays out
+    assert kept.any(1).all()  # every bag keeps an instance
+    assert 0.2 < kept.sum() / mask.sum() < 0.32  # about a quarter kept (bags that would lose all keep all)
+    assert torch.equal(drop_instances(mask, 0.0, g), mask)
+    with pytest.raises(ValueError, match="bag_dropout"):
+        drop_instances(mask, 1.0, g)
+    # a grid key for both poolings, and it reaches training
+    assert parse_grid(["bag_dropout=0,0.75"]) == {"bag_dropout": [0.0, 0.75]}
+    assert all("bag_dropout" in c for c in _configs({"lr": [1e-3], "hidden": [16], "bag_dropout": [0.5]}, "mean"))
+    rng = np.random.default_rng(0)
+    bags = [rng.normal(size=(6, 5)).astype(np.float32) + (i % 2) for i in range(12)]
+    y = np.array([i % 2 for i in range(12)])
+    base = {"lr": 1e-2, "hidden": 8, "beta_scale": 1.0, "epochs": 2}
+    plain = _fit_score(bags, y, bags, "hopfield", base, MILSetup(batch=4), seed=0)
+    dropped = _fit_score(bags, y, bags, "hopfield", {**base, "bag_dropout": 0.5}, MILSetup(batch=4), seed=0)
+    assert np.isfinite(dropped).all() and not np.allclose(plain, dropped)
