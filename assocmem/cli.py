@@ -342,8 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
     mil.add_argument("--seed", type=int, default=0)
     mil.add_argument("--grid", nargs="+", default=None, metavar="KEY=V1,V2",
                      help="hyperparameter grid chosen from on the inner validation split; keys lr, hidden, "
-                     "beta_scale, heads, head_size, dropout, epochs, batch, lr_decay (per epoch), norm_projected (0/1), "
-                     "bag_dropout (instances left out in training) "
+                     "beta_scale, heads, head_size, dropout, epochs, batch, lr_decay (per epoch), "
+                     "norm_projected (0/1), bag_dropout (instances left out in training) "
                      "(default lr=1e-3,3e-4 beta_scale=1,4 hidden=64)")  # fmt: skip
     mil.add_argument("--data-dir", type=Path, default=None,
                      help="folder of the Tiger/Fox/Elephant .mat files (default ../shared/data/mil)")  # fmt: skip

@@ -205,6 +205,36 @@ def test_recompute_bf16_operands_within_twice_the_reference_error(keep, monkeypa
         assert rel_err(a.float(), b.float()) < 1e-4, name
 
 
+def test_states_are_kept_where_programs_are_few(monkeypatch):
+    """Long sequences (few sequences x heads per SM) keep the chunk states for the backward; the gradients
+    are those of the recomputing backward."""
+    from assocmem.ops.delta_rule.triton import chunk as tchunk
+
+    monkeypatch.setattr(tchunk, "KEEP_STATES", False)
+    monkeypatch.setattr(tchunk, "_sm_count", lambda device: 132)
+    assert tchunk._keep_states(32, 128, DEVICE) and tchunk._keep_states(64, 64, DEVICE)  # T = 16384, B = 2
+    assert not tchunk._keep_states(128, 128, DEVICE) and not tchunk._keep_states(256, 64, DEVICE)  # T = 4096
+    monkeypatch.setattr(tchunk, "KEEP_FEW_PROGRAMS", False)
+    assert not tchunk._keep_states(1, 64, DEVICE)
+    monkeypatch.setattr(tchunk, "KEEP_STATES", True)
+    assert tchunk._keep_states(10**6, 64, DEVICE)
+
+    inputs = make_inputs(1, 130, 2, 32, 48, torch.bfloat16)
+    do, dstate = torch.randn(1, 130, 2, 48), torch.randn(1, 2, 32, 48)
+    calls = []
+    real_fwd = tchunk.chunk_fwd
+    monkeypatch.setattr(tchunk, "chunk_fwd", lambda *a, **kw: calls.append(a[-1]) or real_fwd(*a, **kw))
+    results = []
+    for sms in (10**6, 1):  # kept, then recomputed
+        monkeypatch.setattr(tchunk, "KEEP_STATES", False)
+        monkeypatch.setattr(tchunk, "KEEP_FEW_PROGRAMS", True)
+        monkeypatch.setattr(tchunk, "_sm_count", lambda device, sms=sms: sms)
+        results.append(grads(run("triton"), leaves(*on_device(inputs)), do.to(DEVICE), dstate.to(DEVICE))[2])
+    assert calls == [True, False]
+    for name, a, b in zip(NAMES, *results):
+        assert rel_err(a.float(), b.float()) < 1e-4, name
+
+
 def test_triton_availability_is_a_constant_under_torch_compile():
     """`available` is asked inside compiled graphs (the layer's forward): torch.compile must read it without
     tracing importlib (torch 2.11 refuses find_spec under fullgraph; later versions warn about the cache)."""

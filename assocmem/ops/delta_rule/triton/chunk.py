@@ -4,8 +4,8 @@ Forward: two kernels (the WY representation's A per chunk; the state recurrence 
 applying A), so neither the per-chunk states, V', nor W and U touch memory. Backward: five kernels (the
 chunk-start states and V' again, the chunk-local part of dV', the reverse state pass, dQ/dK/dW per chunk,
 the WY backward). Besides its inputs the forward keeps only A (float32, 64 numbers per token and head),
-unless KEEP_STATES asks it to keep the states and V' too (then the backward has four kernels); with
-FUSED_WY_BWD the last two backward kernels are one. Head sizes up to 256.
+unless it keeps the states and V' too (KEEP_STATES, or few programs per SM: then the backward has four
+kernels); with FUSED_WY_BWD the last two backward kernels are one. Head sizes up to 256.
 """
 
 import functools
@@ -45,12 +45,22 @@ LAUNCH = {
 
 
 # A training forward may keep the chunk-start states and V' for the backward instead of its recomputing them
-# (one sequential pass: about 0.5 ms of 4.3 at D = 128, T = 4096, B = 8, H = 16 on the H200). The cost per
-# token, head and value channel: 4 bytes (V', float32) plus a [K, V] state per 64 tokens (bf16 for bf16
-# inputs: K / 32 bytes more). Off by default until measured (NOTES.md, version 7); the sweep times both.
-# The keeping forward skips its bf16 operand rounding, so the gradients equal the recomputing backward's.
-# ASSOCMEM_TRITON_KEEP_STATES=1 turns it on at import.
+# (one sequential pass). The cost per token, head and value channel: V' (2 bytes for bf16 inputs, else 4) plus
+# a [K, V] state per 64 tokens (bf16 for bf16 inputs). KEEP_STATES (ASSOCMEM_TRITON_KEEP_STATES=1 at import)
+# keeps them always. Otherwise they are kept where sequences x heads leave the state passes with at most half
+# as many programs (64-wide value tiles) as the device has SMs, where the recompute's chain is long
+# (KEEP_FEW_PROGRAMS): on the H200 at T = 16384, B = 2 forward+backward went 3.81 -> 3.53 ms (D = 64),
+# 3.78 -> 3.59 (D = 128), 5.02 -> 4.53 (D = 256), while at T = 4096, B = 8 keeping paid nothing
+# (NOTES.md, version 10). The keeping forward takes the recompute's bf16 operand bits
+# (HALF_OPERANDS["state_recompute"]), so its gradients equal the recomputing backward's.
 KEEP_STATES = os.environ.get("ASSOCMEM_TRITON_KEEP_STATES", "0") == "1"
+KEEP_FEW_PROGRAMS = True
+
+
+def _keep_states(sequences_x_heads: int, V: int, device) -> bool:
+    if KEEP_STATES:
+        return True
+    return KEEP_FEW_PROGRAMS and 2 * sequences_x_heads * _cdiv(V, 64) <= _sm_count(device)
 
 
 def _max_chunks(B: int, T: int, cu_seqlens) -> int:
@@ -478,7 +488,8 @@ def _(q, k, v, beta, scale, initial_state, cu_seqlens, do, dfinal, A, h, vnew):
 class TritonChunkFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, beta, scale, initial_state, cu_seqlens):
-        keep = KEEP_STATES and any(ctx.needs_input_grad[:4])
+        heads = _num_sequences(q.shape[0], cu_seqlens) * q.shape[2]
+        keep = any(ctx.needs_input_grad[:4]) and _keep_states(heads, v.shape[-1], q.device)
         o, final, A, h, vnew = _fwd_op(q, k, v, beta, scale, initial_state, cu_seqlens, keep)
         ctx.save_for_backward(q, k, v, beta, initial_state, cu_seqlens, A, h, vnew)
         ctx.scale = scale
