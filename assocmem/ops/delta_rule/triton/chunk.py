@@ -442,19 +442,26 @@ def _fwd_op(
     scale: float,
     initial_state: torch.Tensor | None,
     cu_seqlens: torch.Tensor | None,
-    keep_states: bool,
+    for_backward: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     q, k, v, beta, h0 = _prepare(q, k, v, beta, initial_state)
-    return chunk_fwd(q, k, v, beta, scale, h0, cu_seqlens, keep_states)
+    return chunk_fwd(q, k, v, beta, scale, h0, cu_seqlens, _keeps(q, v, cu_seqlens, for_backward))
+
+
+def _keeps(q, v, cu_seqlens, for_backward: bool) -> bool:
+    """Whether a forward keeps the states for the backward: decided inside the op (and its fake), so that a
+    compiled graph never traces the device query."""
+    heads = _num_sequences(q.shape[0], cu_seqlens) * q.shape[2]
+    return for_backward and _keep_states(heads, v.shape[-1], q.device)
 
 
 @_fwd_op.register_fake
-def _(q, k, v, beta, scale, initial_state, cu_seqlens, keep_states):
+def _(q, k, v, beta, scale, initial_state, cu_seqlens, for_backward):
     N = _num_sequences(q.shape[0], cu_seqlens)
     state = q.new_empty((N, q.shape[2], q.shape[3], v.shape[3]), dtype=torch.float32)
     A = q.new_empty((*q.shape[:3], BT), dtype=torch.float32)
     # contiguous, as the kernels write them (whatever the inputs' strides)
-    return (v.new_empty(v.shape), state, A, *_kept(q, v, cu_seqlens, keep_states))
+    return (v.new_empty(v.shape), state, A, *_kept(q, v, cu_seqlens, _keeps(q, v, cu_seqlens, for_backward)))
 
 
 @torch.library.custom_op("assocmem::triton_chunk_delta_rule_bwd", mutates_args=())
@@ -488,9 +495,8 @@ def _(q, k, v, beta, scale, initial_state, cu_seqlens, do, dfinal, A, h, vnew):
 class TritonChunkFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, beta, scale, initial_state, cu_seqlens):
-        heads = _num_sequences(q.shape[0], cu_seqlens) * q.shape[2]
-        keep = any(ctx.needs_input_grad[:4]) and _keep_states(heads, v.shape[-1], q.device)
-        o, final, A, h, vnew = _fwd_op(q, k, v, beta, scale, initial_state, cu_seqlens, keep)
+        for_backward = any(ctx.needs_input_grad[:4])
+        o, final, A, h, vnew = _fwd_op(q, k, v, beta, scale, initial_state, cu_seqlens, for_backward)
         ctx.save_for_backward(q, k, v, beta, initial_state, cu_seqlens, A, h, vnew)
         ctx.scale = scale
         return o, final
