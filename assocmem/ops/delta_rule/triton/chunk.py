@@ -88,11 +88,10 @@ def _store_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 # Where the kernels round float32 intermediates to bf16 as they enter a matmul (bf16 inputs only; float32
-# accumulation), as bit masks. state_fwd (the forward's output only; the backward recomputes the states
-# without): 1: S in K S and Q S; 2: A and beta (V - K S) in their product; 4: V' and tril(Q K^T) in the
-# products with V'. state_bwd 1: dS and beta A^T dV' into the two products with K; 2: A and dV' in A^T dV'
-# (version 10). dqkw 1: V' in
-# dP = dO V'^T; 2: V' in V' dS^T; 4: dV' in dV' S^T; 8: dP in dP K and dP^T Q. wy_bwd (also the fused
+# accumulation), as bit masks. state_fwd (the forward that stores no states; state_recompute where it does):
+# 1: S in K S and Q S; 2: A and beta (V - K S) in their product; 4: V' and tril(Q K^T) in the products with
+# V'. state_bwd 1: dS and beta A^T dV' into the two products with K; 2: A and dV' in A^T dV' (version 10).
+# dqkw 1: V' in dP = dO V'^T; 2: V' in V' dS^T; 4: dV' in dV' S^T; 8: dP in dP K and dP^T Q. wy_bwd (also the fused
 # dqkw_wy's WY part) 1: A^T dW and A^T dU; 2: the products of dL = -A^T dA A^T; 4: dL K and dL^T (beta K);
 # 8: dW (beta K)^T and dU (beta V)^T.
 # Errors (scripts/triton_errors.py under the interpreter taught to round to nearest even as the GPU does,
@@ -210,7 +209,8 @@ def _state_tile_v(K: int, V: int, name: str = "state_fwd", dtype=None, heads: in
     for more programs when sequences are few made both state kernels slower on the H200 in version 2:
     NOTES.md.) At K = 256 the tile is 32 wide, which keeps the state at 64 registers per thread of four warps;
     the forward's 64-wide tile there (WIDE_STATE_K256, bf16 inputs) is taken only where `heads` (sequences x
-    heads) give every SM of `device` a program: at fewer the chain of half as many programs is the longer one."""
+    heads) give at least three quarters of the SMs of `device` a program: at fewer the chain of half as many
+    programs is the longer one."""
     default = 64 if K <= 128 else 32
     tile = STATE_TILE_V.get((name, _pow2(K)), default)
     if K > 128 and name == "state_fwd" and dtype == torch.bfloat16 and heads is not None and WIDE_STATE_K256:
@@ -220,8 +220,9 @@ def _state_tile_v(K: int, V: int, name: str = "state_fwd", dtype=None, heads: in
 
 
 # The forward's state pass at K = 256 with 64-wide value tiles (bf16; version 10's H200 sweep: forward 1.45 ->
-# 0.87 ms at D = 256, T = 4096, B = 8, H = 8), where the programs fill the SMs (at T = 16384, B = 2 they do
-# not, and the 64-wide tile measured slower there: 1.52 against 1.48 ms).
+# 0.87 ms at D = 256, T = 4096, B = 8, H = 8; 1.45 -> 0.86 at T = 8192, B = 4, 128 programs for 132 SMs),
+# where the programs nearly fill the SMs (at T = 16384, B = 2: 64 programs, the 64-wide tile measured slower:
+# 1.52 against 1.48 ms).
 WIDE_STATE_K256 = True
 
 
