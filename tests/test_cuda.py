@@ -144,6 +144,17 @@ def test_triton_backward_bf16_options_on_cuda(shape, fused, monkeypatch):
     check_gradients_on_cuda(torch.bfloat16, shape)
 
 
+@pytest.mark.parametrize("dtype, shape", [(torch.bfloat16, (1, 512, 2, 128, 128)),
+                                          (torch.float16, (1, 300, 2, 64, 100))])  # fmt: skip
+def test_triton_wy_inverse_doubling_on_cuda(dtype, shape, monkeypatch):
+    """chunk.WY_INVERSE_DOUBLING (the WY forward's inverses by repeated squaring, half-precision inputs) on the
+    GPU: the same bounds."""
+    from assocmem.ops.delta_rule.triton import chunk as tchunk
+
+    monkeypatch.setattr(tchunk, "WY_INVERSE_DOUBLING", True)
+    check_gradients_on_cuda(dtype, shape)
+
+
 def test_triton_wide_state_tile_at_k256_on_cuda():
     """The forward's 64-wide state tile at K = 256 (bf16, taken where the programs fill the SMs): output,
     state and gradients within the bf16 bounds."""

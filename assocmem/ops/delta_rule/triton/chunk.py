@@ -235,7 +235,7 @@ def load_tuned(path: str | Path) -> None:
     """Apply the launch settings that scripts/sweep_triton.py chose and wrote ({D: {"chosen": {kernel:
     {"num_warps", "num_stages", and "tile_k" / "tile_v" / "tile" where it tried them}}}}); set by the environment
     variable ASSOCMEM_TRITON_TUNED=path at import, so a benchmark can run with a sweep's result."""
-    global KEEP_STATES, HALF_VPRIME
+    global KEEP_STATES, HALF_VPRIME, WY_INVERSE_DOUBLING
     report = json.loads(Path(path).read_text())
     for D, entry in report.items():
         K = _pow2(int(D))
@@ -249,6 +249,8 @@ def load_tuned(path: str | Path) -> None:
                 HALF_OPERANDS[name] = int(chosen_all.pop(f"{name}_half_operands"))
         if "half_vprime" in chosen_all:
             HALF_VPRIME = bool(chosen_all.pop("half_vprime"))
+        if "wy_inverse_doubling" in chosen_all:
+            WY_INVERSE_DOUBLING = bool(chosen_all.pop("wy_inverse_doubling"))
         for name, bits in chosen_all.pop("backward_half_operands", {}).items():
             if name not in HALF_OPERANDS:
                 raise ValueError(f"load_tuned: unknown kernel {name!r} in backward_half_operands of {path}")
@@ -297,13 +299,28 @@ class _Chunks:
             self.grid_t = self.total
 
 
-def _wy_fwd(k, beta, chunks: _Chunks):
+# The WY forward's four 16 x 16 inverses by repeated squaring (six products) instead of row substitution
+# (fifteen dependent steps, each with two reductions across the program's threads): written for version 11,
+# off until the H200 has timed it (the sweep's `wy_inverse_doubling`); the WY forward took 0.25 ms of the
+# forward's 0.62 at D = 128, T = 4096, about four times its memory traffic's time. Half-precision inputs
+# only: with nearly parallel keys and beta = 1 the powers cancel, and A's error grew from 5e-7 to 9e-5
+# (relative, against a float64 inverse) — far below bf16's rounding, above float32's 1e-5 bound.
+WY_INVERSE_DOUBLING = os.environ.get("ASSOCMEM_TRITON_WY_DOUBLING", "0") == "1"
+
+
+def _wy_doubling(dtype: torch.dtype) -> bool:
+    return WY_INVERSE_DOUBLING and dtype != torch.float32
+
+
+def _wy_fwd(k, beta, chunks: _Chunks, doubling: bool | None = None):
     B, T, H, K = k.shape
     A = torch.empty(B, T, H, BT, dtype=torch.float32, device=k.device)
     grid = (chunks.grid_t, B * H if not chunks.varlen else H)
     kernels.wy_fwd_kernel[grid](
         k, beta, A, chunks.cu_seqlens, chunks.index, T, H=H, K=K, BK=min(64, _pow2(K)),
-        IS_VARLEN=chunks.varlen, PREC=_precision(k.dtype), **_launch("wy_fwd", K, k.dtype),
+        IS_VARLEN=chunks.varlen, PREC=_precision(k.dtype),
+        DOUBLING=_wy_doubling(k.dtype) if doubling is None else doubling,
+        **_launch("wy_fwd", K, k.dtype),
     )  # fmt: skip
     return A
 
