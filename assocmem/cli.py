@@ -184,8 +184,10 @@ def _mil(args):
     setup = MILSetup(
         datasets=tuple(args.datasets), folds=args.folds, repeats=args.repeats, epochs=args.epochs,
         seed=args.seed, data_dir=None if args.data_dir is None else str(args.data_dir), inner_folds=args.inner_folds,
-        ensemble=args.ensemble,
+        ensemble=args.ensemble, clip=args.clip,
     )  # fmt: skip
+    if args.clip is not None and not args.clip > 0:
+        raise SystemExit(f"assocmem mil: --clip must be > 0, got {args.clip}")
     if args.ensemble < 1:
         raise SystemExit(f"assocmem mil: --ensemble must be >= 1, got {args.ensemble}")
     if args.grid:
@@ -339,6 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
     mil.add_argument("--ensemble", type=int, default=1,
                      help="retrain each outer fold's chosen setting with this many seeds and average their scores")
     mil.add_argument("--epochs", type=int, default=40)
+    mil.add_argument("--clip", type=float, default=None,
+                     help="clip the standardised features to [-CLIP, CLIP] (default: no clipping)")  # fmt: skip
     mil.add_argument("--seed", type=int, default=0)
     mil.add_argument("--grid", nargs="+", default=None, metavar="KEY=V1,V2",
                      help="hyperparameter grid chosen from on the inner validation split; keys lr, hidden, "

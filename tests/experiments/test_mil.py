@@ -200,3 +200,22 @@ def test_bag_dropout_leaves_out_instances_but_never_a_whole_bag():
     plain = _fit_score(bags, y, bags, "hopfield", base, MILSetup(batch=4), seed=0)
     dropped = _fit_score(bags, y, bags, "hopfield", {**base, "bag_dropout": 0.5}, MILSetup(batch=4), seed=0)
     assert np.isfinite(dropped).all() and not np.allclose(plain, dropped)
+
+
+def test_clip_bounds_the_standardised_features():
+    from assocmem.experiments.mil import _fit_score, _pad
+
+    bags = [np.array([[0.0, 1.0], [100.0, 1.0]], dtype=np.float32), np.array([[1.0, -50.0]], dtype=np.float32)]
+    mean, std = np.zeros(2, np.float32), np.ones(2, np.float32)
+    x, mask = _pad(bags, mean, std, clip=3.0)
+    assert x.abs().max() == 3.0 and x[0, 0, 1] == 1.0 and x[1, 0, 1] == -3.0
+    assert _pad(bags, mean, std)[0].abs().max() == 100.0
+    rng = np.random.default_rng(0)
+    train = [rng.standard_t(1, size=(5, 4)).astype(np.float32) + (i % 2) for i in range(10)]
+    y = np.array([i % 2 for i in range(10)])
+    params = {"lr": 1e-2, "hidden": 8, "beta_scale": 1.0, "epochs": 2}
+    clipped = _fit_score(train, y, train, "hopfield", params, MILSetup(batch=4, clip=1.0), seed=0)
+    plain = _fit_score(train, y, train, "hopfield", params, MILSetup(batch=4), seed=0)
+    assert np.isfinite(clipped).all() and not np.allclose(clipped, plain)
+    with pytest.raises(SystemExit, match="--clip must be > 0"):
+        main(["mil", "--datasets", "musk1", "--clip", "0"])
