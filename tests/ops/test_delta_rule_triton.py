@@ -377,7 +377,7 @@ def test_deltanet_layer_under_torch_compile_with_strided_inputs(monkeypatch):
     x = torch.randn(2, 70, 64, device=DEVICE)
     for backend in ("chunk", "triton", "triton-keep", "triton-few"):
         monkeypatch.setattr(tchunk, "KEEP_STATES", backend == "triton-keep")  # the kept states' fakes too
-        # few programs per SM (long sequences): the op and its fake decide to keep the states alike
+        # few programs per SM (long sequences): the states kept by the rule, through the compiled graph
         monkeypatch.setattr(tchunk, "_sm_count", lambda device, few=backend == "triton-few": 10**6 if few else 1)
         backend = backend.split("-")[0]
         torch.manual_seed(0)

@@ -8,7 +8,6 @@ unless it keeps the states and V' too (KEEP_STATES, or few programs per SM: then
 kernels); with FUSED_WY_BWD the last two backward kernels are one. Head sizes up to 256.
 """
 
-import functools
 import json
 import os
 from pathlib import Path
@@ -226,9 +225,19 @@ def _state_tile_v(K: int, V: int, name: str = "state_fwd", dtype=None, heads: in
 WIDE_STATE_K256 = True
 
 
-@functools.cache
+_SM_COUNTS: dict[int, int] = {}
+
+
+# A compiled graph takes the count as a constant (the autograd Function's forward asks for it): torch.compile
+# calls this at tracing time instead of tracing the device query.
+@torch.compiler.assume_constant_result
 def _sm_count(device) -> int:
-    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
+    if device.type != "cuda":
+        return 1
+    index = torch.cuda.current_device() if device.index is None else device.index
+    if index not in _SM_COUNTS:
+        _SM_COUNTS[index] = torch.cuda.get_device_properties(index).multi_processor_count
+    return _SM_COUNTS[index]
 
 
 def load_tuned(path: str | Path) -> None:
@@ -460,26 +469,21 @@ def _fwd_op(
     scale: float,
     initial_state: torch.Tensor | None,
     cu_seqlens: torch.Tensor | None,
-    for_backward: bool,
+    keep_states: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     q, k, v, beta, h0 = _prepare(q, k, v, beta, initial_state)
-    return chunk_fwd(q, k, v, beta, scale, h0, cu_seqlens, _keeps(q, v, cu_seqlens, for_backward))
+    return chunk_fwd(q, k, v, beta, scale, h0, cu_seqlens, keep_states)
 
 
-def _keeps(q, v, cu_seqlens, for_backward: bool) -> bool:
-    """Whether a forward keeps the states for the backward: decided inside the op (and its fake), so that a
-    compiled graph never traces the device query."""
-    heads = _num_sequences(q.shape[0], cu_seqlens) * q.shape[2]
-    return for_backward and _keep_states(heads, v.shape[-1], q.device)
-
-
+# (The decision to keep is an argument of the op, not made inside it and its fake: fake tensors cache an op's
+# result by its arguments, so a fake that read module state could disagree with the kernels.)
 @_fwd_op.register_fake
-def _(q, k, v, beta, scale, initial_state, cu_seqlens, for_backward):
+def _(q, k, v, beta, scale, initial_state, cu_seqlens, keep_states):
     N = _num_sequences(q.shape[0], cu_seqlens)
     state = q.new_empty((N, q.shape[2], q.shape[3], v.shape[3]), dtype=torch.float32)
     A = q.new_empty((*q.shape[:3], BT), dtype=torch.float32)
     # contiguous, as the kernels write them (whatever the inputs' strides)
-    return (v.new_empty(v.shape), state, A, *_kept(q, v, cu_seqlens, _keeps(q, v, cu_seqlens, for_backward)))
+    return (v.new_empty(v.shape), state, A, *_kept(q, v, cu_seqlens, keep_states))
 
 
 @torch.library.custom_op("assocmem::triton_chunk_delta_rule_bwd", mutates_args=())
@@ -513,8 +517,9 @@ def _(q, k, v, beta, scale, initial_state, cu_seqlens, do, dfinal, A, h, vnew):
 class TritonChunkFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, beta, scale, initial_state, cu_seqlens):
-        for_backward = any(ctx.needs_input_grad[:4])
-        o, final, A, h, vnew = _fwd_op(q, k, v, beta, scale, initial_state, cu_seqlens, for_backward)
+        heads = _num_sequences(q.shape[0], cu_seqlens) * q.shape[2]
+        keep = any(ctx.needs_input_grad[:4]) and _keep_states(heads, v.shape[-1], q.device)
+        o, final, A, h, vnew = _fwd_op(q, k, v, beta, scale, initial_state, cu_seqlens, keep)
         ctx.save_for_backward(q, k, v, beta, initial_state, cu_seqlens, A, h, vnew)
         ctx.scale = scale
         return o, final
