@@ -196,8 +196,11 @@ def main(out=None, heads=(64, 128, 256)):
                 # H200 under Triton 3.6, which ends the process's CUDA context: not tried below K = 256.)
                 if default > 32 and not (name == "state_fwd" and D <= 128):
                     variants.append(("BV=32", {"STATE_TILE_V": ((name, D), 32)}, {"tile_v": 32}))
-                elif default == 32 and D >= 256:  # K = 256: a 64-wide state needs 8 warps to stay in registers
+                elif default == 32 and D >= 256:  # K = 256: a 64-wide state (128 registers a thread at 4 warps)
                     variants.append(("BV=64", {"STATE_TILE_V": ((name, D), 64)}, {"tile_v": 64}))
+                    if name == "state_fwd" and tchunk.WIDE_STATE_K256:  # and the rule between them (chunk.py)
+                        variants[0] = ("BV=32", {"STATE_TILE_V": ((name, D), 32)}, {"tile_v": 32})
+                        variants.insert(0, ("BV=rule", {}, {}))
             elif name == "wy_bwd" and D >= 256:
                 # (tiles of 32 at K = 256 hit an illegal memory access on the H200 under Triton 3.6; the
                 # interpreter computes them right.)

@@ -433,6 +433,8 @@ def test_tuned_launch_settings_load_and_other_tiles_stay_exact(tmp_path, monkeyp
     check_fp32("triton", 1, 70, 1, 128, 48)
     tchunk.STATE_TILE_V.update({("state_bwd", 256): 64, ("state_fwd", 256): 64})  # the sweep's K = 256 variant
     check_fp32("triton", 1, 70, 1, 256, 80)
+    tchunk.STATE_TILE_V[("state_fwd", 256)] = 32  # a sweep's tile comes before the wide-tile rule
+    assert tchunk._state_tile_v(256, 64, "state_fwd", torch.bfloat16, 10**6, DEVICE) == 32
     (tmp_path / "bad.json").write_text(json.dumps({"64": {"chosen": {"warp_drive": {}}}}))
     with pytest.raises(ValueError, match="unknown kernel 'warp_drive'"):
         tchunk.load_tuned(tmp_path / "bad.json")

@@ -210,11 +210,13 @@ def _state_tile_v(K: int, V: int, name: str = "state_fwd", dtype=None, heads: in
     the forward's 64-wide tile there (WIDE_STATE_K256, bf16 inputs) is taken only where `heads` (sequences x
     heads) give at least three quarters of the SMs of `device` a program: at fewer the chain of half as many
     programs is the longer one."""
-    default = 64 if K <= 128 else 32
-    tile = STATE_TILE_V.get((name, _pow2(K)), default)
-    if K > 128 and name == "state_fwd" and dtype == torch.bfloat16 and heads is not None and WIDE_STATE_K256:
-        if 4 * heads * _cdiv(V, 64) >= 3 * _sm_count(device):
-            tile = 64
+    key = (name, _pow2(K))
+    if key in STATE_TILE_V:  # a sweep's choice (load_tuned) before the rule
+        tile = STATE_TILE_V[key]
+    elif K > 128 and name == "state_fwd" and dtype == torch.bfloat16 and heads is not None and WIDE_STATE_K256:
+        tile = 64 if 4 * heads * _cdiv(V, 64) >= 3 * _sm_count(device) else 32
+    else:
+        tile = 64 if K <= 128 else 32
     return min(tile, _pow2(V))
 
 
