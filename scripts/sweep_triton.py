@@ -69,6 +69,7 @@ def main(out=None, heads=(64, 128, 256)):
         long_do = torch.randn(2, 16384, H, D, device="cuda", dtype=torch.bfloat16)
         long = {bw: _runner(lambda q, k, v, b: delta_rule(q, k, v, b, backend="triton")[0], long_inputs, long_do, bw)
                 for bw in (False, True)}  # fmt: skip
+        both = {bw: lambda bw=bw, ours=ours, long=long: (ours[bw](), long[bw]()) for bw in (False, True)}  # one timing
         entry = {"default": {p: _events_ms(ours[bw], reps=10) for p, bw in (("fwd", False), ("fwd+bwd", True))}}
         if fla_chunk is not None:
             fla = {bw: _runner(lambda q, k, v, b: fla_chunk(q, k, v, b)[0], inputs, do, bw) for bw in (False, True)}
@@ -109,28 +110,27 @@ def main(out=None, heads=(64, 128, 256)):
                 entry["half_vprime_True"]["fwd+bwd"] < entry["half_vprime_False"]["fwd+bwd"])
             # The bits of the backward's recomputing state pass (chunk.HALF_OPERANDS["state_recompute"]), timed
             # at both shapes together: the pass is longest at T = 16384, where few programs run the chain.
-            both = lambda ours=ours, long=long: (ours[True](), long[True]())  # noqa: E731
             recompute = {}
             for bits in (0, 1, 1 | 2, 1 | 2 | 4):
                 tchunk.HALF_OPERANDS["state_recompute"] = bits
                 recompute[bits] = entry[f"state_recompute_half_{bits}"] = _timed_if_it_agrees(
-                    ours[True], reference, timed=both)
+                    ours[True], reference, timed=both[True])
             globals_chosen["state_recompute_half_operands"] = min(recompute, key=lambda b: recompute[b]["fwd+bwd"])
             tchunk.HALF_OPERANDS["state_recompute"] = globals_chosen["state_recompute_half_operands"]
             # The WY forward's inverses by repeated squaring (chunk.WY_INVERSE_DOUBLING), forward at both shapes.
-            fwd_both = lambda ours=ours, long=long: (ours[False](), long[False]())  # noqa: E731
             doubling = {}
             for on in (False, True):
                 tchunk.WY_INVERSE_DOUBLING = on
                 doubling[on] = entry[f"wy_inverse_doubling_{on}"] = _timed_if_it_agrees(
-                    ours[True], reference, timed=fwd_both, key="fwd")
+                    ours[True], reference, timed=both[False], key="fwd")
             globals_chosen["wy_inverse_doubling"] = tchunk.WY_INVERSE_DOUBLING = (
                 doubling[True]["fwd"] < doubling[False]["fwd"])
             # The reverse state pass with A^T dV' in bf16 too (state_bwd bit 2), both shapes.
             reverse = {}
             for bits in (1, 1 | 2):
                 tchunk.HALF_OPERANDS["state_bwd"] = bits
-                reverse[bits] = entry[f"state_bwd_half_{bits}"] = _timed_if_it_agrees(ours[True], reference, timed=both)
+                reverse[bits] = entry[f"state_bwd_half_{bits}"] = _timed_if_it_agrees(
+                    ours[True], reference, timed=both[True])
             globals_chosen["state_bwd_half_operands"] = min(reverse, key=lambda b: reverse[b]["fwd+bwd"])
             tchunk.HALF_OPERANDS["state_bwd"] = globals_chosen["state_bwd_half_operands"]
         # The forward that keeps the chunk states for the backward (chunk.KEEP_STATES): time and peak memory.
@@ -151,12 +151,11 @@ def main(out=None, heads=(64, 128, 256)):
         # chosen form are swept below, the other form's skipped.
         fused = False
         if D <= tchunk.FUSED_MAX_K:
-            both = lambda ours=ours, long=long: (ours[True](), long[True]())  # noqa: E731
             reference = ours[True]()
             for on in (False, True):  # (times of both shapes together)
                 tchunk.FUSED_WY_BWD[D] = on
                 try:
-                    entry[f"fused_wy_bwd_{on}"] = _timed_if_it_agrees(ours[True], reference, timed=both)
+                    entry[f"fused_wy_bwd_{on}"] = _timed_if_it_agrees(ours[True], reference, timed=both[True])
                 except Exception as error:  # noqa: BLE001 - out of resources: the fused form is out
                     entry[f"fused_wy_bwd_{on}"] = {"fwd+bwd": float("inf"),
                                                    "error": f"{type(error).__name__}: {str(error)[:200]}"}
@@ -171,7 +170,7 @@ def main(out=None, heads=(64, 128, 256)):
             if only and name not in only:
                 continue
             bw = name not in FWD_KERNELS
-            call = lambda bw=bw, ours=ours, long=long: (ours[bw](), long[bw]())  # noqa: E731 - both shapes, one timing
+            call = both[bw]
             # Tile variants: dqkw one key tile per head (it re-reads V', dV' and dO once per tile) and a value
             # tile of 32; the state kernels a value tile of 32 (twice the programs, half the state per
             # program); wy_bwd key and value tiles of 32 (with 8 warps: no spilled registers at K >= 128,

@@ -198,11 +198,18 @@ def test_recompute_bf16_operands_within_twice_the_reference_error(keep, monkeypa
     inputs = make_inputs(1, 130, 2, 64, 64, torch.bfloat16)
     do, dstate = torch.randn(1, 130, 2, 64), torch.randn(1, 2, 64, 64)
     monkeypatch.setattr(tchunk, "KEEP_STATES", not keep)
-    other = grads(run("triton"), leaves(*on_device(inputs)), do.to(DEVICE), dstate.to(DEVICE))[2]
+    other = triton_gradients(inputs, do, dstate)
     monkeypatch.setattr(tchunk, "KEEP_STATES", keep)
-    this = grads(run("triton"), leaves(*on_device(inputs)), do.to(DEVICE), dstate.to(DEVICE))[2]
-    for name, a, b in zip(NAMES, this, other):
-        assert rel_err(a.float(), b.float()) < 1e-4, name
+    assert_same_gradients(triton_gradients(inputs, do, dstate), other)
+
+
+def triton_gradients(inputs, do, dstate):
+    return grads(run("triton"), leaves(*on_device(inputs)), do.to(DEVICE), dstate.to(DEVICE))[2]
+
+
+def assert_same_gradients(these, those, bound=1e-4):
+    for name, a, b in zip(NAMES, these, those, strict=True):
+        assert rel_err(a.float(), b.float()) < bound, name
 
 
 def test_states_are_kept_where_programs_are_few(monkeypatch):
@@ -229,10 +236,9 @@ def test_states_are_kept_where_programs_are_few(monkeypatch):
         monkeypatch.setattr(tchunk, "KEEP_STATES", False)
         monkeypatch.setattr(tchunk, "KEEP_FEW_PROGRAMS", True)
         monkeypatch.setattr(tchunk, "_sm_count", lambda device, sms=sms: sms)
-        results.append(grads(run("triton"), leaves(*on_device(inputs)), do.to(DEVICE), dstate.to(DEVICE))[2])
+        results.append(triton_gradients(inputs, do, dstate))
     assert calls == [True, False]
-    for name, a, b in zip(NAMES, *results):
-        assert rel_err(a.float(), b.float()) < 1e-4, name
+    assert_same_gradients(*results)
 
 
 def test_wy_inverse_by_repeated_squaring(monkeypatch):
@@ -242,18 +248,17 @@ def test_wy_inverse_by_repeated_squaring(monkeypatch):
     packed with a ragged last chunk."""
     from assocmem.ops.delta_rule.triton import chunk as tchunk
 
+    monkeypatch.setattr(tchunk, "WY_INVERSE_DOUBLING", True)
+    assert tchunk._wy_doubling(torch.bfloat16) and not tchunk._wy_doubling(torch.float32)
     torch.manual_seed(0)
     for parallel, bound in ((False, 1e-6), (True, 1e-3)):
         k = torch.randn(1, 64, 1, 128)
-        k = torch.nn.functional.normalize(k[:, :1] + 0.1 * k if parallel else k, dim=-1)
-        beta = torch.ones(1, 64, 1) if parallel else torch.rand(1, 64, 1)
-        L = torch.tril((beta[0, :, 0, None] * k[0, :, 0]) @ k[0, :, 0].T, -1).double()
-        ref = torch.linalg.inv(torch.eye(64, dtype=torch.float64) + L)
-        chunks = tchunk._Chunks(1, 64, None)
-        A = torch.tril(tchunk._wy_fwd(k.to(DEVICE), beta.to(DEVICE), chunks, doubling=True)[0, :, 0].cpu())
+        k = torch.nn.functional.normalize(k[:, :1] + 0.1 * k if parallel else k, dim=-1).bfloat16()
+        beta = (torch.ones(1, 64, 1) if parallel else torch.rand(1, 64, 1)).bfloat16()
+        kd, bd = k[0, :, 0].double(), beta[0, :, 0].double()  # the inverse of what the kernel was given
+        ref = torch.linalg.inv(torch.eye(64, dtype=torch.float64) + torch.tril((bd[:, None] * kd) @ kd.T, -1))
+        A = torch.tril(tchunk._wy_fwd(k.to(DEVICE), beta.to(DEVICE), tchunk._Chunks(1, 64, None))[0, :, 0].cpu())
         assert rel_err(A.double(), ref) < bound, parallel
-    monkeypatch.setattr(tchunk, "WY_INVERSE_DOUBLING", True)
-    assert tchunk._wy_doubling(torch.bfloat16) and not tchunk._wy_doubling(torch.float32)
     check_low_precision(torch.bfloat16, 1, 128, 2, 64, 64)
     inputs = make_inputs(1, 140, 2, 32, 16, torch.bfloat16, N=5)
     cu = torch.tensor([0, 5, 5, 69, 139, 140], device=DEVICE)

@@ -59,7 +59,13 @@ KEEP_FEW_PROGRAMS = True
 def _keep_states(sequences_x_heads: int, V: int, device) -> bool:
     if KEEP_STATES:
         return True
-    return KEEP_FEW_PROGRAMS and 2 * sequences_x_heads * _cdiv(V, 64) <= _sm_count(device)
+    return KEEP_FEW_PROGRAMS and _sm_share(sequences_x_heads, V, device) <= 0.5
+
+
+def _sm_share(sequences_x_heads: int, V: int, device) -> float:
+    """Programs of a state pass with 64-wide value tiles per SM of `device`: below 1 the sequential chains
+    leave SMs idle (the state kept for the backward, and K = 256's tile width, follow it)."""
+    return sequences_x_heads * _cdiv(V, 64) / _sm_count(device)
 
 
 def _max_chunks(B: int, T: int, cu_seqlens) -> int:
@@ -214,7 +220,7 @@ def _state_tile_v(K: int, V: int, name: str = "state_fwd", dtype=None, heads: in
     if key in STATE_TILE_V:  # a sweep's choice (load_tuned) before the rule
         tile = STATE_TILE_V[key]
     elif K > 128 and name == "state_fwd" and dtype == torch.bfloat16 and heads is not None and WIDE_STATE_K256:
-        tile = 64 if 4 * heads * _cdiv(V, 64) >= 3 * _sm_count(device) else 32
+        tile = 64 if _sm_share(heads, V, device) >= 0.75 else 32
     else:
         tile = 64 if K <= 128 else 32
     return min(tile, _pow2(V))
@@ -323,14 +329,14 @@ def _wy_doubling(dtype: torch.dtype) -> bool:
     return WY_INVERSE_DOUBLING and dtype != torch.float32
 
 
-def _wy_fwd(k, beta, chunks: _Chunks, doubling: bool | None = None):
+def _wy_fwd(k, beta, chunks: _Chunks):
     B, T, H, K = k.shape
     A = torch.empty(B, T, H, BT, dtype=torch.float32, device=k.device)
     grid = (chunks.grid_t, B * H if not chunks.varlen else H)
     kernels.wy_fwd_kernel[grid](
         k, beta, A, chunks.cu_seqlens, chunks.index, T, H=H, K=K, BK=min(64, _pow2(K)),
         IS_VARLEN=chunks.varlen, PREC=_precision(k.dtype),
-        DOUBLING=_wy_doubling(k.dtype) if doubling is None else doubling,
+        DOUBLING=_wy_doubling(k.dtype),
         **_launch("wy_fwd", K, k.dtype),
     )  # fmt: skip
     return A
