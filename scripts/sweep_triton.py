@@ -8,8 +8,9 @@ with the backward's chunk.HALF_OPERANDS switched off and with more of its bits o
 (chunk.HALF_VPRIME), with bf16 operands in the backward's recomputing state pass and in the reverse state
 pass's A^T dV' (both shapes), the WY forward's inverses by repeated squaring (chunk.WY_INVERSE_DOUBLING,
 forward at both shapes), the forward with each of state_fwd's bits, and forward+backward (with its
-peak memory) with chunk.KEEP_STATES off and on, and forward+backward with dqkw and wy_bwd as two kernels
-or one (chunk.FUSED_WY_BWD, D <= 128).
+peak memory) with chunk.KEEP_STATES off and on, version 12's storage options (chunk.HALF_A, HALF_DW; both
+shapes), and forward+backward with dqkw and wy_bwd as two kernels or one (chunk.FUSED_WY_BWD,
+D <= 128).
 Usage: python scripts/sweep_triton.py [OUT.json [D ...]] (head sizes in the order given; default 64 128 256).
 SWEEP_KERNELS="dqkw_wy state_bwd" sweeps the launch options of those kernels only (default: every kernel;
 "none": only the candidates above); the others keep the settings they have. SWEEP_OPTIONS="4,2 8,1" tries
@@ -146,6 +147,18 @@ def main(out=None, heads=(64, 128, 256)):
         if D == 128:
             keep = entry["keep_states_True"]["fwd+bwd"] < entry["keep_states_False"]["fwd+bwd"]
             globals_chosen["keep_states"] = tchunk.KEEP_STATES = keep
+            # Version 12's storage options, one at a time on top of what is chosen so far, forward+backward at
+            # both shapes: A in bf16 (chunk.HALF_A), dW and dK's part in bf16 (chunk.HALF_DW).
+            reference = ours[True]()
+            for flag in ("HALF_A", "HALF_DW"):
+                timed = {}
+                for on in (False, True):
+                    setattr(tchunk, flag, on)
+                    timed[on] = entry[f"{flag.lower()}_{on}"] = _timed_if_it_agrees(
+                        ours[True], reference, timed=both[True])
+                on = timed[True]["fwd+bwd"] < timed[False]["fwd+bwd"]
+                globals_chosen[flag.lower()] = on
+                setattr(tchunk, flag, on)
         # dqkw and wy_bwd as one kernel (chunk.FUSED_WY_BWD, key sizes up to FUSED_MAX_K), timed beside the
         # two kernels at both shapes with each one's launch options as they stand; the launch options of the
         # chosen form are swept below, the other form's skipped.

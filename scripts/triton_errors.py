@@ -8,9 +8,11 @@ fused; with --forward-half-operands, for each choice of the forward's bits (stat
 backward recomputes without them). The interpreter is taught to round float32 to bf16 as the GPU does.
 With --half-vprime: V' and dV' stored in bf16 (chunk.HALF_VPRIME), at the default bits and with every backward
 bit on, two kernels and fused. With --recompute-half-operands: for each choice of the bits the backward's
-recomputing state pass takes (chunk.HALF_OPERANDS["state_recompute"]), at the defaults otherwise.
+recomputing state pass takes (chunk.HALF_OPERANDS["state_recompute"]), at the defaults otherwise. With
+--version12: version 12's storage options (chunk.HALF_A, HALF_DW) one at a time and together, with every
+state-pass bit on.
 Usage: python scripts/triton_errors.py [--half-operands | --forward-half-operands | --half-vprime |
-                                        --recompute-half-operands]"""
+                                        --recompute-half-operands | --version12]"""
 
 import os
 import sys
@@ -49,6 +51,16 @@ def main():
     if "--recompute-half-operands" in sys.argv[1:]:
         each_choice([{"state_recompute": bits} for bits in (0, 1, 2, 4, 1 | 2, 1 | 2 | 4)],
                     "HALF_OPERANDS = {bits}", fused_too=False)
+        return
+    if "--version12" in sys.argv[1:]:
+        from assocmem.ops.delta_rule.triton import chunk
+
+        chunk.HALF_OPERANDS.update({"state_fwd": 7, "state_recompute": 7, "state_bwd": 3})
+        for flags in ((), ("HALF_A",), ("HALF_DW",), ("HALF_A", "HALF_DW")):
+            for flag in ("HALF_A", "HALF_DW"):
+                setattr(chunk, flag, flag in flags)
+            print(f"version 12 options on: {', '.join(flags) or 'none'} (HALF_OPERANDS = {chunk.HALF_OPERANDS})")
+            errors((torch.bfloat16,))
         return
     if "--forward-half-operands" in sys.argv[1:]:
         from assocmem.ops.delta_rule.triton import chunk

@@ -19,7 +19,8 @@ _real_new_empty = torch.Tensor.new_empty
 
 def _nan_fill(x):
     if x.is_floating_point() and x.numel():
-        x.fill_(float("nan"))
+        with torch.no_grad():  # (a leaf made with requires_grad=True, as torch.compile's passes make, too)
+            x.fill_(float("nan"))
     return x
 
 

@@ -155,6 +155,21 @@ def test_triton_wy_inverse_doubling_on_cuda(dtype, shape, monkeypatch):
     check_gradients_on_cuda(dtype, shape)
 
 
+@pytest.mark.parametrize("shape", [(1, 512, 2, 128, 128), (1, 300, 2, 64, 100), (1, 200, 2, 256, 256)])
+def test_triton_version12_options_on_cuda(shape, monkeypatch):
+    """Version 12's options at once (A, dW and dK's part in bf16) with every bf16 operand bit and V' in bf16,
+    states recomputed: gradients within the bf16 bounds on the GPU."""
+    from assocmem.ops.delta_rule.triton import chunk as tchunk
+
+    monkeypatch.setattr(tchunk, "HALF_OPERANDS",
+                        {"state_fwd": 7, "state_recompute": 7, "state_bwd": 3, "dqkw": 15, "wy_bwd": 15})
+    for name in ("HALF_A", "HALF_DW", "HALF_VPRIME"):
+        monkeypatch.setattr(tchunk, name, True)
+    monkeypatch.setattr(tchunk, "KEEP_STATES", False)
+    monkeypatch.setattr(tchunk, "KEEP_FEW_PROGRAMS", False)
+    check_gradients_on_cuda(torch.bfloat16, shape)
+
+
 def test_triton_wide_state_tile_at_k256_on_cuda():
     """The forward's 64-wide state tile at K = 256 (bf16, taken where the programs fill the SMs): output,
     state and gradients within the bf16 bounds."""

@@ -230,7 +230,7 @@ def test_states_are_kept_where_programs_are_few(monkeypatch):
     do, dstate = torch.randn(1, 130, 2, 48), torch.randn(1, 2, 32, 48)
     calls = []
     real_fwd = tchunk.chunk_fwd
-    monkeypatch.setattr(tchunk, "chunk_fwd", lambda *a, **kw: calls.append(a[-1]) or real_fwd(*a, **kw))
+    monkeypatch.setattr(tchunk, "chunk_fwd", lambda *a, **kw: calls.append(a[7]) or real_fwd(*a, **kw))
     results = []
     for sms in (10**6, 1):  # kept, then recomputed
         monkeypatch.setattr(tchunk, "KEEP_STATES", False)
@@ -298,6 +298,8 @@ def test_forward_that_keeps_the_states_gives_the_same_gradients(packed, monkeypa
     inputs = on_device(make_inputs(B, T, 2, 32, 16, torch.bfloat16, N=N))
     do, dstate = torch.randn(B, T, 2, 16, device=DEVICE), torch.randn(N, 2, 32, 16, device=DEVICE)
     fn = run("triton", cu_seqlens=None if cu is None else cu.to(DEVICE))
+    monkeypatch.setattr(tchunk, "KEEP_STATES", False)
+    monkeypatch.setattr(tchunk, "KEEP_FEW_PROGRAMS", False)
     _, s_recompute, g_recompute = grads(fn, leaves(*inputs), do, dstate)
     monkeypatch.setattr(tchunk, "KEEP_STATES", True)
     _, s_kept, g_kept = grads(fn, leaves(*inputs), do, dstate)
@@ -305,6 +307,49 @@ def test_forward_that_keeps_the_states_gives_the_same_gradients(packed, monkeypa
     for name, a, b in zip(NAMES, g_kept, g_recompute):
         assert torch.equal(a, b), name
     check_fp32("triton", B, T, 2, 32, 16, cu_seqlens=cu)
+
+
+def test_bf16_a_storage_changes_nothing_where_every_reader_rounds_it(monkeypatch):
+    """chunk.HALF_A: A stored in bf16 (bf16 inputs) only where every kernel that reads A rounds it to bf16 as
+    it enters a matmul; there output, state and gradients equal the float32 A's (to float32 summation order),
+    and with any of those bits off A stays float32."""
+    from assocmem.ops.delta_rule.triton import chunk as tchunk
+
+    every = {"state_fwd": 7, "state_recompute": 7, "state_bwd": 3, "dqkw": 15, "wy_bwd": 15}
+    monkeypatch.setattr(tchunk, "HALF_OPERANDS", dict(every))
+    inputs = on_device(make_inputs(1, 130, 2, 64, 64, torch.bfloat16))
+    do, dstate = torch.randn(1, 130, 2, 64, device=DEVICE), torch.randn(1, 2, 64, 64, device=DEVICE)
+    results = []
+    for half_a in (False, True):
+        monkeypatch.setattr(tchunk, "HALF_A", half_a)
+        assert tchunk._half_a(torch.bfloat16) == half_a and not tchunk._half_a(torch.float16)
+        results.append(grads(run("triton"), leaves(*inputs), do, dstate))
+    (o0, s0, g0), (o1, s1, g1) = results
+    assert rel_err(o1.float(), o0.float()) < 1e-5 and rel_err(s1, s0) < 1e-5
+    assert_same_gradients(g1, g0, bound=1e-5)
+    for name, bit in tchunk._A_BITS.items():
+        monkeypatch.setitem(tchunk.HALF_OPERANDS, name, every[name] & ~bit)
+        assert not tchunk._half_a(torch.bfloat16), name
+        monkeypatch.setitem(tchunk.HALF_OPERANDS, name, every[name])
+
+
+@pytest.mark.parametrize("fused", [False, True])
+@pytest.mark.parametrize("keep", [False, True])
+def test_version12_storage_options_within_twice_the_reference_error(keep, fused, monkeypatch):
+    """Version 12's options at once (A, dW and dK's part in bf16) with every bf16 operand bit, kept or
+    recomputed states, dqkw and wy_bwd as two kernels or fused: output and gradients within the low-precision
+    bounds; float16 keeps float32 buffers and stays within its own."""
+    from assocmem.ops.delta_rule.triton import chunk as tchunk
+
+    monkeypatch.setattr(tchunk, "HALF_OPERANDS",
+                        {"state_fwd": 7, "state_recompute": 7, "state_bwd": 3, "dqkw": 15, "wy_bwd": 15})
+    for name in ("HALF_A", "HALF_DW", "HALF_VPRIME", "KEEP_STATES"):
+        monkeypatch.setattr(tchunk, name, name != "KEEP_STATES" or keep)
+    monkeypatch.setattr(tchunk, "FUSED_WY_BWD", {64: fused})
+    assert tchunk._dw_dtype(torch.bfloat16) == torch.bfloat16 and tchunk._dw_dtype(torch.float16) == torch.float32
+    check_low_precision(torch.bfloat16, 1, 128, 2, 64, 64)
+    if not fused and not keep:
+        check_low_precision(torch.float16, 1, 128, 2, 64, 32)
 
 
 def test_state_carried_across_calls_equals_one_call():
@@ -398,6 +443,30 @@ def test_deltanet_layer_under_torch_compile_with_strided_inputs(monkeypatch):
             assert rel_err(a.grad, b) < 1e-4, backend
 
 
+def test_bf16_op_under_torch_compile_with_kept_states_and_a_in_bf16(monkeypatch):
+    """The defaults for bf16 inputs (A stored in bf16, states kept for the backward) through a full graph: the
+    op's fakes promise the dtypes the kernels write; output and gradients as in eager mode."""
+    from assocmem.ops.delta_rule.triton import chunk as tchunk
+
+    monkeypatch.setattr(tchunk, "HALF_A", True)
+    monkeypatch.setattr(tchunk, "KEEP_STATES", True)
+    assert tchunk._half_a(torch.bfloat16)
+    inputs = on_device(make_inputs(1, 70, 2, 32, 32, torch.bfloat16))
+
+    def f(q, k, v, beta, h0):
+        return delta_rule(q, k, v, beta, initial_state=h0, backend="triton")[0].float().square().sum()
+
+    results = []
+    for fn in (f, torch.compile(f, fullgraph=True)):
+        xs = leaves(*inputs)
+        loss = fn(*xs)
+        loss.backward()
+        results.append((loss.detach(), [x.grad for x in xs]))
+    (eager, g_eager), (compiled, g_compiled) = results
+    assert rel_err(compiled, eager) < 1e-6
+    assert_same_gradients(g_compiled, g_eager, bound=1e-6)
+
+
 def test_tuned_launch_settings_load_and_other_tiles_stay_exact(tmp_path, monkeypatch):
     """A sweep's JSON (scripts/sweep_triton.py) sets warps, stages and tiles; the kernels stay exact with
     the other tiles it may choose (state kernels 32 wide, one dqkw key tile per head)."""
@@ -411,8 +480,10 @@ def test_tuned_launch_settings_load_and_other_tiles_stay_exact(tmp_path, monkeyp
     monkeypatch.setattr(tchunk, "KEEP_STATES", False)
     monkeypatch.setattr(tchunk, "HALF_VPRIME", False)
     monkeypatch.setattr(tchunk, "WY_INVERSE_DOUBLING", False)
+    for flag in ("HALF_A", "HALF_DW"):
+        monkeypatch.setattr(tchunk, flag, False)
     sweep = {"32": {"chosen": {"fused_wy_bwd": True, "dqkw_wy": {"num_warps": 4, "num_stages": 2},
-                               "half_vprime": True, "wy_inverse_doubling": True}},
+                               "half_vprime": True, "wy_inverse_doubling": True, "half_a": True, "half_dw": False}},
              "64": {"fla": {}, "chosen": {
         "state_bwd": {"num_warps": 8, "num_stages": 1, "tile_v": 32, "times_ms": {}},
         "state_fwd": {"num_warps": 4, "num_stages": 2, "tile_v": 32},
@@ -429,6 +500,7 @@ def test_tuned_launch_settings_load_and_other_tiles_stay_exact(tmp_path, monkeyp
     assert tchunk.HALF_OPERANDS["state_recompute"] == 3 and tchunk.WY_INVERSE_DOUBLING
     assert tchunk.HALF_OPERANDS["dqkw"] == 15 and tchunk.HALF_OPERANDS["wy_bwd"] == 4 and tchunk.HALF_VPRIME
     assert tchunk._fused_wy_bwd(32) and not tchunk._fused_wy_bwd(64)
+    assert tchunk.HALF_A and not tchunk.HALF_DW
     assert tchunk.LAUNCH_BY_K[("dqkw_wy", 32)] == {"num_warps": 4, "num_stages": 2}
     check_fp32("triton", 1, 130, 2, 64, 64)
     tchunk.DQKW_TILE_K[128] = 128
@@ -476,10 +548,12 @@ def test_fused_wy_backward_matches_naive_fp32(B, T, H, K, V, packed, monkeypatch
 
 @pytest.mark.parametrize("K, V, tile", [(64, 32, 32), (128, 64, 32)])
 def test_fused_wy_backward_low_precision_and_close_to_the_unfused(K, V, tile, monkeypatch):
-    """In bf16 the fused backward keeps STYLE's bounds and differs from the two-kernel one only by the order
-    of float32 sums (at K = 128 with its default value tile of 32)."""
+    """In bf16 the fused backward keeps STYLE's bounds and differs from the two-kernel one with float32 dW and
+    dK parts (chunk.HALF_DW off: the fused kernel keeps them in registers) only by the order of float32 sums
+    (at K = 128 with its default value tile of 32)."""
     from assocmem.ops.delta_rule.triton import chunk as tchunk
 
+    monkeypatch.setattr(tchunk, "HALF_DW", False)
     inputs = on_device(make_inputs(1, 128, 2, K, V, torch.bfloat16))
     do, dstate = torch.randn(1, 128, 2, V, device=DEVICE), torch.randn(1, 2, K, V, device=DEVICE)
     _, _, g_two = grads(run("triton"), leaves(*inputs), do, dstate)

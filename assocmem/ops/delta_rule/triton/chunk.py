@@ -43,16 +43,17 @@ LAUNCH = {
 
 
 
-# A training forward may keep the chunk-start states and V' for the backward instead of its recomputing them
-# (one sequential pass). The cost per token, head and value channel: V' (2 bytes for bf16 inputs, else 4) plus
-# a [K, V] state per 64 tokens (bf16 for bf16 inputs). KEEP_STATES (ASSOCMEM_TRITON_KEEP_STATES=1 at import)
-# keeps them always. Otherwise they are kept where sequences x heads leave the state passes with at most half
-# as many programs (64-wide value tiles) as the device has SMs, where the recompute's chain is long
-# (KEEP_FEW_PROGRAMS): on the H200 at T = 16384, B = 2 forward+backward went 3.81 -> 3.53 ms (D = 64),
-# 3.78 -> 3.59 (D = 128), 5.02 -> 4.53 (D = 256), while at T = 4096, B = 8 keeping paid nothing
-# (NOTES.md, version 10). The keeping forward takes the recompute's bf16 operand bits
-# (HALF_OPERANDS["state_recompute"]), so its gradients equal the recomputing backward's.
-KEEP_STATES = os.environ.get("ASSOCMEM_TRITON_KEEP_STATES", "0") == "1"
+# A training forward keeps the chunk-start states and V' for the backward instead of its recomputing them (one
+# sequential pass). The cost per token, head and value channel: V' (2 bytes for bf16 inputs, else 4) plus a
+# [K, V] state per 64 tokens (bf16 for bf16 inputs): at D = 128 in bf16 768 bytes per token and head, as much
+# as q, k and v together. KEEP_STATES (the default since version 12; ASSOCMEM_TRITON_KEEP_STATES=0 at import
+# turns it off) keeps them always: on the H200 forward+backward at D = 128, T = 4096 took 2.54 against 2.79 ms
+# recomputing (NOTES.md, version 12). Off, they are still kept where sequences x heads leave the state passes
+# with at most half as many programs (64-wide value tiles) as the device has SMs, where the recompute's chain
+# is long (KEEP_FEW_PROGRAMS): at T = 16384, B = 2 forward+backward went 3.81 -> 3.53 ms (D = 64),
+# 3.78 -> 3.59 (D = 128), 5.02 -> 4.53 (D = 256) in version 10. The keeping forward takes the recompute's bf16
+# operand bits (HALF_OPERANDS["state_recompute"]), so its gradients equal the recomputing backward's.
+KEEP_STATES = os.environ.get("ASSOCMEM_TRITON_KEEP_STATES", "1") == "1"
 KEEP_FEW_PROGRAMS = True
 
 
@@ -110,8 +111,9 @@ def _store_dtype(dtype: torch.dtype) -> torch.dtype:
 # state_recompute: state_fwd's bits where it stores the chunk-start states and V' for the backward (the
 # backward's recomputing pass, and a forward with KEEP_STATES, so that kept and recomputed states agree); the
 # output bit 4 rounds V' in the state update K^T V' there too. Version 10 (NOTES.md): the H200 sweep chose bits
-# 1 and 2 there and state_bwd's bit 2 (forward+backward at D = 128, T = 4096 plus T = 16384: 6.94 -> 6.44 ms).
-HALF_OPERANDS = {"state_fwd": 1 | 2 | 4, "state_recompute": 1 | 2, "state_bwd": 1 | 2, "dqkw": 15, "wy_bwd": 15}
+# 1 and 2 there and state_bwd's bit 2 (forward+backward at D = 128, T = 4096 plus T = 16384: 6.94 -> 6.44 ms);
+# version 12's two sweeps bit 4 too (6.23 -> 6.03 and 6.28 -> 6.11 ms; the outputs 4.9e-3 from the defaults').
+HALF_OPERANDS = {"state_fwd": 1 | 2 | 4, "state_recompute": 1 | 2 | 4, "state_bwd": 1 | 2, "dqkw": 15, "wy_bwd": 15}
 
 
 def _half_operands(name: str, dtype: torch.dtype, K: int = 64, BV: int = 64) -> int:
@@ -252,7 +254,7 @@ def load_tuned(path: str | Path) -> None:
     """Apply the launch settings that scripts/sweep_triton.py chose and wrote ({D: {"chosen": {kernel:
     {"num_warps", "num_stages", and "tile_k" / "tile_v" / "tile" where it tried them}}}}); set by the environment
     variable ASSOCMEM_TRITON_TUNED=path at import, so a benchmark can run with a sweep's result."""
-    global KEEP_STATES, HALF_VPRIME, WY_INVERSE_DOUBLING
+    global KEEP_STATES, HALF_VPRIME, WY_INVERSE_DOUBLING, HALF_A, HALF_DW
     report = json.loads(Path(path).read_text())
     for D, entry in report.items():
         K = _pow2(int(D))
@@ -268,6 +270,10 @@ def load_tuned(path: str | Path) -> None:
             HALF_VPRIME = bool(chosen_all.pop("half_vprime"))
         if "wy_inverse_doubling" in chosen_all:
             WY_INVERSE_DOUBLING = bool(chosen_all.pop("wy_inverse_doubling"))
+        if "half_a" in chosen_all:
+            HALF_A = bool(chosen_all.pop("half_a"))
+        if "half_dw" in chosen_all:
+            HALF_DW = bool(chosen_all.pop("half_dw"))
         for name, bits in chosen_all.pop("backward_half_operands", {}).items():
             if name not in HALF_OPERANDS:
                 raise ValueError(f"load_tuned: unknown kernel {name!r} in backward_half_operands of {path}")
@@ -287,10 +293,6 @@ def load_tuned(path: str | Path) -> None:
                     STATE_TILE_V[(name, K)] = int(chosen["tile_v"])
             if "tile" in chosen:
                 WY_BWD_TILE[K] = int(chosen["tile"])
-
-
-if os.environ.get("ASSOCMEM_TRITON_TUNED"):
-    load_tuned(os.environ["ASSOCMEM_TRITON_TUNED"])
 
 
 class _Chunks:
@@ -329,9 +331,36 @@ def _wy_doubling(dtype: torch.dtype) -> bool:
     return WY_INVERSE_DOUBLING and dtype != torch.float32
 
 
-def _wy_fwd(k, beta, chunks: _Chunks):
+# A stored in bf16 for bf16 inputs (version 12; ASSOCMEM_TRITON_HALF_A=0/1 at import): half the bytes of the
+# WY forward's only output, which the forward's state pass, the backward's recompute, the reverse pass and the
+# WY backward each read again. It changes no result where every kernel that reads A rounds it to bf16 as it
+# enters a matmul anyway (the HALF_OPERANDS bits below, all on by default), so it is taken only then.
+HALF_A = os.environ.get("ASSOCMEM_TRITON_HALF_A", "1") == "1"
+_A_BITS = {"state_fwd": 2, "state_recompute": 2, "state_bwd": 2, "wy_bwd": 1 | 2}  # the bits that round A
+
+
+def _half_a(dtype: torch.dtype) -> bool:
+    return HALF_A and dtype == torch.bfloat16 and all(HALF_OPERANDS[n] & b == b for n, b in _A_BITS.items())
+
+
+def _a_dtype(half_a: bool) -> torch.dtype:
+    return torch.bfloat16 if half_a else torch.float32
+
+
+# dW and dK's output/state part, which `dqkw` writes and the WY backward reads, stored in bf16 for bf16 inputs
+# (version 12; ASSOCMEM_TRITON_HALF_DW=0/1 at import), as fla stores them: half of the largest buffers between
+# the two kernels. dW's two products in the WY backward round it to bf16 already (wy_bwd bits 1 and 8); dK's
+# part is one more rounding before its sum.
+HALF_DW = os.environ.get("ASSOCMEM_TRITON_HALF_DW", "1") == "1"
+
+
+def _dw_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.bfloat16 if HALF_DW and dtype == torch.bfloat16 else torch.float32
+
+
+def _wy_fwd(k, beta, chunks: _Chunks, half_a: bool = False):
     B, T, H, K = k.shape
-    A = torch.empty(B, T, H, BT, dtype=torch.float32, device=k.device)
+    A = torch.empty(B, T, H, BT, dtype=_a_dtype(half_a), device=k.device)
     grid = (chunks.grid_t, B * H if not chunks.varlen else H)
     kernels.wy_fwd_kernel[grid](
         k, beta, A, chunks.cu_seqlens, chunks.index, T, H=H, K=K, BK=min(64, _pow2(K)),
@@ -375,22 +404,22 @@ def _kept(q, v, cu_seqlens, keep: bool):
     return h, v.new_empty(v.shape, dtype=_vprime_dtype(q.dtype))
 
 
-def _empty_fwd(q, k, v, h0, cu_seqlens, keep):
+def _empty_fwd(q, k, v, h0, cu_seqlens, keep, half_a):
     B, T, H, K = q.shape
     N = _num_sequences(B, cu_seqlens)
     ht = torch.zeros(N, H, K, v.shape[-1], device=q.device) if h0 is None else h0.clone()
-    A = torch.empty(B, T, H, BT, dtype=torch.float32, device=q.device)
+    A = torch.empty(B, T, H, BT, dtype=_a_dtype(half_a), device=q.device)
     return (torch.empty_like(v), ht, A, *_kept(q, v, cu_seqlens, keep))
 
 
 @on_input_device
-def chunk_fwd(q, k, v, beta, scale: float, h0, cu_seqlens, keep_states: bool = False):
-    """o [B, T, H, V] in v's dtype, the final state [N, H, K, V] float32, and for the backward A and, with
-    keep_states, the chunk-start states and V' (else two empty tensors)."""
+def chunk_fwd(q, k, v, beta, scale: float, h0, cu_seqlens, keep_states: bool = False, half_a: bool = False):
+    """o [B, T, H, V] in v's dtype, the final state [N, H, K, V] float32, and for the backward A (float32,
+    bf16 with half_a) and, with keep_states, the chunk-start states and V' (else two empty tensors)."""
     if q.shape[1] == 0:
-        return _empty_fwd(q, k, v, h0, cu_seqlens, keep_states)
+        return _empty_fwd(q, k, v, h0, cu_seqlens, keep_states, half_a)
     chunks = _Chunks(q.shape[0], q.shape[1], cu_seqlens)
-    A = _wy_fwd(k, beta, chunks)
+    A = _wy_fwd(k, beta, chunks, half_a)
     if keep_states:
         o, ht, h, vnew = _state_fwd(q, k, v, beta, A, scale, h0, chunks, write_o=True, store_h=True)
         return o, ht, A, h, vnew
@@ -442,8 +471,8 @@ def chunk_bwd(q, k, v, beta, scale: float, h0, cu_seqlens, do, dht, A, h=None, v
         return dq, dk, dv, dbeta.to(beta.dtype), dh0
 
     dq = torch.empty_like(q)
-    dk_part = torch.empty(B, T, H, K, dtype=torch.float32, device=q.device)
-    dw = torch.empty(B, T, H, K, dtype=torch.float32, device=q.device)
+    dk_part = torch.empty(B, T, H, K, dtype=_dw_dtype(q.dtype), device=q.device)
+    dw = torch.empty(B, T, H, K, dtype=_dw_dtype(q.dtype), device=q.device)
     BK = _dqkw_tile_k(K)
     kernels.dqkw_kernel[(_cdiv(K, BK), chunks.grid_t, heads)](
         q, k, vnew, do, dvnew, h, dh, dq, dk_part, dw, chunks.cu_seqlens, chunks.index, scale, T,
@@ -478,18 +507,19 @@ def _fwd_op(
     initial_state: torch.Tensor | None,
     cu_seqlens: torch.Tensor | None,
     keep_states: bool,
+    half_a: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     q, k, v, beta, h0 = _prepare(q, k, v, beta, initial_state)
-    return chunk_fwd(q, k, v, beta, scale, h0, cu_seqlens, keep_states)
+    return chunk_fwd(q, k, v, beta, scale, h0, cu_seqlens, keep_states, half_a)
 
 
-# (The decision to keep is an argument of the op, not made inside it and its fake: fake tensors cache an op's
-# result by its arguments, so a fake that read module state could disagree with the kernels.)
+# (The decisions to keep and A's dtype are arguments of the op, not made inside it and its fake: fake tensors
+# cache an op's result by its arguments, so a fake that read module state could disagree with the kernels.)
 @_fwd_op.register_fake
-def _(q, k, v, beta, scale, initial_state, cu_seqlens, keep_states):
+def _(q, k, v, beta, scale, initial_state, cu_seqlens, keep_states, half_a):
     N = _num_sequences(q.shape[0], cu_seqlens)
     state = q.new_empty((N, q.shape[2], q.shape[3], v.shape[3]), dtype=torch.float32)
-    A = q.new_empty((*q.shape[:3], BT), dtype=torch.float32)
+    A = q.new_empty((*q.shape[:3], BT), dtype=_a_dtype(half_a))
     # contiguous, as the kernels write them (whatever the inputs' strides)
     return (v.new_empty(v.shape), state, A, *_kept(q, v, cu_seqlens, keep_states))
 
@@ -527,7 +557,7 @@ class TritonChunkFunction(torch.autograd.Function):
     def forward(ctx, q, k, v, beta, scale, initial_state, cu_seqlens):
         heads = _num_sequences(q.shape[0], cu_seqlens) * q.shape[2]
         keep = any(ctx.needs_input_grad[:4]) and _keep_states(heads, v.shape[-1], q.device)
-        o, final, A, h, vnew = _fwd_op(q, k, v, beta, scale, initial_state, cu_seqlens, keep)
+        o, final, A, h, vnew = _fwd_op(q, k, v, beta, scale, initial_state, cu_seqlens, keep, _half_a(q.dtype))
         ctx.save_for_backward(q, k, v, beta, initial_state, cu_seqlens, A, h, vnew)
         ctx.scale = scale
         return o, final
@@ -545,3 +575,8 @@ class TritonChunkFunction(torch.autograd.Function):
 def triton_chunk_delta_rule(q, k, v, beta, scale, initial_state, cu_seqlens):
     """The Triton chunk backend on validated inputs; see `assocmem.delta_rule` for the contract."""
     return TritonChunkFunction.apply(q, k, v, beta, scale, initial_state, cu_seqlens)
+
+
+# A sweep's choices (ASSOCMEM_TRITON_TUNED=path) at import, after every module default they may override.
+if os.environ.get("ASSOCMEM_TRITON_TUNED"):
+    load_tuned(os.environ["ASSOCMEM_TRITON_TUNED"])

@@ -226,7 +226,8 @@ def wy_fwd_kernel(
 
 @triton.jit
 def _chunk_a(A, t0, T, H: tl.constexpr):
-    """The chunk's [64, 64] A (float32), its upper blocks (never written) masked to zero."""
+    """The chunk's [64, 64] A (float32, or bf16 where chunk.HALF_A stores it so), its upper blocks (never
+    written) masked to zero."""
     r = tl.arange(0, 64)
     return tl.where(r[:, None] >= r[None, :], _tile(A, t0, T, H * 64, 0, 64, 64, 64), 0.0)
 
@@ -342,7 +343,7 @@ def state_bwd_kernel(
         qt = _tile(q, t0, T, H * K, 0, K, 64, BK)
         kt = _tile(k, t0, T, H * K, 0, K, 64, BK)
         dot_ = _tile(do, t0, T, H * V, v0, V, 64, BV)
-        dvn = _tile(dvnew, t0, T, H * V, v0, V, 64, BV) + _dot_in(kt, dS, HALF_OPERANDS & 1, PREC)
+        dvn = _tile(dvnew, t0, T, H * V, v0, V, 64, BV).to(tl.float32) + _dot_in(kt, dS, HALF_OPERANDS & 1, PREC)
         _put(dvnew, dvn, t0, T, H * V, v0, V, 64, BV)
         dx = _dot_in(tl.trans(_chunk_a(A, t0, T, H)), dvn, HALF_OPERANDS & 2, PREC)
         dx = dx * _vec(beta, t0, T, H, 64)[:, None]
@@ -462,7 +463,7 @@ def wy_bwd_kernel(
         kb = kt * b[:, None]
         dwt = _tile(dw + tok * K, t0, T, H * K, i_k * BK, K, 64, BK)
         dkb = _dot_in(AtT, dwt, HALF_OPERANDS & 1, PREC) + _dot_in(dL, kt, HALF_OPERANDS & 4, PREC)
-        dkt = _tile(dk_part + tok * K, t0, T, H * K, i_k * BK, K, 64, BK)
+        dkt = _tile(dk_part + tok * K, t0, T, H * K, i_k * BK, K, 64, BK).to(F32)
         dkt += _dot_in(tl.trans(dL), kb, HALF_OPERANDS & 4, PREC) + dkb * b[:, None]
         db += tl.sum(dkb * kt, 1)
         _put(dk + tok * K, dkt, t0, T, H * K, i_k * BK, K, 64, BK)
