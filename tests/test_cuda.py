@@ -170,6 +170,20 @@ def test_triton_version12_options_on_cuda(shape, monkeypatch):
     check_gradients_on_cuda(torch.bfloat16, shape)
 
 
+@pytest.mark.parametrize("shape", [(1, 512, 2, 128, 128), (2, 300, 2, 64, 100), (1, 200, 2, 256, 256)])
+def test_triton_split_output_on_cuda(shape, monkeypatch):
+    """chunk.SPLIT_OUTPUT (the state pass without the output, then a parallel output kernel) on the GPU: the
+    gradients within the bf16 bounds, and the output as the fused forward's."""
+    from assocmem.ops.delta_rule.triton import chunk as tchunk
+
+    q, k, v, beta, h0 = (x.cuda() for x in make_inputs(*shape, torch.bfloat16))
+    fused = delta_rule(q, k, v, beta, initial_state=h0, backend="triton")[0]
+    monkeypatch.setattr(tchunk, "SPLIT_OUTPUT", "1")
+    split = delta_rule(q, k, v, beta, initial_state=h0, backend="triton")[0]
+    assert rel_err(split.float(), fused.float()) < 1e-2
+    check_gradients_on_cuda(torch.bfloat16, shape)
+
+
 def test_triton_wide_state_tile_at_k256_on_cuda():
     """The forward's 64-wide state tile at K = 256 (bf16, taken where the programs fill the SMs): output,
     state and gradients within the bf16 bounds."""

@@ -309,6 +309,32 @@ def test_forward_that_keeps_the_states_gives_the_same_gradients(packed, monkeypa
     check_fp32("triton", B, T, 2, 32, 16, cu_seqlens=cu)
 
 
+@pytest.mark.parametrize("packed", [False, True])
+def test_split_output_matches_naive_fp32_and_the_fused_forward_in_bf16(packed, monkeypatch):
+    """chunk.SPLIT_OUTPUT: the state pass stores the states and the output follows in a parallel kernel. On
+    equal and packed sequences (partial chunks, a one-token sequence) the float32 checks hold; in bf16 the
+    output, state and gradients equal the fused forward's (the same roundings; float32 summation order)."""
+    from assocmem.ops.delta_rule.triton import chunk as tchunk
+
+    cu = torch.tensor([0, 50, 51, 180], dtype=torch.int64) if packed else None
+    B, T, N = (1, 180, 3) if packed else (2, 100, 2)
+    monkeypatch.setattr(tchunk, "SPLIT_OUTPUT", "1")
+    check_fp32("triton", B, T, 2, 32, 48, cu_seqlens=cu)
+    inputs = on_device(make_inputs(B, T, 2, 64, 64, torch.bfloat16, N=N))
+    do, dstate = torch.randn(B, T, 2, 64, device=DEVICE), torch.randn(N, 2, 64, 64, device=DEVICE)
+    fn = run("triton", cu_seqlens=None if cu is None else cu.to(DEVICE))
+    results = []
+    for split in ("0", "1"):
+        monkeypatch.setattr(tchunk, "SPLIT_OUTPUT", split)
+        results.append(grads(fn, leaves(*inputs), do, dstate))
+    (o0, s0, g0), (o1, s1, g1) = results
+    assert rel_err(o1.float(), o0.float()) < 1e-3 and rel_err(s1, s0) < 1e-5
+    assert_same_gradients(g1, g0, bound=1e-5)
+    monkeypatch.setattr(tchunk, "SPLIT_OUTPUT", "few")
+    monkeypatch.setattr(tchunk, "_sm_count", lambda device: 132)
+    assert tchunk._split_output(32, 128, DEVICE) and not tchunk._split_output(128, 128, DEVICE)
+
+
 def test_bf16_a_storage_changes_nothing_where_every_reader_rounds_it(monkeypatch):
     """chunk.HALF_A: A stored in bf16 (bf16 inputs) only where every kernel that reads A rounds it to bf16 as
     it enters a matmul; there output, state and gradients equal the float32 A's (to float32 summation order),

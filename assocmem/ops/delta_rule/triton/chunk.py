@@ -39,6 +39,7 @@ LAUNCH = {
     "dqkw": {"num_warps": 4, "num_stages": 1},
     "wy_bwd": {"num_warps": 4, "num_stages": 2},
     "dqkw_wy": {"num_warps": 8, "num_stages": 1},
+    "output": {"num_warps": 4, "num_stages": 2},
 }
 
 
@@ -371,10 +372,12 @@ def _wy_fwd(k, beta, chunks: _Chunks, half_a: bool = False):
     return A
 
 
-def _state_fwd(q, k, v, beta, A, scale, h0, chunks: _Chunks, *, write_o: bool, store_h: bool):
-    """The sequential pass: (o, final state) where write_o, (chunk-start states, V') where store_h."""
+def _state_fwd(q, k, v, beta, A, scale, h0, chunks: _Chunks, *, write_o: bool, store_h: bool, final=None):
+    """The sequential pass: o where write_o, the final state where `final` (default: write_o), (chunk-start
+    states, V') where store_h."""
     B, T, H, K = q.shape
     V = v.shape[-1]
+    final = write_o if final is None else final
     BV = _state_tile_v(K, V, "state_fwd", q.dtype, chunks.N * H, q.device)
     h = vnew = o = ht = None
     if store_h:
@@ -382,17 +385,47 @@ def _state_fwd(q, k, v, beta, A, scale, h0, chunks: _Chunks, *, write_o: bool, s
         vnew = torch.empty_like(v, dtype=_vprime_dtype(q.dtype))
     if write_o:
         o = torch.empty_like(v)
+    if final:
         ht = torch.empty(chunks.N, H, K, V, dtype=torch.float32, device=q.device)
     # Storing the states (the backward's recomputing pass, or a keeping forward) takes state_recompute's bits,
     # so that kept states equal what the backward would recompute.
     half = _half_operands("state_recompute" if store_h else "state_fwd", q.dtype, K, BV)
     kernels.state_fwd_kernel[(_cdiv(V, BV), chunks.N * H)](
         q, k, v, beta, A, o, h, vnew, h0, ht, chunks.cu_seqlens, chunks.offsets, scale, T,
-        H=H, K=K, V=V, BK=_pow2(K), BV=BV, USE_H0=h0 is not None, STORE_FINAL=write_o,
+        H=H, K=K, V=V, BK=_pow2(K), BV=BV, USE_H0=h0 is not None, STORE_FINAL=final,
         STORE_H=store_h, WRITE_O=write_o, IS_VARLEN=chunks.varlen,
         PREC=_precision(q.dtype), HALF_OPERANDS=half, **_launch("state_fwd", K, q.dtype),
     )  # fmt: skip
     return o, ht, h, vnew
+
+
+# The forward as fla runs it where the state pass has few programs (version 13 candidate, off until the H200
+# has timed it; ASSOCMEM_TRITON_SPLIT_OUTPUT=1 always, =few where the programs per SM are at most a half, as
+# for keeping the states): the state pass stores the chunk states and V' and carries only the three products
+# on its chain (K S, A (beta (V - K S)), K^T V'); the output Q S + tril(Q K^T) V' follows in a kernel
+# parallel over chunks (`output_kernel`). In the fused pass each value tile's program also forms Q K^T and
+# two more products per chunk; at T = 16384 (64 programs for 132 SMs at D = 128) that work sits on the chain.
+SPLIT_OUTPUT = os.environ.get("ASSOCMEM_TRITON_SPLIT_OUTPUT", "0")
+
+
+def _split_output(sequences_x_heads: int, V: int, device) -> bool:
+    if SPLIT_OUTPUT == "few":
+        return _sm_share(sequences_x_heads, V, device) <= 0.5
+    return SPLIT_OUTPUT == "1"
+
+
+def _output(q, k, v, h, vnew, scale, chunks: _Chunks):
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    BV = min(64, _pow2(V))
+    o = torch.empty_like(v)
+    # state_fwd's bits 1 and 4 (the stored states and V' already carry the storage's rounding)
+    half = _half_operands("state_fwd", q.dtype, K, BV) & (1 | 4)
+    kernels.output_kernel[(_cdiv(V, BV), chunks.grid_t, B * H if not chunks.varlen else H)](
+        q, k, h, vnew, o, chunks.cu_seqlens, chunks.index, scale, T, H=H, K=K, V=V, BK=_pow2(K), BV=BV,
+        IS_VARLEN=chunks.varlen, PREC=_precision(q.dtype), HALF_OPERANDS=half, **_launch("output", K, q.dtype),
+    )  # fmt: skip
+    return o
 
 
 def _kept(q, v, cu_seqlens, keep: bool):
@@ -420,6 +453,10 @@ def chunk_fwd(q, k, v, beta, scale: float, h0, cu_seqlens, keep_states: bool = F
         return _empty_fwd(q, k, v, h0, cu_seqlens, keep_states, half_a)
     chunks = _Chunks(q.shape[0], q.shape[1], cu_seqlens)
     A = _wy_fwd(k, beta, chunks, half_a)
+    if _split_output(chunks.N * q.shape[2], v.shape[-1], q.device):
+        _, ht, h, vnew = _state_fwd(q, k, v, beta, A, scale, h0, chunks, write_o=False, store_h=True, final=True)
+        o = _output(q, k, v, h, vnew, scale, chunks)
+        return (o, ht, A, h, vnew) if keep_states else (o, ht, A, *_kept(q, v, cu_seqlens, False))
     if keep_states:
         o, ht, h, vnew = _state_fwd(q, k, v, beta, A, scale, h0, chunks, write_o=True, store_h=True)
         return o, ht, A, h, vnew

@@ -289,6 +289,30 @@ def state_fwd_kernel(
 
 
 @triton.jit
+def output_kernel(
+    q, k, h, vnew, o, cu_seqlens, chunk_index, scale, T,
+    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    IS_VARLEN: tl.constexpr, PREC: tl.constexpr, HALF_OPERANDS: tl.constexpr = 0,
+):  # fmt: skip
+    """The output from the stored chunk-start states and V' (chunk.SPLIT_OUTPUT: the state pass then carries
+    only the products on its chain), every chunk at once: O = scale (Q S + tril(Q K^T) V'). HALF_OPERANDS as
+    state_fwd's bits 1 and 4 (S is stored in bf16 for bf16 inputs, so bit 1 is what the storage did already)."""
+    i_v, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    bos, T, i_c, i_g, i_h = _chunk_of(cu_seqlens, chunk_index, i_t, i_bh, T, H, IS_VARLEN)
+    t0 = i_c * 64
+    v0 = i_v * BV
+    tok = (bos * H + i_h).to(tl.int64)
+    r = tl.arange(0, 64)
+    qt = _tile(q + tok * K, t0, T, H * K, 0, K, 64, BK)
+    kt = _tile(k + tok * K, t0, T, H * K, 0, K, 64, BK)
+    St = _tile(h + (i_g * H + i_h).to(tl.int64) * K * V, 0, K, V, v0, V, BK, BV)
+    vn = _tile(vnew + tok * V, t0, T, H * V, v0, V, 64, BV)
+    s = tl.where(r[:, None] >= r[None, :], _dot(qt, tl.trans(kt), PREC), 0.0)
+    ot = _dot_in(qt, St, HALF_OPERANDS & 1, PREC) + _dot_in(s, vn, HALF_OPERANDS & 4, PREC)
+    _put(o + tok * V, ot * scale, t0, T, H * V, v0, V, 64, BV)
+
+
+@triton.jit
 def dv_local_kernel(
     q, k, do, dvnew, cu_seqlens, chunk_index, scale, T,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
