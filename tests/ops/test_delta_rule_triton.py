@@ -330,9 +330,9 @@ def test_split_output_matches_naive_fp32_and_the_fused_forward_in_bf16(packed, m
     (o0, s0, g0), (o1, s1, g1) = results
     assert rel_err(o1.float(), o0.float()) < 1e-3 and rel_err(s1, s0) < 1e-5
     assert_same_gradients(g1, g0, bound=1e-5)
-    monkeypatch.setattr(tchunk, "SPLIT_OUTPUT", "few")
-    monkeypatch.setattr(tchunk, "_sm_count", lambda device: 132)
-    assert tchunk._split_output(32, 128, DEVICE) and not tchunk._split_output(128, 128, DEVICE)
+    monkeypatch.setattr(tchunk, "SPLIT_OUTPUT", "auto")  # a keeping forward with a narrow state tile only
+    assert tchunk._split_output(True, 32) and not tchunk._split_output(False, 32)
+    assert not tchunk._split_output(True, 64)
 
 
 def test_bf16_a_storage_changes_nothing_where_every_reader_rounds_it(monkeypatch):

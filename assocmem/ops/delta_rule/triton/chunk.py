@@ -399,18 +399,20 @@ def _state_fwd(q, k, v, beta, A, scale, h0, chunks: _Chunks, *, write_o: bool, s
     return o, ht, h, vnew
 
 
-# The forward as fla runs it where the state pass has few programs (version 13 candidate, off until the H200
-# has timed it; ASSOCMEM_TRITON_SPLIT_OUTPUT=1 always, =few where the programs per SM are at most a half, as
-# for keeping the states): the state pass stores the chunk states and V' and carries only the three products
-# on its chain (K S, A (beta (V - K S)), K^T V'); the output Q S + tril(Q K^T) V' follows in a kernel
-# parallel over chunks (`output_kernel`). In the fused pass each value tile's program also forms Q K^T and
-# two more products per chunk; at T = 16384 (64 programs for 132 SMs at D = 128) that work sits on the chain.
-SPLIT_OUTPUT = os.environ.get("ASSOCMEM_TRITON_SPLIT_OUTPUT", "0")
+# The forward as fla runs it (version 13): the state pass stores the chunk states and V' and carries only the
+# three products on its chain (K S, A (beta (V - K S)), K^T V'); the output Q S + tril(Q K^T) V' follows in a
+# kernel parallel over chunks (`output_kernel`). Measured on the H200 at T = 16384 (NOTES.md, version 13): as
+# the output-only forward it was slower at every head size (D = 128: 1.15 against 0.91 ms), so that forward
+# stays fused; a forward that keeps the states with a state tile narrower than 64 (K = 256 at few programs,
+# where the fused pass's bf16 bits 2 and 4 are dropped: chunk._half_operands) gained: forward+backward at
+# D = 256, T = 16384 3.89 against 4.20 ms, while D = 64 and 128 (64-wide tiles) were level. SPLIT_OUTPUT
+# "auto" (default) takes the split there; "1" always; "0" never (ASSOCMEM_TRITON_SPLIT_OUTPUT at import).
+SPLIT_OUTPUT = os.environ.get("ASSOCMEM_TRITON_SPLIT_OUTPUT", "auto")
 
 
-def _split_output(sequences_x_heads: int, V: int, device) -> bool:
-    if SPLIT_OUTPUT == "few":
-        return _sm_share(sequences_x_heads, V, device) <= 0.5
+def _split_output(keep_states: bool, state_tile: int) -> bool:
+    if SPLIT_OUTPUT == "auto":
+        return keep_states and state_tile < 64
     return SPLIT_OUTPUT == "1"
 
 
@@ -453,7 +455,8 @@ def chunk_fwd(q, k, v, beta, scale: float, h0, cu_seqlens, keep_states: bool = F
         return _empty_fwd(q, k, v, h0, cu_seqlens, keep_states, half_a)
     chunks = _Chunks(q.shape[0], q.shape[1], cu_seqlens)
     A = _wy_fwd(k, beta, chunks, half_a)
-    if _split_output(chunks.N * q.shape[2], v.shape[-1], q.device):
+    tile = _state_tile_v(q.shape[3], v.shape[3], "state_fwd", q.dtype, chunks.N * q.shape[2], q.device)
+    if _split_output(keep_states, tile):
         _, ht, h, vnew = _state_fwd(q, k, v, beta, A, scale, h0, chunks, write_o=False, store_h=True, final=True)
         o = _output(q, k, v, h, vnew, scale, chunks)
         return (o, ht, A, h, vnew) if keep_states else (o, ht, A, *_kept(q, v, cu_seqlens, False))
