@@ -1,11 +1,12 @@
 """Host side of the Triton chunk kernels: buffers, grids, the autograd Function.
 
 Forward: two kernels (the WY representation's A per chunk; the state recurrence fused with the output,
-applying A), so neither the per-chunk states, V', nor W and U touch memory. Backward: five kernels (the
-chunk-start states and V' again, the chunk-local part of dV', the reverse state pass, dQ/dK/dW per chunk,
-the WY backward). Besides its inputs the forward keeps only A (float32, 64 numbers per token and head),
-unless it keeps the states and V' too (KEEP_STATES, or few programs per SM: then the backward has four
-kernels); with FUSED_WY_BWD the last two backward kernels are one. Head sizes up to 256.
+applying A), so an inference forward writes neither the per-chunk states, V', nor W and U. A training
+forward keeps A (bf16 for bf16 inputs: HALF_A) and, by default, the chunk-start states and V' for the
+backward (KEEP_STATES; where its state tile is narrower than 64 it writes them and forms the output in a
+parallel kernel: SPLIT_OUTPUT). Backward: four kernels (the chunk-local part of dV', the reverse state pass,
+dQ/dK/dW per chunk, the WY backward), five when it recomputes the states; with FUSED_WY_BWD the last two are
+one. Head sizes up to 256.
 """
 
 import json
