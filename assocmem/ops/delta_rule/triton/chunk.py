@@ -335,8 +335,10 @@ def _wy_doubling(dtype: torch.dtype) -> bool:
 
 # A stored in bf16 for bf16 inputs (version 12; ASSOCMEM_TRITON_HALF_A=0/1 at import): half the bytes of the
 # WY forward's only output, which the forward's state pass, the backward's recompute, the reverse pass and the
-# WY backward each read again. It changes no result where every kernel that reads A rounds it to bf16 as it
-# enters a matmul anyway (the HALF_OPERANDS bits below, all on by default), so it is taken only then.
+# WY backward each read again. Taken only where every kernel that reads A rounds it to bf16 as it enters a
+# matmul anyway (the HALF_OPERANDS bits below, all on by default): then it changes no result, except at state
+# tiles narrower than 64, where the state pass drops its bit 2 (_half_operands) and A's rounding is new
+# (under the interpreter the output's error went 2.85e-3 -> 2.87e-3 at V = 32: triton_errors_cpu_v12.log).
 HALF_A = os.environ.get("ASSOCMEM_TRITON_HALF_A", "1") == "1"
 _A_BITS = {"state_fwd": 2, "state_recompute": 2, "state_bwd": 2, "wy_bwd": 1 | 2}  # the bits that round A
 

@@ -289,6 +289,12 @@ def state_fwd_kernel(
 
 
 @triton.jit
+def _chunk_qk(q, k, tok, t0, T, H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr):
+    """The chunk's [64, BK] tiles of Q and K (head offset `tok`), zeros past the sequence."""
+    return _tile(q + tok * K, t0, T, H * K, 0, K, 64, BK), _tile(k + tok * K, t0, T, H * K, 0, K, 64, BK)
+
+
+@triton.jit
 def output_kernel(
     q, k, h, vnew, o, cu_seqlens, chunk_index, scale, T,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
@@ -299,12 +305,10 @@ def output_kernel(
     state_fwd's bits 1 and 4 (S is stored in bf16 for bf16 inputs, so bit 1 is what the storage did already)."""
     i_v, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     bos, T, i_c, i_g, i_h = _chunk_of(cu_seqlens, chunk_index, i_t, i_bh, T, H, IS_VARLEN)
-    t0 = i_c * 64
-    v0 = i_v * BV
+    t0, v0 = i_c * 64, i_v * BV
     tok = (bos * H + i_h).to(tl.int64)
+    qt, kt = _chunk_qk(q, k, tok, t0, T, H, K, BK)
     r = tl.arange(0, 64)
-    qt = _tile(q + tok * K, t0, T, H * K, 0, K, 64, BK)
-    kt = _tile(k + tok * K, t0, T, H * K, 0, K, 64, BK)
     St = _tile(h + (i_g * H + i_h).to(tl.int64) * K * V, 0, K, V, v0, V, BK, BV)
     vn = _tile(vnew + tok * V, t0, T, H * V, v0, V, 64, BV)
     s = tl.where(r[:, None] >= r[None, :], _dot(qt, tl.trans(kt), PREC), 0.0)
@@ -323,12 +327,10 @@ def dv_local_kernel(
     i_v, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h = i_bh // H, i_bh % H
     bos, T, i_c, i_n = _span(cu_seqlens, chunk_index, i_b, i_t, T, IS_VARLEN)
-    t0 = i_c * 64
-    v0 = i_v * BV
+    t0, v0 = i_c * 64, i_v * BV
     tok = (bos * H + i_h).to(tl.int64)
+    qt, kt = _chunk_qk(q, k, tok, t0, T, H, K, BK)
     r = tl.arange(0, 64)
-    qt = _tile(q + tok * K, t0, T, H * K, 0, K, 64, BK)
-    kt = _tile(k + tok * K, t0, T, H * K, 0, K, 64, BK)
     # Transposed causal mask: entry (j, i) is kept when token i sees token j.
     sT = tl.where(r[:, None] <= r[None, :], _dot(kt, tl.trans(qt), PREC), 0.0) * scale
     dot_ = _tile(do + tok * V, t0, T, H * V, v0, V, 64, BV)
