@@ -3,8 +3,8 @@ bytes per block), registers per thread and stack bytes per thread (registers spi
 Triton caps a thread at 255 registers), read from the cubin with the cuobjdump that Triton's package
 carries, so that launch settings and tiles can be checked before a run on the H200. The local Triton may
 be newer than the GPU machine's; its register allocation is a guide, not the H200's build.
-With --wy-fwd: the WY forward at K = 128 (bf16 keys, A stored in float32 or bf16) over key tiles, warps,
-stages and the inverse by substitution or repeated squaring, to see what its registers allow.
+With --wy-fwd: the WY forward at K = 128 (bf16 keys, A stored in float32 or bf16) over key tiles, warps and
+stages, to see what its registers allow.
 Usage: python scripts/smem_check.py [K ... | --wy-fwd]"""
 
 import os
@@ -109,13 +109,11 @@ def wy_fwd_table():
     for a_type in ("*fp32", "*bf16"):
         for BK in (32, 64, 128):
             for warps, stages in ((1, 1), (2, 1), (2, 2), (4, 1), (4, 2)):
-                for doubling in (False, True):
-                    consts = {"K": 128, "H": 16, "IS_VARLEN": False, "PREC": "tf32", "BK": BK, "DOUBLING": doubling}
-                    types = {**ints, "k": "*bf16", "beta": "*bf16", "A": a_type}
-                    regs, stack = registers(compile_(kernels.wy_fwd_kernel, types, consts, warps, stages))
-                    print(f"A {a_type[1:]:4s} BK {BK:3d} warps {warps} stages {stages} doubling {doubling!s:5s}"
-                          f"  registers {regs:3d}  stack {stack:4d}", flush=True)
-
+                consts = {"K": 128, "H": 16, "IS_VARLEN": False, "PREC": "tf32", "BK": BK}
+                types = {**ints, "k": "*bf16", "beta": "*bf16", "A": a_type}
+                regs, stack = registers(compile_(kernels.wy_fwd_kernel, types, consts, warps, stages))
+                print(f"A {a_type[1:]:4s} BK {BK:3d} warps {warps} stages {stages}  registers {regs:3d}"
+                      f"  stack {stack:4d}", flush=True)
 
 if __name__ == "__main__":
     if sys.argv[1:] == ["--wy-fwd"]:

@@ -6,8 +6,7 @@ keeps the fastest (coordinate descent) by the summed time of that shape and a lo
 (T = 16384, B = 2), with tile variants for dqkw, wy_bwd and the state kernels; also times forward+backward
 with the backward's chunk.HALF_OPERANDS switched off and with more of its bits on, with V' and dV' in bf16
 (chunk.HALF_VPRIME), with bf16 operands in the backward's recomputing state pass and in the reverse state
-pass's A^T dV' (both shapes), the WY forward's inverses by repeated squaring (chunk.WY_INVERSE_DOUBLING,
-forward at both shapes), the forward with each of state_fwd's bits, and forward+backward (with its
+pass's A^T dV' (both shapes), the forward with each of state_fwd's bits, and forward+backward (with its
 peak memory) with chunk.KEEP_STATES off and on, version 12's storage options (chunk.HALF_A, HALF_DW; both
 shapes), and forward+backward with dqkw and wy_bwd as two kernels or one (chunk.FUSED_WY_BWD,
 D <= 128).
@@ -44,12 +43,12 @@ def _disagreement(call, reference) -> float:
     return worst
 
 
-def _timed_if_it_agrees(call, reference, timed=None, bound=1e-2, key="fwd+bwd") -> dict:
-    """{key: time of a candidate's `timed` (default: `call`, one forward+backward)}, or inf where `call`
+def _timed_if_it_agrees(call, reference, timed=None, bound=1e-2) -> dict:
+    """{"fwd+bwd": time of a candidate's `timed` (default: `call`, one forward+backward)}, or inf where `call`
     disagrees with the defaults' `reference` by `bound` or more."""
     timed = timed or call
     off = _disagreement(call, reference)
-    return {key: _events_ms(timed, reps=10) if off < bound else float("inf"), "vs_defaults": off}
+    return {"fwd+bwd": _events_ms(timed, reps=10) if off < bound else float("inf"), "vs_defaults": off}
 FWD_KERNELS = ("wy_fwd", "state_fwd")
 
 
@@ -118,14 +117,6 @@ def main(out=None, heads=(64, 128, 256)):
                     ours[True], reference, timed=both[True])
             globals_chosen["state_recompute_half_operands"] = min(recompute, key=lambda b: recompute[b]["fwd+bwd"])
             tchunk.HALF_OPERANDS["state_recompute"] = globals_chosen["state_recompute_half_operands"]
-            # The WY forward's inverses by repeated squaring (chunk.WY_INVERSE_DOUBLING), forward at both shapes.
-            doubling = {}
-            for on in (False, True):
-                tchunk.WY_INVERSE_DOUBLING = on
-                doubling[on] = entry[f"wy_inverse_doubling_{on}"] = _timed_if_it_agrees(
-                    ours[True], reference, timed=both[False], key="fwd")
-            globals_chosen["wy_inverse_doubling"] = tchunk.WY_INVERSE_DOUBLING = (
-                doubling[True]["fwd"] < doubling[False]["fwd"])
             # The reverse state pass with A^T dV' in bf16 too (state_bwd bit 2), both shapes.
             reverse = {}
             for bits in (1, 1 | 2):
@@ -224,8 +215,7 @@ def main(out=None, heads=(64, 128, 256)):
                 saved_tables = {table: dict(getattr(tchunk, table)) for table in assign}
                 for table, (key0, value) in assign.items():
                     getattr(tchunk, table)[key0] = value
-                # (one warp for the WY forward: its 16 x 16 blocks' reductions then stay within a warp)
-                for warps, stages in ([(1, 1), (1, 2)] if name == "wy_fwd" else []) + OPTIONS:
+                for warps, stages in OPTIONS:
                     key = f"{warps},{stages}" + (f",{label}" if len(variants) > 1 else "")
                     records[key] = (assign, record)
                     tchunk.LAUNCH_BY_K[(name, D)] = {"num_warps": warps, "num_stages": stages}

@@ -144,17 +144,6 @@ def test_triton_backward_bf16_options_on_cuda(shape, fused, monkeypatch):
     check_gradients_on_cuda(torch.bfloat16, shape)
 
 
-@pytest.mark.parametrize("dtype, shape", [(torch.bfloat16, (1, 512, 2, 128, 128)),
-                                          (torch.float16, (1, 300, 2, 64, 100))])  # fmt: skip
-def test_triton_wy_inverse_doubling_on_cuda(dtype, shape, monkeypatch):
-    """chunk.WY_INVERSE_DOUBLING (the WY forward's inverses by repeated squaring, half-precision inputs) on the
-    GPU: the same bounds."""
-    from assocmem.ops.delta_rule.triton import chunk as tchunk
-
-    monkeypatch.setattr(tchunk, "WY_INVERSE_DOUBLING", True)
-    check_gradients_on_cuda(dtype, shape)
-
-
 @pytest.mark.parametrize("shape", [(1, 512, 2, 128, 128), (1, 300, 2, 64, 100), (1, 200, 2, 256, 256)])
 def test_triton_version12_options_on_cuda(shape, monkeypatch):
     """Version 12's options at once (A, dW and dK's part in bf16) with every bf16 operand bit and V' in bf16,

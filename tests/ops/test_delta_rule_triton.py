@@ -241,33 +241,6 @@ def test_states_are_kept_where_programs_are_few(monkeypatch):
     assert_same_gradients(*results)
 
 
-def test_wy_inverse_by_repeated_squaring(monkeypatch):
-    """chunk.WY_INVERSE_DOUBLING (the WY forward's 16 x 16 inverses by repeated squaring): A against a
-    float64 inverse (to float32 rounding for random keys; within 1e-3 for nearly parallel keys with beta = 1,
-    where the powers cancel), half-precision inputs only, and bf16 within the low-precision bounds, also
-    packed with a ragged last chunk."""
-    from assocmem.ops.delta_rule.triton import chunk as tchunk
-
-    monkeypatch.setattr(tchunk, "WY_INVERSE_DOUBLING", True)
-    assert tchunk._wy_doubling(torch.bfloat16) and not tchunk._wy_doubling(torch.float32)
-    torch.manual_seed(0)
-    for parallel, bound in ((False, 1e-6), (True, 1e-3)):
-        k = torch.randn(1, 64, 1, 128)
-        k = torch.nn.functional.normalize(k[:, :1] + 0.1 * k if parallel else k, dim=-1).bfloat16()
-        beta = (torch.ones(1, 64, 1) if parallel else torch.rand(1, 64, 1)).bfloat16()
-        kd, bd = k[0, :, 0].double(), beta[0, :, 0].double()  # the inverse of what the kernel was given
-        ref = torch.linalg.inv(torch.eye(64, dtype=torch.float64) + torch.tril((bd[:, None] * kd) @ kd.T, -1))
-        A = torch.tril(tchunk._wy_fwd(k.to(DEVICE), beta.to(DEVICE), tchunk._Chunks(1, 64, None))[0, :, 0].cpu())
-        assert rel_err(A.double(), ref) < bound, parallel
-    check_low_precision(torch.bfloat16, 1, 128, 2, 64, 64)
-    inputs = make_inputs(1, 140, 2, 32, 16, torch.bfloat16, N=5)
-    cu = torch.tensor([0, 5, 5, 69, 139, 140], device=DEVICE)
-    o, s = run("triton", cu_seqlens=cu)(*leaves(*on_device(inputs)))
-    monkeypatch.setattr(tchunk, "WY_INVERSE_DOUBLING", False)
-    o_sub, s_sub = run("triton", cu_seqlens=cu)(*leaves(*on_device(inputs)))
-    assert rel_err(o.float(), o_sub.float()) < 1e-2 and rel_err(s, s_sub) < 1e-2
-
-
 def test_triton_availability_is_a_constant_under_torch_compile():
     """`available` is asked inside compiled graphs (the layer's forward): torch.compile must read it without
     tracing importlib (torch 2.11 refuses find_spec under fullgraph; later versions warn about the cache)."""
@@ -505,11 +478,10 @@ def test_tuned_launch_settings_load_and_other_tiles_stay_exact(tmp_path, monkeyp
         monkeypatch.setattr(tchunk, table, dict(getattr(tchunk, table)))
     monkeypatch.setattr(tchunk, "KEEP_STATES", False)
     monkeypatch.setattr(tchunk, "HALF_VPRIME", False)
-    monkeypatch.setattr(tchunk, "WY_INVERSE_DOUBLING", False)
     for flag in ("HALF_A", "HALF_DW"):
         monkeypatch.setattr(tchunk, flag, False)
     sweep = {"32": {"chosen": {"fused_wy_bwd": True, "dqkw_wy": {"num_warps": 4, "num_stages": 2},
-                               "half_vprime": True, "wy_inverse_doubling": True, "half_a": True, "half_dw": False}},
+                               "half_vprime": True, "half_a": True, "half_dw": False}},
              "64": {"fla": {}, "chosen": {
         "state_bwd": {"num_warps": 8, "num_stages": 1, "tile_v": 32, "times_ms": {}},
         "state_fwd": {"num_warps": 4, "num_stages": 2, "tile_v": 32},
@@ -523,7 +495,7 @@ def test_tuned_launch_settings_load_and_other_tiles_stay_exact(tmp_path, monkeyp
     assert tchunk._state_tile_v(64, 64, "state_bwd") == 32 and tchunk._dqkw_tile_k(64) == 64
     assert tchunk._dqkw_tile_v(64, 64) == 32 and tchunk._wy_bwd_tiles(64, 48) == (32, 32)
     assert tchunk.KEEP_STATES and tchunk.HALF_OPERANDS["state_fwd"] == 2
-    assert tchunk.HALF_OPERANDS["state_recompute"] == 3 and tchunk.WY_INVERSE_DOUBLING
+    assert tchunk.HALF_OPERANDS["state_recompute"] == 3
     assert tchunk.HALF_OPERANDS["dqkw"] == 15 and tchunk.HALF_OPERANDS["wy_bwd"] == 4 and tchunk.HALF_VPRIME
     assert tchunk._fused_wy_bwd(32) and not tchunk._fused_wy_bwd(64)
     assert tchunk.HALF_A and not tchunk.HALF_DW

@@ -256,7 +256,7 @@ def load_tuned(path: str | Path) -> None:
     """Apply the launch settings that scripts/sweep_triton.py chose and wrote ({D: {"chosen": {kernel:
     {"num_warps", "num_stages", and "tile_k" / "tile_v" / "tile" where it tried them}}}}); set by the environment
     variable ASSOCMEM_TRITON_TUNED=path at import, so a benchmark can run with a sweep's result."""
-    global KEEP_STATES, HALF_VPRIME, WY_INVERSE_DOUBLING, HALF_A, HALF_DW
+    global KEEP_STATES, HALF_VPRIME, HALF_A, HALF_DW
     report = json.loads(Path(path).read_text())
     for D, entry in report.items():
         K = _pow2(int(D))
@@ -270,8 +270,6 @@ def load_tuned(path: str | Path) -> None:
                 HALF_OPERANDS[name] = int(chosen_all.pop(f"{name}_half_operands"))
         if "half_vprime" in chosen_all:
             HALF_VPRIME = bool(chosen_all.pop("half_vprime"))
-        if "wy_inverse_doubling" in chosen_all:
-            WY_INVERSE_DOUBLING = bool(chosen_all.pop("wy_inverse_doubling"))
         if "half_a" in chosen_all:
             HALF_A = bool(chosen_all.pop("half_a"))
         if "half_dw" in chosen_all:
@@ -320,19 +318,6 @@ class _Chunks:
             self.grid_t = self.total
 
 
-# The WY forward's four 16 x 16 inverses by repeated squaring (six products) instead of row substitution
-# (fifteen dependent steps, each with two reductions across the program's threads): written for version 11,
-# off until the H200 has timed it (the sweep's `wy_inverse_doubling`); the WY forward took 0.25 ms of the
-# forward's 0.62 at D = 128, T = 4096, about four times its memory traffic's time. Half-precision inputs
-# only: with nearly parallel keys and beta = 1 the powers cancel, and A's error grew from 5e-7 to 9e-5
-# (relative, against a float64 inverse) — far below bf16's rounding, above float32's 1e-5 bound.
-WY_INVERSE_DOUBLING = os.environ.get("ASSOCMEM_TRITON_WY_DOUBLING", "0") == "1"
-
-
-def _wy_doubling(dtype: torch.dtype) -> bool:
-    return WY_INVERSE_DOUBLING and dtype != torch.float32
-
-
 # A stored in bf16 for bf16 inputs (version 12; ASSOCMEM_TRITON_HALF_A=0/1 at import): half the bytes of the
 # WY forward's only output, which the forward's state pass, the backward's recompute, the reverse pass and the
 # WY backward each read again. Taken only where every kernel that reads A rounds it to bf16 as it enters a
@@ -368,20 +353,22 @@ def _wy_fwd(k, beta, chunks: _Chunks, half_a: bool = False):
     grid = (chunks.grid_t, B * H if not chunks.varlen else H)
     kernels.wy_fwd_kernel[grid](
         k, beta, A, chunks.cu_seqlens, chunks.index, T, H=H, K=K, BK=min(64, _pow2(K)),
-        IS_VARLEN=chunks.varlen, PREC=_precision(k.dtype),
-        DOUBLING=_wy_doubling(k.dtype),
-        **_launch("wy_fwd", K, k.dtype),
+        IS_VARLEN=chunks.varlen, PREC=_precision(k.dtype), **_launch("wy_fwd", K, k.dtype),
     )  # fmt: skip
     return A
 
 
-def _state_fwd(q, k, v, beta, A, scale, h0, chunks: _Chunks, *, write_o: bool, store_h: bool, final=None):
+def _forward_tile(q, v, chunks: _Chunks) -> int:
+    return _state_tile_v(q.shape[3], v.shape[3], "state_fwd", q.dtype, chunks.N * q.shape[2], q.device)
+
+
+def _state_fwd(q, k, v, beta, A, scale, h0, chunks: _Chunks, *, write_o: bool, store_h: bool, final=None, BV=None):
     """The sequential pass: o where write_o, the final state where `final` (default: write_o), (chunk-start
-    states, V') where store_h."""
+    states, V') where store_h; value tiles of BV (default: _forward_tile's)."""
     B, T, H, K = q.shape
     V = v.shape[-1]
     final = write_o if final is None else final
-    BV = _state_tile_v(K, V, "state_fwd", q.dtype, chunks.N * H, q.device)
+    BV = BV or _forward_tile(q, v, chunks)
     h = vnew = o = ht = None
     if store_h:
         h = torch.empty(_max_chunks(B, T, chunks.cu_seqlens), H, K, V, dtype=_store_dtype(q.dtype), device=q.device)
@@ -458,15 +445,15 @@ def chunk_fwd(q, k, v, beta, scale: float, h0, cu_seqlens, keep_states: bool = F
         return _empty_fwd(q, k, v, h0, cu_seqlens, keep_states, half_a)
     chunks = _Chunks(q.shape[0], q.shape[1], cu_seqlens)
     A = _wy_fwd(k, beta, chunks, half_a)
-    tile = _state_tile_v(q.shape[3], v.shape[3], "state_fwd", q.dtype, chunks.N * q.shape[2], q.device)
-    if _split_output(keep_states, tile):
-        _, ht, h, vnew = _state_fwd(q, k, v, beta, A, scale, h0, chunks, write_o=False, store_h=True, final=True)
+    BV = _forward_tile(q, v, chunks)
+    if _split_output(keep_states, BV):
+        _, ht, h, vnew = _state_fwd(q, k, v, beta, A, scale, h0, chunks, write_o=False, store_h=True, final=True, BV=BV)
         o = _output(q, k, v, h, vnew, scale, chunks)
         return (o, ht, A, h, vnew) if keep_states else (o, ht, A, *_kept(q, v, cu_seqlens, False))
     if keep_states:
-        o, ht, h, vnew = _state_fwd(q, k, v, beta, A, scale, h0, chunks, write_o=True, store_h=True)
+        o, ht, h, vnew = _state_fwd(q, k, v, beta, A, scale, h0, chunks, write_o=True, store_h=True, BV=BV)
         return o, ht, A, h, vnew
-    o, ht, _, _ = _state_fwd(q, k, v, beta, A, scale, h0, chunks, write_o=True, store_h=False)
+    o, ht, _, _ = _state_fwd(q, k, v, beta, A, scale, h0, chunks, write_o=True, store_h=False, BV=BV)
     return (o, ht, A, *_kept(q, v, cu_seqlens, False))
 
 

@@ -91,22 +91,6 @@ def _inv_unit_lower16(L):
 
 
 @triton.jit
-def _inv_unit_lower16_doubling(L):
-    """(I + L)^-1 for a 16x16 L whose strictly lower part is used, by repeated squaring instead of row
-    substitution: with N = -strict_tril(L) (nilpotent, N^16 = 0), (I + L)^-1 = (I + N)(I + N^2)(I + N^4)(I + N^8)
-    — six 16x16 products (float32, IEEE) in place of fifteen dependent row steps with two reductions each."""
-    r = tl.arange(0, 16)
-    N = -tl.where(r[:, None] > r[None, :], L, 0.0)
-    P = N + tl.where(r[:, None] == r[None, :], 1.0, 0.0)
-    N2 = _ieee(N, N)
-    P = P + _ieee(P, N2)
-    N4 = _ieee(N2, N2)
-    P = P + _ieee(P, N4)
-    N8 = _ieee(N4, N4)
-    return P + _ieee(P, N8)
-
-
-@triton.jit
 def _dot(a, b, PREC: tl.constexpr):
     """a @ b with float32 accumulation; PREC applies to float32 operands (half ones are exact anyway)."""
     if a.dtype == tl.float32:
@@ -134,7 +118,6 @@ def _ieee(a, b):
 def wy_fwd_kernel(
     k, beta, A, cu_seqlens, chunk_index, T,
     H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, IS_VARLEN: tl.constexpr, PREC: tl.constexpr,
-    DOUBLING: tl.constexpr = False,
 ):  # fmt: skip
     """One chunk of one head: A = (I + strict_tril(beta K K^T))^-1 in float32, the WY representation's
     only stored part (W = A beta K and U = A beta V are never formed: the state kernels apply A).
@@ -195,16 +178,11 @@ def wy_fwd_kernel(
     L33 *= b3[:, None]
 
     # Block forward substitution: A_ii = (I + L_ii)^-1, A_ij = -A_ii sum_{j<=m<i} L_im A_mj.
-    if DOUBLING:  # (chunk.WY_INVERSE_DOUBLING; version 11 candidate)
-        A00 = _inv_unit_lower16_doubling(L00)
-        A11 = _inv_unit_lower16_doubling(L11)
-        A22 = _inv_unit_lower16_doubling(L22)
-        A33 = _inv_unit_lower16_doubling(L33)
-    else:
-        A00 = _inv_unit_lower16(L00)
-        A11 = _inv_unit_lower16(L11)
-        A22 = _inv_unit_lower16(L22)
-        A33 = _inv_unit_lower16(L33)
+    # (Repeated squaring in place of the row steps was no faster on the H200: NOTES.md, version 11.)
+    A00 = _inv_unit_lower16(L00)
+    A11 = _inv_unit_lower16(L11)
+    A22 = _inv_unit_lower16(L22)
+    A33 = _inv_unit_lower16(L33)
     A10 = -_ieee(A11, _ieee(L10, A00))
     A21 = -_ieee(A22, _ieee(L21, A11))
     A20 = -_ieee(A22, _ieee(L20, A00) + _ieee(L21, A10))
