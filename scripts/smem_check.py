@@ -53,22 +53,26 @@ def launches(K, V, dtype="bf16", varlen=False):
     common = {"K": K, "V": V, "H": 16, "IS_VARLEN": varlen, "PREC": "tf32" if dtype != "fp32" else "tf32x3"}
     ints = {"cu_seqlens": "*i32", "index": "*i32", "chunk_offsets": "*i32", "T": "i32", "scale": "fp32"}
     store = "*bf16" if dtype == "bf16" else "*fp32"  # chunk states kept for the backward
-    yield "wy_fwd", kernels.wy_fwd_kernel, {**ints, "k": io, "beta": io}, {**common, "BK": BKs}
+    store_p = chunk._store_p(True, K)  # P as a training forward stores it (bf16 for bf16 inputs, like the states)
+    yield "wy_fwd", kernels.wy_fwd_kernel, {**ints, "q": io, "k": io, "beta": io, "p": store}, {
+        **common, "BK": BKs, "STORE_P": store_p}
+    yield "p", kernels.p_kernel, {**ints, "q": io, "k": io, "p": store}, {**common, "BK": BKs}
     BV = chunk._state_tile_v(K, V, "state_fwd")
     fwd_half = chunk._half_operands("state_fwd", torch.bfloat16 if dtype == "bf16" else torch.float32)
     for flags in ({"STORE_H": False, "WRITE_O": True, "STORE_FINAL": True, "HALF_OPERANDS": fwd_half},
                   {"STORE_H": True, "WRITE_O": False, "STORE_FINAL": False, "HALF_OPERANDS": 0}):
         yield ("state_fwd" + ("(bwd)" if flags["STORE_H"] else "")), kernels.state_fwd_kernel, {
-            **ints, "q": io, "k": io, "v": io, "beta": io, "o": io, "h": store}, {
-            **common, **flags, "BK": chunk._pow2(K), "BV": BV, "USE_H0": True}
+            **ints, "q": io, "k": io, "v": io, "beta": io, "o": io, "h": store, "p": store}, {
+            **common, **flags, "BK": chunk._pow2(K), "BV": BV, "USE_H0": True,
+            "LOAD_P": flags["WRITE_O"] and chunk._store_p(False, K)}
     half = {name: chunk._half_operands(name, torch.bfloat16 if dtype == "bf16" else torch.float32, K)
             for name in chunk.HALF_OPERANDS}  # fmt: skip
     yield "dv_local", kernels.dv_local_kernel, {**ints, "q": io, "k": io, "do": io}, {
         **common, "BK": chunk._pow2(K), "BV": BVs}
-    bwd_types = {**ints, "q": io, "k": io, "beta": io, "do": io, "dh": store}
+    bwd_types = {**ints, "q": io, "k": io, "beta": io, "do": io, "dh": store, "p": store}
     yield "state_bwd", kernels.state_bwd_kernel, bwd_types, {
         **common, "BK": chunk._pow2(K), "BV": chunk._state_tile_v(K, V, "state_bwd"), "USE_DHT": True,
-        "STORE_DH0": True, "HALF_OPERANDS": half["state_bwd"]}
+        "STORE_DH0": True, "HALF_OPERANDS": half["state_bwd"], "LOAD_P": store_p}
     yield "dqkw", kernels.dqkw_kernel, {**ints, "q": io, "k": io, "do": io, "dq": io, "h": store, "dh": store}, {
         **common, "BK": chunk._dqkw_tile_k(K), "BV": chunk._dqkw_tile_v(K, V), "HALF_OPERANDS": half["dqkw"]}
     BK, BV = chunk._wy_bwd_tiles(K, V)

@@ -173,6 +173,27 @@ def test_triton_split_output_on_cuda(shape, monkeypatch):
     check_gradients_on_cuda(torch.bfloat16, shape)
 
 
+@pytest.mark.parametrize("store, in_wy", [("0", True), ("1", True), ("1", False)])
+@pytest.mark.parametrize("shape", [(1, 512, 2, 128, 128), (2, 300, 2, 64, 100), (1, 200, 2, 256, 256)])
+def test_triton_stored_p_on_cuda(shape, store, in_wy, monkeypatch):
+    """chunk.STORE_P (P = scale tril(Q K^T) stored by the WY forward or by p_kernel, read by the state passes)
+    on and off, for training and inference: outputs and gradients within the bounds on the GPU, in bf16 and
+    float32 (against naive.py), with the split forward too."""
+    from assocmem.ops.delta_rule.triton import chunk as tchunk
+
+    monkeypatch.setattr(tchunk, "STORE_P", {"train": store, "infer": store})
+    monkeypatch.setattr(tchunk, "P_IN_WY", in_wy)
+    check_gradients_on_cuda(torch.bfloat16, shape)
+    check_gradients_on_cuda(torch.float32, shape)
+    monkeypatch.setattr(tchunk, "SPLIT_OUTPUT", "1")
+    check_gradients_on_cuda(torch.bfloat16, shape)
+    q, k, v, beta, h0 = (x.cuda() for x in make_inputs(*shape, torch.float32))
+    o_ref, s_ref = naive_delta_rule(q, k, v, beta, initial_state=h0, output_final_state=True)
+    with torch.no_grad():
+        o, s = delta_rule(q, k, v, beta, initial_state=h0, output_final_state=True, backend="triton")
+    assert rel_err(o, o_ref) < 1e-5 and rel_err(s, s_ref) < 1e-5
+
+
 def test_triton_wide_state_tile_at_k256_on_cuda():
     """The forward's 64-wide state tile at K = 256 (bf16, taken where the programs fill the SMs): output,
     state and gradients within the bf16 bounds."""

@@ -308,6 +308,51 @@ def test_split_output_matches_naive_fp32_and_the_fused_forward_in_bf16(packed, m
     assert not tchunk._split_output(True, 64)
 
 
+@pytest.mark.parametrize("packed", [False, True])
+@pytest.mark.parametrize("split, in_wy", [("0", True), ("1", False)])
+def test_stored_p_matches_naive_fp32_and_the_products_in_bf16(packed, split, in_wy, monkeypatch):
+    """chunk.STORE_P: the WY forward (or p_kernel: chunk.P_IN_WY off) stores P = scale tril(Q K^T) for the
+    state passes (the fused or split forward's output, the reverse pass's local dV' in place of
+    dv_local_kernel). The float32 checks against
+    naive.py hold on equal and packed sequences (partial chunks, a one-token sequence); in bf16 output, state
+    and gradients stay close to the forming kernels' (P rounded to bf16 once, as the products round it), for
+    training and inference forwards; without P the backward runs dv_local_kernel, with it not."""
+    from assocmem.ops.delta_rule.triton import chunk as tchunk
+    from assocmem.ops.delta_rule.triton import kernels as tkernels
+
+    cu = torch.tensor([0, 50, 51, 180], dtype=torch.int64) if packed else None
+    B, T, N = (1, 180, 3) if packed else (2, 100, 2)
+    monkeypatch.setattr(tchunk, "SPLIT_OUTPUT", split)
+    monkeypatch.setattr(tchunk, "P_IN_WY", in_wy)
+    monkeypatch.setattr(tchunk, "STORE_P", {"train": "1", "infer": "1"})
+    assert tchunk._store_p(True, 64) and tchunk._store_p(False, 64)
+    check_fp32("triton", B, T, 2, 32, 48, cu_seqlens=cu)
+    inputs = on_device(make_inputs(B, T, 2, 64, 64, torch.bfloat16, N=N))
+    do, dstate = torch.randn(B, T, 2, 64, device=DEVICE), torch.randn(N, 2, 64, 64, device=DEVICE)
+    fn = run("triton", cu_seqlens=None if cu is None else cu.to(DEVICE))
+    launches = []
+    real_dv_local = tkernels.dv_local_kernel
+    monkeypatch.setattr(tkernels, "dv_local_kernel", type("Counted", (), {
+        "__getitem__": lambda self, grid: launches.append(grid) or real_dv_local[grid]})())
+    results, inference = [], []
+    for stored in ("0", "1"):
+        monkeypatch.setattr(tchunk, "STORE_P", {"train": stored, "infer": stored})
+        results.append(grads(fn, leaves(*inputs), do, dstate))
+        assert len(launches) == (1 if stored == "0" else 0)
+        launches.clear()
+        with torch.no_grad():
+            inference.append(fn(*inputs))
+    (o0, s0, g0), (o1, s1, g1) = results
+    assert rel_err(o1.float(), o0.float()) < 5e-3 and rel_err(s1, s0) < 1e-5
+    assert rel_err(inference[1][0].float(), inference[0][0].float()) < 5e-3
+    assert rel_err(inference[1][1], inference[0][1]) < 1e-5
+    assert_same_gradients(g1, g0, bound=1e-2)  # local dV' from bf16 P: 3-5e-3 under the interpreter
+    monkeypatch.setattr(tchunk, "STORE_P", {"train": "1", "infer": "1"})
+    check_low_precision(torch.bfloat16, 1, 128, 2, 64, 64)
+    monkeypatch.setattr(tchunk, "STORE_P", {"train": "auto", "infer": "auto"})  # inference at K > 128 only
+    assert tchunk._store_p(True, 64) and not tchunk._store_p(False, 128) and tchunk._store_p(False, 256)
+
+
 def test_bf16_a_storage_changes_nothing_where_every_reader_rounds_it(monkeypatch):
     """chunk.HALF_A: A stored in bf16 (bf16 inputs) only where every kernel that reads A rounds it to bf16 as
     it enters a matmul; there output, state and gradients equal the float32 A's (to float32 summation order),

@@ -41,6 +41,7 @@ LAUNCH = {
     "wy_bwd": {"num_warps": 4, "num_stages": 2},
     "dqkw_wy": {"num_warps": 8, "num_stages": 1},
     "output": {"num_warps": 4, "num_stages": 2},
+    "p": {"num_warps": 4, "num_stages": 2},
 }
 
 
@@ -347,24 +348,62 @@ def _dw_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.bfloat16 if HALF_DW and dtype == torch.bfloat16 else torch.float32
 
 
-def _wy_fwd(k, beta, chunks: _Chunks, half_a: bool = False):
+# P = scale tril(Q K^T) per chunk, formed by the WY forward and stored (version 14; 64 numbers per token and
+# head, bf16 for bf16 inputs, else float32) for the state passes: the forward's runs one program per value tile,
+# each of which formed the [64, 64] product (K multiply-adds per entry) beside its chain, and the reverse pass
+# takes the chunk-local part of dV', P^T dO, from it in place of the separate dv_local kernel. For a training
+# forward (`train`) and an inference forward separately: "1" stores P, "0" does not, "auto" (default) stores it
+# for training always and for inference at K > 128 only (ASSOCMEM_TRITON_STORE_P_TRAIN / _INFER at import).
+# Measured on the H200 (NOTES.md, version 14; benchmarks/results/ab_v14.json): forward+backward at T = 4096
+# D = 64 2.13 -> 2.07 ms, D = 128 2.32 -> 2.08, D = 256 3.46 -> 2.85; the inference forward slower at D = 64
+# (0.70 -> 0.84 ms) and 128 (0.59 -> 0.62), faster at D = 256 (0.79 -> 0.74), level at T = 16384.
+STORE_P = {"train": os.environ.get("ASSOCMEM_TRITON_STORE_P_TRAIN", "auto"),
+           "infer": os.environ.get("ASSOCMEM_TRITON_STORE_P_INFER", "auto")}  # fmt: skip
+
+
+def _store_p(train: bool, K: int) -> bool:
+    mode = STORE_P["train" if train else "infer"]
+    if mode == "auto":
+        return train or K > 128
+    return mode == "1"
+
+
+def _p_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.bfloat16 if dtype == torch.bfloat16 else torch.float32
+
+
+# P formed inside the WY forward's programs (True), or by a kernel of its own (p_kernel; the WY forward spills
+# registers already: scripts/smem_check.py). ASSOCMEM_TRITON_P_IN_WY=0/1 at import.
+P_IN_WY = os.environ.get("ASSOCMEM_TRITON_P_IN_WY", "1") == "1"
+
+
+def _wy_fwd(q, k, beta, scale, chunks: _Chunks, half_a: bool = False, store_p: bool = False):
+    """A, and P where store_p (else None)."""
     B, T, H, K = k.shape
     A = torch.empty(B, T, H, BT, dtype=_a_dtype(half_a), device=k.device)
+    P = torch.empty(B, T, H, BT, dtype=_p_dtype(q.dtype), device=k.device) if store_p else None
     grid = (chunks.grid_t, B * H if not chunks.varlen else H)
+    in_wy = store_p and P_IN_WY
     kernels.wy_fwd_kernel[grid](
-        k, beta, A, chunks.cu_seqlens, chunks.index, T, H=H, K=K, BK=min(64, _pow2(K)),
-        IS_VARLEN=chunks.varlen, PREC=_precision(k.dtype), **_launch("wy_fwd", K, k.dtype),
+        q, k, beta, A, P, chunks.cu_seqlens, chunks.index, scale, T, H=H, K=K, BK=min(64, _pow2(K)),
+        IS_VARLEN=chunks.varlen, PREC=_precision(k.dtype), STORE_P=in_wy, **_launch("wy_fwd", K, k.dtype),
     )  # fmt: skip
-    return A
+    if store_p and not in_wy:
+        kernels.p_kernel[grid](
+            q, k, P, chunks.cu_seqlens, chunks.index, scale, T, H=H, K=K, BK=min(64, _pow2(K)),
+            IS_VARLEN=chunks.varlen, PREC=_precision(k.dtype), **_launch("p", K, k.dtype),
+        )  # fmt: skip
+    return A, P
 
 
 def _forward_tile(q, v, chunks: _Chunks) -> int:
     return _state_tile_v(q.shape[3], v.shape[3], "state_fwd", q.dtype, chunks.N * q.shape[2], q.device)
 
 
-def _state_fwd(q, k, v, beta, A, scale, h0, chunks: _Chunks, *, write_o: bool, store_h: bool, final=None, BV=None):
-    """The sequential pass: o where write_o, the final state where `final` (default: write_o), (chunk-start
-    states, V') where store_h; value tiles of BV (default: _forward_tile's)."""
+def _state_fwd(q, k, v, beta, A, scale, h0, chunks: _Chunks, *, write_o: bool, store_h: bool, final=None, BV=None,
+               P=None):
+    """The sequential pass: o where write_o (from the stored P where given), the final state where `final`
+    (default: write_o), (chunk-start states, V') where store_h; value tiles of BV (default: _forward_tile's)."""
     B, T, H, K = q.shape
     V = v.shape[-1]
     final = write_o if final is None else final
@@ -381,10 +420,11 @@ def _state_fwd(q, k, v, beta, A, scale, h0, chunks: _Chunks, *, write_o: bool, s
     # so that kept states equal what the backward would recompute.
     half = _half_operands("state_recompute" if store_h else "state_fwd", q.dtype, K, BV)
     kernels.state_fwd_kernel[(_cdiv(V, BV), chunks.N * H)](
-        q, k, v, beta, A, o, h, vnew, h0, ht, chunks.cu_seqlens, chunks.offsets, scale, T,
+        q, k, v, beta, A, P, o, h, vnew, h0, ht, chunks.cu_seqlens, chunks.offsets, scale, T,
         H=H, K=K, V=V, BK=_pow2(K), BV=BV, USE_H0=h0 is not None, STORE_FINAL=final,
         STORE_H=store_h, WRITE_O=write_o, IS_VARLEN=chunks.varlen,
-        PREC=_precision(q.dtype), HALF_OPERANDS=half, **_launch("state_fwd", K, q.dtype),
+        PREC=_precision(q.dtype), HALF_OPERANDS=half, LOAD_P=write_o and P is not None,
+        **_launch("state_fwd", K, q.dtype),
     )  # fmt: skip
     return o, ht, h, vnew
 
@@ -406,7 +446,7 @@ def _split_output(keep_states: bool, state_tile: int) -> bool:
     return SPLIT_OUTPUT == "1"
 
 
-def _output(q, k, v, h, vnew, scale, chunks: _Chunks):
+def _output(q, k, v, h, vnew, scale, chunks: _Chunks, P=None):
     B, T, H, K = q.shape
     V = v.shape[-1]
     BV = min(64, _pow2(V))
@@ -414,8 +454,9 @@ def _output(q, k, v, h, vnew, scale, chunks: _Chunks):
     # state_fwd's bits 1 and 4 (the stored states and V' already carry the storage's rounding)
     half = _half_operands("state_fwd", q.dtype, K, BV) & (1 | 4)
     kernels.output_kernel[(_cdiv(V, BV), chunks.grid_t, B * H if not chunks.varlen else H)](
-        q, k, h, vnew, o, chunks.cu_seqlens, chunks.index, scale, T, H=H, K=K, V=V, BK=_pow2(K), BV=BV,
-        IS_VARLEN=chunks.varlen, PREC=_precision(q.dtype), HALF_OPERANDS=half, **_launch("output", K, q.dtype),
+        q, k, P, h, vnew, o, chunks.cu_seqlens, chunks.index, scale, T, H=H, K=K, V=V, BK=_pow2(K), BV=BV,
+        IS_VARLEN=chunks.varlen, PREC=_precision(q.dtype), HALF_OPERANDS=half, LOAD_P=P is not None,
+        **_launch("output", K, q.dtype),
     )  # fmt: skip
     return o
 
@@ -429,38 +470,49 @@ def _kept(q, v, cu_seqlens, keep: bool):
     return h, v.new_empty(v.shape, dtype=_vprime_dtype(q.dtype))
 
 
-def _empty_fwd(q, k, v, h0, cu_seqlens, keep, half_a):
+def _p_or_empty(q, P, store_p: bool):
+    """What the forward returns for P: P, or an empty tensor of its dtype where it was not stored."""
+    return P if store_p else q.new_empty(0, dtype=_p_dtype(q.dtype))
+
+
+def _empty_fwd(q, k, v, h0, cu_seqlens, keep, half_a, store_p):
     B, T, H, K = q.shape
     N = _num_sequences(B, cu_seqlens)
     ht = torch.zeros(N, H, K, v.shape[-1], device=q.device) if h0 is None else h0.clone()
     A = torch.empty(B, T, H, BT, dtype=_a_dtype(half_a), device=q.device)
-    return (torch.empty_like(v), ht, A, *_kept(q, v, cu_seqlens, keep))
+    P = q.new_empty(B, T, H, BT, dtype=_p_dtype(q.dtype)) if store_p else None
+    return (torch.empty_like(v), ht, A, _p_or_empty(q, P, store_p), *_kept(q, v, cu_seqlens, keep))
 
 
 @on_input_device
-def chunk_fwd(q, k, v, beta, scale: float, h0, cu_seqlens, keep_states: bool = False, half_a: bool = False):
+def chunk_fwd(q, k, v, beta, scale: float, h0, cu_seqlens, keep_states: bool = False, half_a: bool = False,
+              store_p: bool = False):  # fmt: skip
     """o [B, T, H, V] in v's dtype, the final state [N, H, K, V] float32, and for the backward A (float32,
-    bf16 with half_a) and, with keep_states, the chunk-start states and V' (else two empty tensors)."""
+    bf16 with half_a), P with store_p (else an empty tensor) and, with keep_states, the chunk-start states and
+    V' (else two empty tensors)."""
     if q.shape[1] == 0:
-        return _empty_fwd(q, k, v, h0, cu_seqlens, keep_states, half_a)
+        return _empty_fwd(q, k, v, h0, cu_seqlens, keep_states, half_a, store_p)
     chunks = _Chunks(q.shape[0], q.shape[1], cu_seqlens)
-    A = _wy_fwd(k, beta, chunks, half_a)
+    A, P = _wy_fwd(q, k, beta, scale, chunks, half_a, store_p)
     BV = _forward_tile(q, v, chunks)
     if _split_output(keep_states, BV):
         _, ht, h, vnew = _state_fwd(q, k, v, beta, A, scale, h0, chunks, write_o=False, store_h=True, final=True, BV=BV)
-        o = _output(q, k, v, h, vnew, scale, chunks)
-        return (o, ht, A, h, vnew) if keep_states else (o, ht, A, *_kept(q, v, cu_seqlens, False))
-    if keep_states:
-        o, ht, h, vnew = _state_fwd(q, k, v, beta, A, scale, h0, chunks, write_o=True, store_h=True, BV=BV)
-        return o, ht, A, h, vnew
-    o, ht, _, _ = _state_fwd(q, k, v, beta, A, scale, h0, chunks, write_o=True, store_h=False, BV=BV)
-    return (o, ht, A, *_kept(q, v, cu_seqlens, False))
+        o = _output(q, k, v, h, vnew, scale, chunks, P)
+        kept = (h, vnew) if keep_states else _kept(q, v, cu_seqlens, False)
+    elif keep_states:
+        o, ht, h, vnew = _state_fwd(q, k, v, beta, A, scale, h0, chunks, write_o=True, store_h=True, BV=BV, P=P)
+        kept = (h, vnew)
+    else:
+        o, ht, _, _ = _state_fwd(q, k, v, beta, A, scale, h0, chunks, write_o=True, store_h=False, BV=BV, P=P)
+        kept = _kept(q, v, cu_seqlens, False)
+    return (o, ht, A, _p_or_empty(q, P, store_p), *kept)
 
 
 @on_input_device
-def chunk_bwd(q, k, v, beta, scale: float, h0, cu_seqlens, do, dht, A, h=None, vnew=None):
+def chunk_bwd(q, k, v, beta, scale: float, h0, cu_seqlens, do, dht, A, h=None, vnew=None, P=None):
     """(dq, dk, dv, dbeta, dh0): the first four in their inputs' dtypes, dh0 float32 [N, H, K, V]. h and
-    vnew: the chunk-start states and V' a forward kept (keep_states), else recomputed here."""
+    vnew: the chunk-start states and V' a forward kept (keep_states), else recomputed here; P: what a forward
+    with store_p stored (else None or empty: the local part of dV' is then a kernel of its own)."""
     B, T, H, K = q.shape
     V = v.shape[-1]
     if T == 0:  # no tokens: the final state is the initial one
@@ -475,17 +527,19 @@ def chunk_bwd(q, k, v, beta, scale: float, h0, cu_seqlens, do, dht, A, h=None, v
     heads = B * H if not chunks.varlen else H
     dh = torch.empty_like(h)
     dvnew = torch.empty_like(v, dtype=_vprime_dtype(q.dtype))
-    BV = min(64, _pow2(V))
-    kernels.dv_local_kernel[(_cdiv(V, BV), chunks.grid_t, heads)](
-        q, k, do, dvnew, chunks.cu_seqlens, chunks.index, scale, T,
-        H=H, K=K, V=V, BK=_pow2(K), BV=BV, IS_VARLEN=chunks.varlen, PREC=prec, **_launch("dv_local", K, q.dtype),
-    )  # fmt: skip
+    load_p = P is not None and P.numel() > 0
+    if not load_p:
+        BV = min(64, _pow2(V))
+        kernels.dv_local_kernel[(_cdiv(V, BV), chunks.grid_t, heads)](
+            q, k, do, dvnew, chunks.cu_seqlens, chunks.index, scale, T,
+            H=H, K=K, V=V, BK=_pow2(K), BV=BV, IS_VARLEN=chunks.varlen, PREC=prec, **_launch("dv_local", K, q.dtype),
+        )  # fmt: skip
     BV = _state_tile_v(K, V, "state_bwd")
     dh0 = torch.empty(chunks.N, H, K, V, dtype=torch.float32, device=q.device)
     kernels.state_bwd_kernel[(_cdiv(V, BV), chunks.N * H)](
-        q, k, beta, A, do, dh, dvnew, dht, dh0, chunks.cu_seqlens, chunks.offsets, scale, T,
+        q, k, beta, A, P if load_p else None, do, dh, dvnew, dht, dh0, chunks.cu_seqlens, chunks.offsets, scale, T,
         H=H, K=K, V=V, BK=_pow2(K), BV=BV, USE_DHT=dht is not None, STORE_DH0=True,
-        IS_VARLEN=chunks.varlen, PREC=prec, HALF_OPERANDS=_half_operands("state_bwd", q.dtype),
+        IS_VARLEN=chunks.varlen, PREC=prec, HALF_OPERANDS=_half_operands("state_bwd", q.dtype), LOAD_P=load_p,
         **_launch("state_bwd", K, q.dtype),
     )  # fmt: skip
 
@@ -538,20 +592,22 @@ def _fwd_op(
     cu_seqlens: torch.Tensor | None,
     keep_states: bool,
     half_a: bool,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    store_p: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     q, k, v, beta, h0 = _prepare(q, k, v, beta, initial_state)
-    return chunk_fwd(q, k, v, beta, scale, h0, cu_seqlens, keep_states, half_a)
+    return chunk_fwd(q, k, v, beta, scale, h0, cu_seqlens, keep_states, half_a, store_p)
 
 
-# (The decisions to keep and A's dtype are arguments of the op, not made inside it and its fake: fake tensors
-# cache an op's result by its arguments, so a fake that read module state could disagree with the kernels.)
+# (The decisions to keep, to store P and A's dtype are arguments of the op, not made inside it and its fake: fake
+# tensors cache an op's result by its arguments, so a fake that read module state could disagree with the kernels.)
 @_fwd_op.register_fake
-def _(q, k, v, beta, scale, initial_state, cu_seqlens, keep_states, half_a):
+def _(q, k, v, beta, scale, initial_state, cu_seqlens, keep_states, half_a, store_p):
     N = _num_sequences(q.shape[0], cu_seqlens)
     state = q.new_empty((N, q.shape[2], q.shape[3], v.shape[3]), dtype=torch.float32)
     A = q.new_empty((*q.shape[:3], BT), dtype=_a_dtype(half_a))
+    P = q.new_empty((*q.shape[:3], BT) if store_p else (0,), dtype=_p_dtype(q.dtype))
     # contiguous, as the kernels write them (whatever the inputs' strides)
-    return (v.new_empty(v.shape), state, A, *_kept(q, v, cu_seqlens, keep_states))
+    return (v.new_empty(v.shape), state, A, P, *_kept(q, v, cu_seqlens, keep_states))
 
 
 @torch.library.custom_op("assocmem::triton_chunk_delta_rule_bwd", mutates_args=())
@@ -566,17 +622,18 @@ def _bwd_op(
     do: torch.Tensor,
     dfinal: torch.Tensor | None,
     A: torch.Tensor,
+    P: torch.Tensor,
     h: torch.Tensor,
     vnew: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     q, k, v, beta, h0 = _prepare(q, k, v, beta, initial_state)
     do = do.to(v.dtype).contiguous()
     dht = None if dfinal is None else dfinal.to(torch.float32).contiguous()
-    return chunk_bwd(q, k, v, beta, scale, h0, cu_seqlens, do, dht, A, h, vnew)
+    return chunk_bwd(q, k, v, beta, scale, h0, cu_seqlens, do, dht, A, h, vnew, P)
 
 
 @_bwd_op.register_fake
-def _(q, k, v, beta, scale, initial_state, cu_seqlens, do, dfinal, A, h, vnew):
+def _(q, k, v, beta, scale, initial_state, cu_seqlens, do, dfinal, A, P, h, vnew):
     N = _num_sequences(q.shape[0], cu_seqlens)
     state = q.new_empty((N, q.shape[2], q.shape[3], v.shape[3]), dtype=torch.float32)
     return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape), beta.new_empty(beta.shape), state
@@ -586,17 +643,20 @@ class TritonChunkFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, beta, scale, initial_state, cu_seqlens):
         heads = _num_sequences(q.shape[0], cu_seqlens) * q.shape[2]
-        keep = any(ctx.needs_input_grad[:4]) and _keep_states(heads, v.shape[-1], q.device)
-        o, final, A, h, vnew = _fwd_op(q, k, v, beta, scale, initial_state, cu_seqlens, keep, _half_a(q.dtype))
-        ctx.save_for_backward(q, k, v, beta, initial_state, cu_seqlens, A, h, vnew)
+        train = any(ctx.needs_input_grad[:4])
+        keep = train and _keep_states(heads, v.shape[-1], q.device)
+        o, final, A, P, h, vnew = _fwd_op(
+            q, k, v, beta, scale, initial_state, cu_seqlens, keep, _half_a(q.dtype), _store_p(train, q.shape[3])
+        )  # fmt: skip
+        ctx.save_for_backward(q, k, v, beta, initial_state, cu_seqlens, A, P, h, vnew)
         ctx.scale = scale
         return o, final
 
     @staticmethod
     def backward(ctx, do, dfinal):
-        q, k, v, beta, initial_state, cu_seqlens, A, h, vnew = ctx.saved_tensors
+        q, k, v, beta, initial_state, cu_seqlens, A, P, h, vnew = ctx.saved_tensors
         dq, dk, dv, dbeta, dh0 = _bwd_op(
-            q, k, v, beta, ctx.scale, initial_state, cu_seqlens, do, dfinal, A, h, vnew
+            q, k, v, beta, ctx.scale, initial_state, cu_seqlens, do, dfinal, A, P, h, vnew
         )  # fmt: skip
         dh0 = None if initial_state is None else dh0.to(initial_state.dtype)
         return dq, dk, dv, dbeta, None, dh0, None

@@ -14,6 +14,8 @@ The math, per chunk with chunk-start state S and q already scaled:
     L = strict_tril(diag(beta) K K^T),  A = (I + L)^-1,  W = A diag(beta) K,  U = A diag(beta) V
     V' = U - W S = A diag(beta) (V - K S),   O = Q S + tril(Q K^T) V',   S_next = S + K^T V'
 Only A is stored (64 numbers per token and head); W and U exist only as A applied in the state kernels.
+With chunk.STORE_P the WY forward also stores P = scale tril(Q K^T) (64 more numbers per token and head),
+read by the state passes in place of forming it once per value tile.
 The backward is chunk.py's (the PyTorch path), split into a parallel pass for the chunk-local part of dV',
 a reverse state pass and two more parallel passes.
 """
@@ -115,12 +117,41 @@ def _ieee(a, b):
 
 
 @triton.jit
-def wy_fwd_kernel(
-    k, beta, A, cu_seqlens, chunk_index, T,
+def _chunk_p(q, k, p, head, t0, T, scale, H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, PREC: tl.constexpr):
+    """Store one chunk's P = scale tril(Q K^T) (`head`: the token-major offset of the first token's head)."""
+    q += head.to(tl.int64) * K
+    k += head.to(tl.int64) * K
+    P = tl.zeros([64, 64], tl.float32)
+    for i_k in range(tl.cdiv(K, BK)):
+        kt = _tile(k, t0, T, H * K, i_k * BK, K, 64, BK)
+        P += _dot(_tile(q, t0, T, H * K, i_k * BK, K, 64, BK), tl.trans(kt), PREC)
+    r = tl.arange(0, 64)
+    _put(p + head.to(tl.int64) * 64, tl.where(r[:, None] >= r[None, :], P * scale, 0.0), t0, T, H * 64, 0, 64, 64, 64)
+
+
+@triton.jit
+def p_kernel(
+    q, k, p, cu_seqlens, chunk_index, scale, T,
     H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, IS_VARLEN: tl.constexpr, PREC: tl.constexpr,
+):  # fmt: skip
+    """P = scale tril(Q K^T) of every chunk, as a kernel of its own (chunk.P_IN_WY off): wy_fwd_kernel with
+    STORE_P forms it beside A, in a program that already spills registers."""
+    i_t, i_bh = tl.program_id(0), tl.program_id(1)
+    i_b, i_h = i_bh // H, i_bh % H
+    bos, T, i_c, i_n = _span(cu_seqlens, chunk_index, i_b, i_t, T, IS_VARLEN)
+    _chunk_p(q, k, p, bos * H + i_h, i_c * 64, T, scale, H, K, BK, PREC)
+
+
+@triton.jit
+def wy_fwd_kernel(
+    q, k, beta, A, p, cu_seqlens, chunk_index, scale, T,
+    H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, IS_VARLEN: tl.constexpr, PREC: tl.constexpr,
+    STORE_P: tl.constexpr = False,
 ):  # fmt: skip
     """One chunk of one head: A = (I + strict_tril(beta K K^T))^-1 in float32, the WY representation's
     only stored part (W = A beta K and U = A beta V are never formed: the state kernels apply A).
+    With STORE_P also the chunk's P = scale tril(Q K^T) (chunk.STORE_P), so that the state passes, which
+    run one program per value tile, neither form it on their chains nor each form it again.
 
     Everything on 16-row sub-blocks held in registers. (Whole 64x64 matmuls with L passed through the A
     buffer to cut it into blocks was twice as slow on the H200: NOTES.md, version 2.)
@@ -129,6 +160,8 @@ def wy_fwd_kernel(
     i_b, i_h = i_bh // H, i_bh % H
     bos, T, i_c, i_n = _span(cu_seqlens, chunk_index, i_b, i_t, T, IS_VARLEN)
     t0 = i_c * 64
+    if STORE_P:  # first (K's tiles come back from L2 for L below)
+        _chunk_p(q, k, p, bos * H + i_h, t0, T, scale, H, K, BK, PREC)
     k += (bos * H + i_h).to(tl.int64) * K
     beta += bos * H + i_h
     A += (bos * H + i_h).to(tl.int64) * 64
@@ -212,10 +245,10 @@ def _chunk_a(A, t0, T, H: tl.constexpr):
 
 @triton.jit
 def state_fwd_kernel(
-    q, k, v, beta, A, o, h, vnew, h0, ht, cu_seqlens, chunk_offsets, scale, T,
+    q, k, v, beta, A, p, o, h, vnew, h0, ht, cu_seqlens, chunk_offsets, scale, T,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     USE_H0: tl.constexpr, STORE_FINAL: tl.constexpr, STORE_H: tl.constexpr, WRITE_O: tl.constexpr,
-    IS_VARLEN: tl.constexpr, PREC: tl.constexpr, HALF_OPERANDS: tl.constexpr = 0,
+    IS_VARLEN: tl.constexpr, PREC: tl.constexpr, HALF_OPERANDS: tl.constexpr = 0, LOAD_P: tl.constexpr = False,
 ):  # fmt: skip
     """The recurrence across chunks for one head and one value tile, fused with the output.
 
@@ -223,7 +256,8 @@ def state_fwd_kernel(
     S += K^T V'. With STORE_H the chunk-start states and V' are written for the backward (and O is
     skipped unless WRITE_O). HALF_OPERANDS (bf16 inputs; float32 accumulation and state throughout): bit 1
     rounds S to bf16 in K S and Q S (K and Q stay in their dtype), bit 2 rounds A and beta (V - K S) in
-    their product, bit 4 rounds V' and the masked Q K^T in the products with V'.
+    their product, bit 4 rounds V' and the masked Q K^T in the products with V'. LOAD_P: the masked, scaled
+    Q K^T comes from the WY forward (wy_fwd_kernel's STORE_P) instead of a product here.
     """
     i_v, i_nh = tl.program_id(0), tl.program_id(1)
     i_n, i_h = i_nh // H, i_nh % H
@@ -238,6 +272,8 @@ def state_fwd_kernel(
         o += (bos * H + i_h).to(tl.int64) * V
     if STORE_H:
         vnew += (bos * H + i_h).to(tl.int64) * V
+    if LOAD_P:
+        p += (bos * H + i_h).to(tl.int64) * 64
     r = tl.arange(0, 64)
     causal = r[:, None] >= r[None, :]
 
@@ -258,9 +294,13 @@ def state_fwd_kernel(
             _put(vnew, vn, t0, T, H * V, v0, V, 64, BV)
         if WRITE_O:
             qt = _tile(q, t0, T, H * K, 0, K, 64, BK)
-            s = tl.where(causal, _dot(qt, tl.trans(kt), PREC), 0.0)
-            ot = _dot_in(qt, S, HALF_OPERANDS & 1, PREC) + _dot_in(s, vn, HALF_OPERANDS & 4, PREC)
-            _put(o, ot * scale, t0, T, H * V, v0, V, 64, BV)
+            if LOAD_P:
+                ot = _dot_in(qt, S, HALF_OPERANDS & 1, PREC) * scale + _dot_in(
+                    _tile(p, t0, T, H * 64, 0, 64, 64, 64), vn, HALF_OPERANDS & 4, PREC)
+            else:
+                s = tl.where(causal, _dot(qt, tl.trans(kt), PREC), 0.0)
+                ot = (_dot_in(qt, S, HALF_OPERANDS & 1, PREC) + _dot_in(s, vn, HALF_OPERANDS & 4, PREC)) * scale
+            _put(o, ot, t0, T, H * V, v0, V, 64, BV)
         S += _dot_in(tl.trans(kt), vn, HALF_OPERANDS & 4, PREC)
     if STORE_FINAL:
         _put(ht + i_nh * K * V, S, 0, K, V, v0, V, BK, BV)
@@ -274,24 +314,30 @@ def _chunk_qk(q, k, tok, t0, T, H: tl.constexpr, K: tl.constexpr, BK: tl.constex
 
 @triton.jit
 def output_kernel(
-    q, k, h, vnew, o, cu_seqlens, chunk_index, scale, T,
+    q, k, p, h, vnew, o, cu_seqlens, chunk_index, scale, T,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    IS_VARLEN: tl.constexpr, PREC: tl.constexpr, HALF_OPERANDS: tl.constexpr = 0,
+    IS_VARLEN: tl.constexpr, PREC: tl.constexpr, HALF_OPERANDS: tl.constexpr = 0, LOAD_P: tl.constexpr = False,
 ):  # fmt: skip
     """The output from the stored chunk-start states and V' (chunk.SPLIT_OUTPUT: the state pass then carries
     only the products on its chain), every chunk at once: O = scale (Q S + tril(Q K^T) V'). HALF_OPERANDS as
-    state_fwd's bits 1 and 4 (S is stored in bf16 for bf16 inputs, so bit 1 is what the storage did already)."""
+    state_fwd's bits 1 and 4 (S is stored in bf16 for bf16 inputs, so bit 1 is what the storage did already);
+    LOAD_P as state_fwd's."""
     i_v, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     bos, T, i_c, i_g, i_h = _chunk_of(cu_seqlens, chunk_index, i_t, i_bh, T, H, IS_VARLEN)
     t0, v0 = i_c * 64, i_v * BV
     tok = (bos * H + i_h).to(tl.int64)
-    qt, kt = _chunk_qk(q, k, tok, t0, T, H, K, BK)
-    r = tl.arange(0, 64)
     St = _tile(h + (i_g * H + i_h).to(tl.int64) * K * V, 0, K, V, v0, V, BK, BV)
     vn = _tile(vnew + tok * V, t0, T, H * V, v0, V, 64, BV)
-    s = tl.where(r[:, None] >= r[None, :], _dot(qt, tl.trans(kt), PREC), 0.0)
-    ot = _dot_in(qt, St, HALF_OPERANDS & 1, PREC) + _dot_in(s, vn, HALF_OPERANDS & 4, PREC)
-    _put(o + tok * V, ot * scale, t0, T, H * V, v0, V, 64, BV)
+    if LOAD_P:
+        qt = _tile(q + tok * K, t0, T, H * K, 0, K, 64, BK)
+        ot = _dot_in(qt, St, HALF_OPERANDS & 1, PREC) * scale + _dot_in(
+            _tile(p + tok * 64, t0, T, H * 64, 0, 64, 64, 64), vn, HALF_OPERANDS & 4, PREC)
+    else:
+        qt, kt = _chunk_qk(q, k, tok, t0, T, H, K, BK)
+        r = tl.arange(0, 64)
+        s = tl.where(r[:, None] >= r[None, :], _dot(qt, tl.trans(kt), PREC), 0.0)
+        ot = (_dot_in(qt, St, HALF_OPERANDS & 1, PREC) + _dot_in(s, vn, HALF_OPERANDS & 4, PREC)) * scale
+    _put(o + tok * V, ot, t0, T, H * V, v0, V, 64, BV)
 
 
 @triton.jit
@@ -317,15 +363,17 @@ def dv_local_kernel(
 
 @triton.jit
 def state_bwd_kernel(
-    q, k, beta, A, do, dh, dvnew, dht, dh0, cu_seqlens, chunk_offsets, scale, T,
+    q, k, beta, A, p, do, dh, dvnew, dht, dh0, cu_seqlens, chunk_offsets, scale, T,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     USE_DHT: tl.constexpr, STORE_DH0: tl.constexpr, IS_VARLEN: tl.constexpr, PREC: tl.constexpr,
-    HALF_OPERANDS: tl.constexpr,
+    HALF_OPERANDS: tl.constexpr, LOAD_P: tl.constexpr = False,
 ):  # fmt: skip
     """The reverse recurrence: dS is the gradient of the state after chunk n (stored per chunk);
-    dV' = (dV' local, from dv_local_kernel, already in dvnew) + K dS, then dS += Q^T dO - W^T dV' with
-    W^T dV' = K^T (beta A^T dV'). HALF_OPERANDS (bf16 inputs; float32 accumulation): bit 1 rounds dS and
-    beta A^T dV' to bf16 in the two products with K, bit 2 rounds A and dV' in A^T dV'."""
+    dV' = (dV' local) + K dS, then dS += Q^T dO - W^T dV' with W^T dV' = K^T (beta A^T dV'). The local part
+    P^T dO comes from dv_local_kernel (already in dvnew), or with LOAD_P is formed here from the stored P
+    (one [64, 64] tile and a product off the chain; dv_local_kernel is then not run). HALF_OPERANDS (bf16
+    inputs; float32 accumulation): bit 1 rounds dS and beta A^T dV' to bf16 in the two products with K, bit 2
+    rounds A and dV' in A^T dV'."""
     i_v, i_nh = tl.program_id(0), tl.program_id(1)
     i_n, i_h = i_nh // H, i_nh % H
     bos, T, boh = _sequence(cu_seqlens, chunk_offsets, i_n, T, IS_VARLEN)
@@ -336,6 +384,8 @@ def state_bwd_kernel(
     A += (bos * H + i_h).to(tl.int64) * 64
     do += (bos * H + i_h).to(tl.int64) * V
     dvnew += (bos * H + i_h).to(tl.int64) * V
+    if LOAD_P:
+        p += (bos * H + i_h).to(tl.int64) * 64
 
     dS = tl.zeros([BK, BV], tl.float32)
     if USE_DHT:
@@ -347,7 +397,11 @@ def state_bwd_kernel(
         qt = _tile(q, t0, T, H * K, 0, K, 64, BK)
         kt = _tile(k, t0, T, H * K, 0, K, 64, BK)
         dot_ = _tile(do, t0, T, H * V, v0, V, 64, BV)
-        dvn = _tile(dvnew, t0, T, H * V, v0, V, 64, BV).to(tl.float32) + _dot_in(kt, dS, HALF_OPERANDS & 1, PREC)
+        if LOAD_P:
+            pt = _tile(p, t0, T, H * 64, 0, 64, 64, 64)
+            dvn = _dot(tl.trans(pt), dot_.to(pt.dtype), PREC) + _dot_in(kt, dS, HALF_OPERANDS & 1, PREC)
+        else:
+            dvn = _tile(dvnew, t0, T, H * V, v0, V, 64, BV).to(tl.float32) + _dot_in(kt, dS, HALF_OPERANDS & 1, PREC)
         _put(dvnew, dvn, t0, T, H * V, v0, V, 64, BV)
         dx = _dot_in(tl.trans(_chunk_a(A, t0, T, H)), dvn, HALF_OPERANDS & 2, PREC)
         dx = dx * _vec(beta, t0, T, H, 64)[:, None]
