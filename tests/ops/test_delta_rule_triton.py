@@ -143,8 +143,9 @@ def test_forward_bf16_operands_within_twice_the_reference_error(bits, V, monkeyp
     from assocmem.ops.delta_rule.triton import chunk as tchunk
 
     monkeypatch.setitem(tchunk.HALF_OPERANDS, "state_fwd", bits)
-    assert tchunk._half_operands("state_fwd", torch.bfloat16, 64, tchunk._state_tile_v(64, V)) == (
-        bits if V == 64 else bits & 1)
+    assert tchunk._state_tile_v(64, V) == 64  # V = 32 padded to a 64-wide tile (chunk.MIN_TILE)
+    assert tchunk._half_operands("state_fwd", torch.bfloat16, 64, 64) == bits
+    assert tchunk._half_operands("state_fwd", torch.bfloat16, 256, tchunk._state_tile_v(256, 256)) == bits & 1
     check_low_precision(torch.bfloat16, 1, 128, 2, 64, V)
 
 
@@ -525,7 +526,7 @@ def test_tuned_launch_settings_load_and_other_tiles_stay_exact(tmp_path, monkeyp
     monkeypatch.setattr(tchunk, "HALF_VPRIME", False)
     for flag in ("HALF_A", "HALF_DW"):
         monkeypatch.setattr(tchunk, flag, False)
-    sweep = {"32": {"chosen": {"fused_wy_bwd": True, "dqkw_wy": {"num_warps": 4, "num_stages": 2},
+    sweep = {"128": {"chosen": {"fused_wy_bwd": True, "dqkw_wy": {"num_warps": 4, "num_stages": 2},
                                "half_vprime": True, "half_a": True, "half_dw": False}},
              "64": {"fla": {}, "chosen": {
         "state_bwd": {"num_warps": 8, "num_stages": 1, "tile_v": 32, "times_ms": {}},
@@ -542,9 +543,10 @@ def test_tuned_launch_settings_load_and_other_tiles_stay_exact(tmp_path, monkeyp
     assert tchunk.KEEP_STATES and tchunk.HALF_OPERANDS["state_fwd"] == 2
     assert tchunk.HALF_OPERANDS["state_recompute"] == 3
     assert tchunk.HALF_OPERANDS["dqkw"] == 15 and tchunk.HALF_OPERANDS["wy_bwd"] == 4 and tchunk.HALF_VPRIME
-    assert tchunk._fused_wy_bwd(32) and not tchunk._fused_wy_bwd(64)
+    assert tchunk._fused_wy_bwd(128) and not tchunk._fused_wy_bwd(64)
     assert tchunk.HALF_A and not tchunk.HALF_DW
-    assert tchunk.LAUNCH_BY_K[("dqkw_wy", 32)] == {"num_warps": 4, "num_stages": 2}
+    assert tchunk.LAUNCH_BY_K[("dqkw_wy", 128)] == {"num_warps": 4, "num_stages": 2}
+    tchunk.FUSED_WY_BWD.pop(128)
     check_fp32("triton", 1, 130, 2, 64, 64)
     tchunk.DQKW_TILE_K[128] = 128
     tchunk.STATE_TILE_V.update({("state_bwd", 128): 16, ("state_fwd", 128): 32})
@@ -558,6 +560,22 @@ def test_tuned_launch_settings_load_and_other_tiles_stay_exact(tmp_path, monkeyp
     (tmp_path / "bad.json").write_text(json.dumps({"64": {"chosen": {"warp_drive": {}}}}))
     with pytest.raises(ValueError, match="unknown kernel 'warp_drive'"):
         tchunk.load_tuned(tmp_path / "bad.json")
+
+
+def test_small_heads_take_64_wide_tiles_and_match_naive(monkeypatch):
+    """chunk.MIN_TILE: key and value sizes under 64 are padded to 64-wide tiles in every chunk kernel (bf16
+    gradients at V = 16 and 32 were wrong on the H200 with narrower tiles); padded tiles give the float32
+    results of naive.py and the bf16 bounds, and the narrow tiles stay reachable for the interpreter."""
+    from assocmem.ops.delta_rule.triton import chunk as tchunk
+
+    assert tchunk.MIN_TILE == 64 and tchunk._width(16) == 64 and tchunk._width(100) == 128
+    assert tchunk._wy_bwd_tiles(32, 16) == (64, 64) and tchunk._dqkw_tile_v(32, 16) == 64
+    assert tchunk._state_tile_v(16, 32, "state_bwd") == 64
+    check_fp32("triton", 1, 100, 2, 32, 16)
+    check_low_precision(torch.bfloat16, 1, 128, 2, 64, 32)
+    monkeypatch.setattr(tchunk, "MIN_TILE", 16)
+    assert tchunk._wy_bwd_tiles(32, 16) == (32, 16)
+    check_fp32("triton", 1, 100, 2, 32, 16)
 
 
 def test_host_integer_helpers_equal_tritons():
@@ -582,14 +600,16 @@ def test_fused_wy_backward_matches_naive_fp32(B, T, H, K, V, packed, monkeypatch
 
     monkeypatch.setattr(tchunk, "FUSED_WY_BWD", {16: True, 32: True, 64: True, 128: True})
     assert not tchunk._fused_wy_bwd(128, torch.float32)  # over the H200's shared memory: not taken
-    # The interpreter has no shared-memory limit: the float32 math is checked up to K = 128 here.
-    monkeypatch.setattr(tchunk, "FUSED_MAX_K_FP32", 128)
-    assert tchunk._fused_wy_bwd(K, torch.float32) and not tchunk._fused_wy_bwd(256)
+    # The interpreter has no shared-memory limit: the float32 math is checked up to K = 128 there (on a GPU
+    # K = 128 runs the two kernels).
+    if DEVICE.type == "cpu":
+        monkeypatch.setattr(tchunk, "FUSED_MAX_K_FP32", 128)
+    assert tchunk._fused_wy_bwd(K, torch.float32) == (K <= tchunk.FUSED_MAX_K_FP32) and not tchunk._fused_wy_bwd(256)
     cu = torch.tensor([0, 5, 5, 69, 139, 140]) if packed else None
     check_fp32("triton", B, T, H, K, V, cu_seqlens=cu)
 
 
-@pytest.mark.parametrize("K, V, tile", [(64, 32, 32), (128, 64, 32)])
+@pytest.mark.parametrize("K, V, tile", [(64, 32, 64), (128, 64, 32)])
 def test_fused_wy_backward_low_precision_and_close_to_the_unfused(K, V, tile, monkeypatch):
     """In bf16 the fused backward keeps STYLE's bounds and differs from the two-kernel one with float32 dW and
     dK parts (chunk.HALF_DW off: the fused kernel keeps them in registers) only by the order of float32 sums

@@ -142,8 +142,21 @@ def _pow2(n: int, lo: int = 16) -> int:
     return max(lo, 1 << max(n - 1, 0).bit_length())
 
 
+# The narrowest tile of the chunk kernels: key and value sizes below it are padded (masked loads and stores).
+# On the H200 (Triton 3.6) bf16 gradients came out wrong where a head's key or value size made a tile narrower
+# than 64 (dV and dbeta at V = 32 and V = 16, an illegal memory access at K = 32, V = 16; NOTES.md, version 14),
+# while the interpreter computes them right; 64-wide tiles there cost compute only on heads that small.
+# ASSOCMEM_TRITON_MIN_TILE at import (16 for the unpadded tiles).
+MIN_TILE = int(os.environ.get("ASSOCMEM_TRITON_MIN_TILE", "64"))
+
+
+def _width(n: int) -> int:
+    """The padded tile size of a key or value size n in the chunk kernels."""
+    return _pow2(n, MIN_TILE)
+
+
 def _launch(name: str, K: int, dtype: torch.dtype = torch.bfloat16) -> dict:
-    key = (name, _pow2(K))
+    key = (name, _width(K))
     options = dict(LAUNCH_BY_K.get(key, LAUNCH[name]))
     if dtype == torch.float32 and key in FP32_MAX_STAGES:
         options["num_stages"] = min(options["num_stages"], FP32_MAX_STAGES[key])
@@ -165,7 +178,7 @@ DQKW_TILE_K = {16: 16, 32: 32, 64: 64, 128: 64, 256: 64}
 
 
 def _dqkw_tile_k(K: int) -> int:
-    return DQKW_TILE_K[_pow2(K)]
+    return DQKW_TILE_K[_width(K)]
 
 
 # Value tile of `dqkw` and the key/value tile of `wy_bwd` per padded K, where a measurement chose one
@@ -176,12 +189,12 @@ WY_BWD_TILE: dict[int, int] = {}
 
 
 def _dqkw_tile_v(K: int, V: int) -> int:
-    return min(DQKW_TILE_V.get(_pow2(K), 64), _pow2(V))
+    return min(DQKW_TILE_V.get(_width(K), 64), _width(V))
 
 
 def _wy_bwd_tiles(K: int, V: int) -> tuple[int, int]:
-    tile = WY_BWD_TILE.get(_pow2(K), 64)
-    return min(tile, _pow2(K)), min(tile, _pow2(V))
+    tile = WY_BWD_TILE.get(_width(K), 64)
+    return min(tile, _width(K)), min(tile, _width(V))
 
 
 # `dqkw` and `wy_bwd` as one kernel (`dqkw_wy`, one program per chunk and head, the whole key size in one
@@ -203,11 +216,11 @@ FUSED_TILE_V: dict[int, int] = {128: 32}
 
 def _fused_wy_bwd(K: int, dtype: torch.dtype = torch.bfloat16) -> bool:
     limit = FUSED_MAX_K if dtype == torch.bfloat16 else FUSED_MAX_K_FP32  # fp16 keeps float32 states too
-    return _pow2(K) <= limit and FUSED_WY_BWD.get(_pow2(K), False)
+    return _width(K) <= limit and FUSED_WY_BWD.get(_width(K), False)
 
 
 def _fused_tile_v(K: int, V: int) -> int:
-    return min(FUSED_TILE_V.get(_pow2(K), 64), _pow2(V))
+    return min(FUSED_TILE_V.get(_width(K), 64), _width(V))
 
 
 # Value tile of the sequential kernels per (kernel, padded K), where a measurement chose one (sweep).
@@ -221,14 +234,14 @@ def _state_tile_v(K: int, V: int, name: str = "state_fwd", dtype=None, heads: in
     the forward's 64-wide tile there (WIDE_STATE_K256, bf16 inputs) is taken only where `heads` (sequences x
     heads) give at least three quarters of the SMs of `device` a program: at fewer the chain of half as many
     programs is the longer one."""
-    key = (name, _pow2(K))
+    key = (name, _width(K))
     if key in STATE_TILE_V:  # a sweep's choice (load_tuned) before the rule
         tile = STATE_TILE_V[key]
     elif K > 128 and name == "state_fwd" and dtype == torch.bfloat16 and heads is not None and WIDE_STATE_K256:
         tile = 64 if _sm_share(heads, V, device) >= 0.75 else 32
     else:
         tile = 64 if K <= 128 else 32
-    return min(tile, _pow2(V))
+    return min(tile, _width(V))
 
 
 # The forward's state pass at K = 256 with 64-wide value tiles (bf16; version 10's H200 sweep: forward 1.45 ->
@@ -260,7 +273,7 @@ def load_tuned(path: str | Path) -> None:
     global KEEP_STATES, HALF_VPRIME, HALF_A, HALF_DW
     report = json.loads(Path(path).read_text())
     for D, entry in report.items():
-        K = _pow2(int(D))
+        K = _width(int(D))
         chosen_all = dict(entry.get("chosen", {}))
         if "keep_states" in chosen_all:  # settings for every head size (the sweep takes them at D = 128)
             KEEP_STATES = bool(chosen_all.pop("keep_states"))
@@ -385,12 +398,12 @@ def _wy_fwd(q, k, beta, scale, chunks: _Chunks, half_a: bool = False, store_p: b
     grid = (chunks.grid_t, B * H if not chunks.varlen else H)
     in_wy = store_p and P_IN_WY
     kernels.wy_fwd_kernel[grid](
-        q, k, beta, A, P, chunks.cu_seqlens, chunks.index, scale, T, H=H, K=K, BK=min(64, _pow2(K)),
+        q, k, beta, A, P, chunks.cu_seqlens, chunks.index, scale, T, H=H, K=K, BK=min(64, _width(K)),
         IS_VARLEN=chunks.varlen, PREC=_precision(k.dtype), STORE_P=in_wy, **_launch("wy_fwd", K, k.dtype),
     )  # fmt: skip
     if store_p and not in_wy:
         kernels.p_kernel[grid](
-            q, k, P, chunks.cu_seqlens, chunks.index, scale, T, H=H, K=K, BK=min(64, _pow2(K)),
+            q, k, P, chunks.cu_seqlens, chunks.index, scale, T, H=H, K=K, BK=min(64, _width(K)),
             IS_VARLEN=chunks.varlen, PREC=_precision(k.dtype), **_launch("p", K, k.dtype),
         )  # fmt: skip
     return A, P
@@ -421,7 +434,7 @@ def _state_fwd(q, k, v, beta, A, scale, h0, chunks: _Chunks, *, write_o: bool, s
     half = _half_operands("state_recompute" if store_h else "state_fwd", q.dtype, K, BV)
     kernels.state_fwd_kernel[(_cdiv(V, BV), chunks.N * H)](
         q, k, v, beta, A, P, o, h, vnew, h0, ht, chunks.cu_seqlens, chunks.offsets, scale, T,
-        H=H, K=K, V=V, BK=_pow2(K), BV=BV, USE_H0=h0 is not None, STORE_FINAL=final,
+        H=H, K=K, V=V, BK=_width(K), BV=BV, USE_H0=h0 is not None, STORE_FINAL=final,
         STORE_H=store_h, WRITE_O=write_o, IS_VARLEN=chunks.varlen,
         PREC=_precision(q.dtype), HALF_OPERANDS=half, LOAD_P=write_o and P is not None,
         **_launch("state_fwd", K, q.dtype),
@@ -449,12 +462,12 @@ def _split_output(keep_states: bool, state_tile: int) -> bool:
 def _output(q, k, v, h, vnew, scale, chunks: _Chunks, P=None):
     B, T, H, K = q.shape
     V = v.shape[-1]
-    BV = min(64, _pow2(V))
+    BV = min(64, _width(V))
     o = torch.empty_like(v)
     # state_fwd's bits 1 and 4 (the stored states and V' already carry the storage's rounding)
     half = _half_operands("state_fwd", q.dtype, K, BV) & (1 | 4)
     kernels.output_kernel[(_cdiv(V, BV), chunks.grid_t, B * H if not chunks.varlen else H)](
-        q, k, P, h, vnew, o, chunks.cu_seqlens, chunks.index, scale, T, H=H, K=K, V=V, BK=_pow2(K), BV=BV,
+        q, k, P, h, vnew, o, chunks.cu_seqlens, chunks.index, scale, T, H=H, K=K, V=V, BK=_width(K), BV=BV,
         IS_VARLEN=chunks.varlen, PREC=_precision(q.dtype), HALF_OPERANDS=half, LOAD_P=P is not None,
         **_launch("output", K, q.dtype),
     )  # fmt: skip
@@ -529,16 +542,16 @@ def chunk_bwd(q, k, v, beta, scale: float, h0, cu_seqlens, do, dht, A, h=None, v
     dvnew = torch.empty_like(v, dtype=_vprime_dtype(q.dtype))
     load_p = P is not None and P.numel() > 0
     if not load_p:
-        BV = min(64, _pow2(V))
+        BV = min(64, _width(V))
         kernels.dv_local_kernel[(_cdiv(V, BV), chunks.grid_t, heads)](
             q, k, do, dvnew, chunks.cu_seqlens, chunks.index, scale, T,
-            H=H, K=K, V=V, BK=_pow2(K), BV=BV, IS_VARLEN=chunks.varlen, PREC=prec, **_launch("dv_local", K, q.dtype),
+            H=H, K=K, V=V, BK=_width(K), BV=BV, IS_VARLEN=chunks.varlen, PREC=prec, **_launch("dv_local", K, q.dtype),
         )  # fmt: skip
     BV = _state_tile_v(K, V, "state_bwd")
     dh0 = torch.empty(chunks.N, H, K, V, dtype=torch.float32, device=q.device)
     kernels.state_bwd_kernel[(_cdiv(V, BV), chunks.N * H)](
         q, k, beta, A, P if load_p else None, do, dh, dvnew, dht, dh0, chunks.cu_seqlens, chunks.offsets, scale, T,
-        H=H, K=K, V=V, BK=_pow2(K), BV=BV, USE_DHT=dht is not None, STORE_DH0=True,
+        H=H, K=K, V=V, BK=_width(K), BV=BV, USE_DHT=dht is not None, STORE_DH0=True,
         IS_VARLEN=chunks.varlen, PREC=prec, HALF_OPERANDS=_half_operands("state_bwd", q.dtype), LOAD_P=load_p,
         **_launch("state_bwd", K, q.dtype),
     )  # fmt: skip
@@ -548,7 +561,7 @@ def chunk_bwd(q, k, v, beta, scale: float, h0, cu_seqlens, do, dht, A, h=None, v
         dbeta = torch.empty(B, T, H, dtype=torch.float32, device=q.device)
         kernels.dqkw_wy_kernel[(chunks.grid_t, heads)](
             q, k, v, beta, A, vnew, do, dvnew, h, dh, dq, dk, dv, dbeta, chunks.cu_seqlens, chunks.index, scale, T,
-            H=H, K=K, V=V, BK=_pow2(K), BV=_fused_tile_v(K, V), IS_VARLEN=chunks.varlen, PREC=prec,
+            H=H, K=K, V=V, BK=_width(K), BV=_fused_tile_v(K, V), IS_VARLEN=chunks.varlen, PREC=prec,
             HALF_OPERANDS=_half_operands("dqkw", q.dtype, K), HALF_WY=_half_operands("wy_bwd", q.dtype),
             **_launch("dqkw_wy", K, q.dtype),
         )  # fmt: skip
