@@ -1,12 +1,13 @@
 """Host side of the Triton chunk kernels: buffers, grids, the autograd Function.
 
-Forward: two kernels (the WY representation's A per chunk; the state recurrence fused with the output,
-applying A), so an inference forward writes neither the per-chunk states, V', nor W and U. A training
-forward keeps A (bf16 for bf16 inputs: HALF_A) and, by default, the chunk-start states and V' for the
-backward (KEEP_STATES; where its state tile is narrower than 64 it writes them and forms the output in a
-parallel kernel: SPLIT_OUTPUT). Backward: four kernels (the chunk-local part of dV', the reverse state pass,
-dQ/dK/dW per chunk, the WY backward), five when it recomputes the states; with FUSED_WY_BWD the last two are
-one. Head sizes up to 256.
+Forward: two kernels (the WY representation's A per chunk, with P = scale tril(Q K^T) where STORE_P; the state
+recurrence fused with the output, applying A), so an inference forward writes neither the per-chunk states, V',
+nor W and U. A training forward keeps A (bf16 for bf16 inputs: HALF_A), P and, by default, the chunk-start
+states and V' for the backward (KEEP_STATES; where its state tile is narrower than 64 it writes them and forms
+the output in a parallel kernel: SPLIT_OUTPUT). Backward: three kernels (the reverse state pass, which forms the
+chunk-local part of dV' from P; dQ/dK/dW per chunk; the WY backward), one more where P was not stored (the
+local dV') and where it recomputes the states; with FUSED_WY_BWD the last two are one. Head sizes up to 256,
+on tiles at least MIN_TILE wide.
 """
 
 import json

@@ -16,8 +16,9 @@ The math, per chunk with chunk-start state S and q already scaled:
 Only A is stored (64 numbers per token and head); W and U exist only as A applied in the state kernels.
 With chunk.STORE_P the WY forward also stores P = scale tril(Q K^T) (64 more numbers per token and head),
 read by the state passes in place of forming it once per value tile.
-The backward is chunk.py's (the PyTorch path), split into a parallel pass for the chunk-local part of dV',
-a reverse state pass and two more parallel passes.
+The backward is chunk.py's (the PyTorch path), split into a parallel pass for the chunk-local part of dV'
+(not run where P is stored: the reverse pass forms that part from P), a reverse state pass and two more
+parallel passes.
 """
 
 import triton
