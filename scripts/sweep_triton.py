@@ -173,6 +173,8 @@ def main(out=None, heads=(64, 128, 256)):
                 continue  # the form of the backward not chosen above
             if only and name not in only:
                 continue
+            if (name == "dv_local" and tchunk._store_p(True, D)) or (name == "p" and tchunk.P_IN_WY):
+                continue  # not run by a training step at the defaults (version 14: P stored by the WY forward)
             bw = name not in FWD_KERNELS
             call = both[bw]
             # Tile variants: dqkw one key tile per head (it re-reads V', dV' and dO once per tile) and a value
