@@ -11,7 +11,10 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm 
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
 for step in $STEPS; do
   case "$step" in
-    tests) timeout "${TEST_TIMEOUT:-280}" python3 -m pytest -v -p no:cacheprovider --durations=15 --tb=short \
+    # TEST_WORKERS (default 4) pytest-xdist processes where it is installed: the GPU tests spend most of their
+    # time compiling kernels on the host's CPUs, and every call of version 14 ran out of its test budget serially.
+    tests) workers=$(python3 -c "import xdist" 2>/dev/null && echo "-n ${TEST_WORKERS:-4}")
+           timeout "${TEST_TIMEOUT:-280}" python3 -m pytest -v -p no:cacheprovider --durations=15 --tb=short $workers \
              --timeout="${TEST_EACH_TIMEOUT:-120}" tests/ops/test_delta_rule_triton.py tests/test_cuda.py \
              tests/data/test_mqar.py -k "${TEST_FILTER:-triton or deltanet or fla or layout}" 2>&1 | grep -v "^$" > "$OUT/gpu_kernels_tests.log"
            grep -E "PASSED|FAILED|ERROR|passed|failed|Error|assert" "$OUT/gpu_kernels_tests.log" | tail -60 ;;
