@@ -173,7 +173,7 @@ def main(out=None, heads=(64, 128, 256)):
                 continue  # the form of the backward not chosen above
             if only and name not in only:
                 continue
-            if (name == "dv_local" and tchunk._store_p(True, D)) or (name == "p" and tchunk.P_IN_WY):
+            if name == "dv_local" and tchunk._store_p(True, D):
                 continue  # not run by a training step at the defaults (version 14: P stored by the WY forward)
             bw = name not in FWD_KERNELS
             call = both[bw]

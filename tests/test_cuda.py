@@ -173,16 +173,15 @@ def test_triton_split_output_on_cuda(shape, monkeypatch):
     check_gradients_on_cuda(torch.bfloat16, shape)
 
 
-@pytest.mark.parametrize("store, in_wy", [("0", True), ("1", True), ("1", False)])
+@pytest.mark.parametrize("store", ["0", "1"])
 @pytest.mark.parametrize("shape", [(1, 512, 2, 128, 128), (2, 300, 2, 64, 100), (1, 200, 2, 256, 256)])
-def test_triton_stored_p_on_cuda(shape, store, in_wy, monkeypatch):
-    """chunk.STORE_P (P = scale tril(Q K^T) stored by the WY forward or by p_kernel, read by the state passes)
+def test_triton_stored_p_on_cuda(shape, store, monkeypatch):
+    """chunk.STORE_P (P = scale tril(Q K^T) stored by the WY forward, read by the state passes)
     on and off, for training and inference: outputs and gradients within the bounds on the GPU, in bf16 and
     float32 (against naive.py), with the split forward too."""
     from assocmem.ops.delta_rule.triton import chunk as tchunk
 
     monkeypatch.setattr(tchunk, "STORE_P", {"train": store, "infer": store})
-    monkeypatch.setattr(tchunk, "P_IN_WY", in_wy)
     check_gradients_on_cuda(torch.bfloat16, shape)
     check_gradients_on_cuda(torch.float32, shape)
     monkeypatch.setattr(tchunk, "SPLIT_OUTPUT", "1")

@@ -277,7 +277,7 @@ def _triton_settings() -> dict:
         "tuned_from": os.environ.get("ASSOCMEM_TRITON_TUNED"),
         "keep_states": tchunk.KEEP_STATES,
         "storage": {"half_a": tchunk.HALF_A, "half_dw": tchunk.HALF_DW, "half_vprime": tchunk.HALF_VPRIME,
-                    "store_p": dict(tchunk.STORE_P), "p_in_wy": tchunk.P_IN_WY, "split_output": tchunk.SPLIT_OUTPUT},
+                    "store_p": dict(tchunk.STORE_P), "split_output": tchunk.SPLIT_OUTPUT},
         "half_operands": dict(tchunk.HALF_OPERANDS),
         "launch_by_k": {f"{name},{K}": options for (name, K), options in tchunk.LAUNCH_BY_K.items()},
         "tiles": {"dqkw_k": tchunk.DQKW_TILE_K, "dqkw_v": tchunk.DQKW_TILE_V, "wy_bwd": tchunk.WY_BWD_TILE,

@@ -310,11 +310,10 @@ def test_split_output_matches_naive_fp32_and_the_fused_forward_in_bf16(packed, m
 
 
 @pytest.mark.parametrize("packed", [False, True])
-@pytest.mark.parametrize("split, in_wy", [("0", True), ("1", False)])
-def test_stored_p_matches_naive_fp32_and_the_products_in_bf16(packed, split, in_wy, monkeypatch):
-    """chunk.STORE_P: the WY forward (or p_kernel: chunk.P_IN_WY off) stores P = scale tril(Q K^T) for the
-    state passes (the fused or split forward's output, the reverse pass's local dV' in place of
-    dv_local_kernel). The float32 checks against
+@pytest.mark.parametrize("split", ["0", "1"])
+def test_stored_p_matches_naive_fp32_and_the_products_in_bf16(packed, split, monkeypatch):
+    """chunk.STORE_P: the WY forward stores P = scale tril(Q K^T) for the state passes (the fused or split
+    forward's output, the reverse pass's local dV' in place of dv_local_kernel). The float32 checks against
     naive.py hold on equal and packed sequences (partial chunks, a one-token sequence); in bf16 output, state
     and gradients stay close to the forming kernels' (P rounded to bf16 once, as the products round it), for
     training and inference forwards; without P the backward runs dv_local_kernel, with it not."""
@@ -324,7 +323,6 @@ def test_stored_p_matches_naive_fp32_and_the_products_in_bf16(packed, split, in_
     cu = torch.tensor([0, 50, 51, 180], dtype=torch.int64) if packed else None
     B, T, N = (1, 180, 3) if packed else (2, 100, 2)
     monkeypatch.setattr(tchunk, "SPLIT_OUTPUT", split)
-    monkeypatch.setattr(tchunk, "P_IN_WY", in_wy)
     monkeypatch.setattr(tchunk, "STORE_P", {"train": "1", "infer": "1"})
     assert tchunk._store_p(True, 64) and tchunk._store_p(False, 64)
     check_fp32("triton", B, T, 2, 32, 48, cu_seqlens=cu)

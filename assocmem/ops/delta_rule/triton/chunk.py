@@ -42,7 +42,6 @@ LAUNCH = {
     "wy_bwd": {"num_warps": 4, "num_stages": 2},
     "dqkw_wy": {"num_warps": 8, "num_stages": 1},
     "output": {"num_warps": 4, "num_stages": 2},
-    "p": {"num_warps": 4, "num_stages": 2},
 }
 
 
@@ -91,7 +90,7 @@ def _vprime_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def _store_dtype(dtype: torch.dtype) -> torch.dtype:
-    """Storage of the chunk states and their gradients between the backward's kernels: bf16 for bf16
+    """Storage of the chunk states and their gradients (and of P) between the kernels: bf16 for bf16
     inputs (half the traffic of the largest buffers; the matmuls that read them accumulate in float32),
     float32 otherwise (fp16's range is too small for states). V' and dV': _vprime_dtype (NOTES.md, v5, v9)."""
     return torch.bfloat16 if dtype == torch.bfloat16 else torch.float32
@@ -363,7 +362,7 @@ def _dw_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 # P = scale tril(Q K^T) per chunk, formed by the WY forward and stored (version 14; 64 numbers per token and
-# head, bf16 for bf16 inputs, else float32) for the state passes: the forward's runs one program per value tile,
+# head, stored as the chunk states are) for the state passes: the forward's runs one program per value tile,
 # each of which formed the [64, 64] product (K multiply-adds per entry) beside its chain, and the reverse pass
 # takes the chunk-local part of dV', P^T dO, from it in place of the separate dv_local kernel. For a training
 # forward (`train`) and an inference forward separately: "1" stores P, "0" does not, "auto" (default) stores it
@@ -382,31 +381,22 @@ def _store_p(train: bool, K: int) -> bool:
     return mode == "1"
 
 
-def _p_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.bfloat16 if dtype == torch.bfloat16 else torch.float32
-
-
-# P formed inside the WY forward's programs (True), or by a kernel of its own (p_kernel; the WY forward spills
-# registers already: scripts/smem_check.py). ASSOCMEM_TRITON_P_IN_WY=0/1 at import.
-P_IN_WY = os.environ.get("ASSOCMEM_TRITON_P_IN_WY", "1") == "1"
+def _empty_p(q, store_p: bool):
+    """P's buffer ([B, T, H, 64], stored like the chunk states: _store_dtype), or an empty tensor of its dtype
+    where the forward stores no P (what the op returns then)."""
+    return q.new_empty((*q.shape[:3], BT) if store_p else (0,), dtype=_store_dtype(q.dtype))
 
 
 def _wy_fwd(q, k, beta, scale, chunks: _Chunks, half_a: bool = False, store_p: bool = False):
-    """A, and P where store_p (else None)."""
+    """A, and P where store_p (else None). (P by a kernel of its own was slower than formed here, despite this
+    kernel's spilled registers: NOTES.md, version 14.)"""
     B, T, H, K = k.shape
     A = torch.empty(B, T, H, BT, dtype=_a_dtype(half_a), device=k.device)
-    P = torch.empty(B, T, H, BT, dtype=_p_dtype(q.dtype), device=k.device) if store_p else None
-    grid = (chunks.grid_t, B * H if not chunks.varlen else H)
-    in_wy = store_p and P_IN_WY
-    kernels.wy_fwd_kernel[grid](
+    P = _empty_p(q, True) if store_p else None
+    kernels.wy_fwd_kernel[(chunks.grid_t, B * H if not chunks.varlen else H)](
         q, k, beta, A, P, chunks.cu_seqlens, chunks.index, scale, T, H=H, K=K, BK=min(64, _width(K)),
-        IS_VARLEN=chunks.varlen, PREC=_precision(k.dtype), STORE_P=in_wy, **_launch("wy_fwd", K, k.dtype),
+        IS_VARLEN=chunks.varlen, PREC=_precision(k.dtype), STORE_P=store_p, **_launch("wy_fwd", K, k.dtype),
     )  # fmt: skip
-    if store_p and not in_wy:
-        kernels.p_kernel[grid](
-            q, k, P, chunks.cu_seqlens, chunks.index, scale, T, H=H, K=K, BK=min(64, _width(K)),
-            IS_VARLEN=chunks.varlen, PREC=_precision(k.dtype), **_launch("p", K, k.dtype),
-        )  # fmt: skip
     return A, P
 
 
@@ -484,18 +474,12 @@ def _kept(q, v, cu_seqlens, keep: bool):
     return h, v.new_empty(v.shape, dtype=_vprime_dtype(q.dtype))
 
 
-def _p_or_empty(q, P, store_p: bool):
-    """What the forward returns for P: P, or an empty tensor of its dtype where it was not stored."""
-    return P if store_p else q.new_empty(0, dtype=_p_dtype(q.dtype))
-
-
 def _empty_fwd(q, k, v, h0, cu_seqlens, keep, half_a, store_p):
     B, T, H, K = q.shape
     N = _num_sequences(B, cu_seqlens)
     ht = torch.zeros(N, H, K, v.shape[-1], device=q.device) if h0 is None else h0.clone()
     A = torch.empty(B, T, H, BT, dtype=_a_dtype(half_a), device=q.device)
-    P = q.new_empty(B, T, H, BT, dtype=_p_dtype(q.dtype)) if store_p else None
-    return (torch.empty_like(v), ht, A, _p_or_empty(q, P, store_p), *_kept(q, v, cu_seqlens, keep))
+    return (torch.empty_like(v), ht, A, _empty_p(q, store_p), *_kept(q, v, cu_seqlens, keep))
 
 
 @on_input_device
@@ -519,7 +503,7 @@ def chunk_fwd(q, k, v, beta, scale: float, h0, cu_seqlens, keep_states: bool = F
     else:
         o, ht, _, _ = _state_fwd(q, k, v, beta, A, scale, h0, chunks, write_o=True, store_h=False, BV=BV, P=P)
         kept = _kept(q, v, cu_seqlens, False)
-    return (o, ht, A, _p_or_empty(q, P, store_p), *kept)
+    return (o, ht, A, P if store_p else _empty_p(q, False), *kept)
 
 
 @on_input_device
@@ -619,9 +603,8 @@ def _(q, k, v, beta, scale, initial_state, cu_seqlens, keep_states, half_a, stor
     N = _num_sequences(q.shape[0], cu_seqlens)
     state = q.new_empty((N, q.shape[2], q.shape[3], v.shape[3]), dtype=torch.float32)
     A = q.new_empty((*q.shape[:3], BT), dtype=_a_dtype(half_a))
-    P = q.new_empty((*q.shape[:3], BT) if store_p else (0,), dtype=_p_dtype(q.dtype))
     # contiguous, as the kernels write them (whatever the inputs' strides)
-    return (v.new_empty(v.shape), state, A, P, *_kept(q, v, cu_seqlens, keep_states))
+    return (v.new_empty(v.shape), state, A, _empty_p(q, store_p), *_kept(q, v, cu_seqlens, keep_states))
 
 
 @torch.library.custom_op("assocmem::triton_chunk_delta_rule_bwd", mutates_args=())

@@ -131,19 +131,6 @@ def _chunk_p(q, k, p, head, t0, T, scale, H: tl.constexpr, K: tl.constexpr, BK: 
 
 
 @triton.jit
-def p_kernel(
-    q, k, p, cu_seqlens, chunk_index, scale, T,
-    H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, IS_VARLEN: tl.constexpr, PREC: tl.constexpr,
-):  # fmt: skip
-    """P = scale tril(Q K^T) of every chunk, as a kernel of its own (chunk.P_IN_WY off): wy_fwd_kernel with
-    STORE_P forms it beside A, in a program that already spills registers."""
-    i_t, i_bh = tl.program_id(0), tl.program_id(1)
-    i_b, i_h = i_bh // H, i_bh % H
-    bos, T, i_c, i_n = _span(cu_seqlens, chunk_index, i_b, i_t, T, IS_VARLEN)
-    _chunk_p(q, k, p, bos * H + i_h, i_c * 64, T, scale, H, K, BK, PREC)
-
-
-@triton.jit
 def wy_fwd_kernel(
     q, k, beta, A, p, cu_seqlens, chunk_index, scale, T,
     H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, IS_VARLEN: tl.constexpr, PREC: tl.constexpr,
