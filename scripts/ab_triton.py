@@ -1,10 +1,11 @@
 """Alternating timings of Triton chunk-kernel options on the GPU, fla's chunk_delta_rule in the same rounds.
 
-Each variant sets attributes of assocmem.ops.delta_rule.triton.chunk (JSON values; dicts replace the whole
-attribute) before its turn; every round times each variant and fla once at each shape and pass, so that a
-drift of the card's clocks reaches all of them alike (NOTES.md reports the medians and the per-round ratios).
-Before timing, each variant's output (and gradients) are checked against the float32 PyTorch chunk path: a
-variant off by more than the bf16 bound is reported and not timed.
+Each variant sets attributes of assocmem.ops.delta_rule.triton.chunk before its turn (JSON values; a dict
+replaces the whole attribute, or updates it where the name ends in "+": {"LAUNCH_BY_K+": {"wy_bwd,128": {...}}};
+a key "name,128" becomes the tuple ("name", 128) and a key "128" the number 128). Every round times each variant
+and fla once at each shape and pass, so that a drift of the card's clocks reaches all of them alike (NOTES.md
+reports the medians and the per-round ratios). Before timing, each variant's output (and gradients) are checked
+against the float32 PyTorch chunk path: a variant off by more than the bf16 bound is reported and not timed.
 Usage: python scripts/ab_triton.py OUT.json [--variant NAME='{"ATTR": value, ...}' ...] [--variants FILE.json]
        [--D 128] [--T 2048 16384] [--rounds 5] [--passes fwd fwd+bwd]
 Shapes: 32K tokens per batch, H = 2048 / D, bf16 (the benchmark's).
@@ -21,14 +22,30 @@ from assocmem.bench import delta_rule_gpu as bench
 from assocmem.ops.delta_rule.triton import chunk as tchunk
 
 
+def _key(key):
+    """A JSON object key as the chunk module's tables have them: "name,128" -> ("name", 128), "128" -> 128."""
+    if not isinstance(key, str):
+        return key
+    if "," in key:
+        return tuple(int(part) if part.isdigit() else part for part in key.split(","))
+    return int(key) if key.isdigit() else key
+
+
+def _value(value):
+    return {_key(k): v for k, v in value.items()} if isinstance(value, dict) else value
+
+
 def _apply(settings: dict) -> dict:
-    """Set the chunk module's attributes; returns the values they had."""
+    """Set the chunk module's attributes; returns the values they had (to set back)."""
     before = {}
     for name, value in settings.items():
+        merge = name.endswith("+")
+        name = name.rstrip("+")
         if not hasattr(tchunk, name):
             raise ValueError(f"--variant: chunk has no attribute {name!r}")
-        before[name] = getattr(tchunk, name)
-        setattr(tchunk, name, value)
+        current = getattr(tchunk, name)
+        before[name] = current
+        setattr(tchunk, name, {**current, **_value(value)} if merge else _value(value))
     return before
 
 

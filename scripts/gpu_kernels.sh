@@ -13,7 +13,10 @@ for step in $STEPS; do
   case "$step" in
     # TEST_WORKERS (default 4) pytest-xdist processes where it is installed: the GPU tests spend most of their
     # time compiling kernels on the host's CPUs, and every call of version 14 ran out of its test budget serially.
+    # Each process gets its share of the host's CPU threads: six processes with every thread each failed three
+    # tests with CPU references (version 15).
     tests) workers=$(python3 -c "import xdist" 2>/dev/null && echo "-n ${TEST_WORKERS:-4}")
+           [ -n "$workers" ] && export OMP_NUM_THREADS=$(( $(nproc) / ${TEST_WORKERS:-4} > 0 ? $(nproc) / ${TEST_WORKERS:-4} : 1 ))
            timeout "${TEST_TIMEOUT:-280}" python3 -m pytest -v -p no:cacheprovider --durations=15 --tb=short $workers \
              --timeout="${TEST_EACH_TIMEOUT:-120}" tests/ops/test_delta_rule_triton.py tests/test_cuda.py \
              tests/data/test_mqar.py -k "${TEST_FILTER:-triton or deltanet or fla or layout}" 2>&1 | grep -v "^$" > "$OUT/gpu_kernels_tests.log"

@@ -210,8 +210,11 @@ def main(out=None, heads=(64, 128, 256)):
                 # (tiles of 32 at K = 256 hit an illegal memory access on the H200 under Triton 3.6; the
                 # interpreter computes them right.)
                 variants = [("tile=64", {}, {"tile": 64})]
-            elif name == "wy_bwd" and D >= 64:
-                variants = [("tile=64", {}, {"tile": 64}), ("tile=32", {"WY_BWD_TILE": (D, 32)}, {"tile": 32})]
+            elif name == "wy_bwd" and D >= 64:  # the default tile (whole heads at K = 128), then the others
+                default = tchunk._wy_bwd_tiles(D, D)[0]
+                variants = [(f"tile={default}", {}, {"tile": default})] + [
+                    (f"tile={t}", {"WY_BWD_TILE": (D, t)}, {"tile": t})
+                    for t in (128, 64, 32) if t != default and t <= D]  # fmt: skip
             times, records = {}, {}
             for label, assign, record in variants:
                 saved_tables = {table: dict(getattr(tchunk, table)) for table in assign}

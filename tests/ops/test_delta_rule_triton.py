@@ -560,6 +560,39 @@ def test_tuned_launch_settings_load_and_other_tiles_stay_exact(tmp_path, monkeyp
         tchunk.load_tuned(tmp_path / "bad.json")
 
 
+def test_wy_backward_whole_head_tile_at_k128_and_the_ab_script_variants(monkeypatch):
+    """Version 15's default: the WY backward takes a K = 128 head in one tile (values up to 128 too), exact in
+    float32. scripts/ab_triton.py's variants set chunk tables from JSON: "name,128" keys become tuples, "128"
+    numbers, a name ending in "+" updates a table instead of replacing it, and applying the returned values
+    restores the module."""
+    import importlib.util
+    from pathlib import Path
+
+    from assocmem.ops.delta_rule.triton import chunk as tchunk
+
+    assert tchunk._wy_bwd_tiles(128, 128) == (128, 128) and tchunk._wy_bwd_tiles(128, 48) == (128, 64)
+    assert tchunk._wy_bwd_tiles(64, 64) == (64, 64) and tchunk._wy_bwd_tiles(256, 256) == (64, 64)
+    check_fp32("triton", 1, 70, 1, 128, 100)
+
+    path = Path(__file__).parents[2] / "scripts" / "ab_triton.py"
+    spec = importlib.util.spec_from_file_location("ab_triton", path)
+    ab = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ab)
+    launch, tiles, state_tiles = dict(tchunk.LAUNCH_BY_K), dict(tchunk.WY_BWD_TILE), dict(tchunk.STATE_TILE_V)
+    before = ab._apply({"LAUNCH_BY_K+": {"wy_bwd,128": {"num_warps": 8, "num_stages": 1}},
+                        "WY_BWD_TILE": {"128": 64}, "STATE_TILE_V": {}})  # fmt: skip
+    try:
+        assert tchunk.LAUNCH_BY_K[("wy_bwd", 128)] == {"num_warps": 8, "num_stages": 1}
+        assert tchunk.LAUNCH_BY_K[("dqkw", 128)] == launch[("dqkw", 128)]  # updated, not replaced
+        assert tchunk.WY_BWD_TILE == {128: 64} and tchunk._wy_bwd_tiles(128, 128) == (64, 64)
+        assert tchunk._state_tile_v(128, 128, "state_bwd") == 64  # the rule without the sweep's 32
+    finally:
+        ab._apply(before)
+    assert tchunk.LAUNCH_BY_K == launch and tchunk.WY_BWD_TILE == tiles and tchunk.STATE_TILE_V == state_tiles
+    with pytest.raises(ValueError, match="no attribute 'WARP_DRIVE'"):
+        ab._apply({"WARP_DRIVE": 1})
+
+
 def test_small_heads_take_64_wide_tiles_and_match_naive(monkeypatch):
     """chunk.MIN_TILE: key and value sizes under 64 are padded to 64-wide tiles in every chunk kernel (bf16
     gradients at V = 16 and 32 were wrong on the H200 with narrower tiles); padded tiles give the float32
