@@ -185,8 +185,9 @@ def _dqkw_tile_k(K: int) -> int:
 # (sweep); else 64. Tiles of 32 with 8 warps keep both kernels within 255 registers per thread at K >= 128
 # (scripts/smem_check.py reads the registers and spills of an sm_90 build: NOTES.md, version 7).
 # At K = 128 the WY backward takes the whole key and value size in one tile (version 15, measured on the H200:
-# forward+backward at D = 128 2.08 -> 1.99 ms at T = 2048 and 4096 with 4 warps, 1 stage; with 8 warps it was slower,
-# 2.24 ms; benchmarks/results/ab_v15a.json), although an sm_90 build spills more (3,368 bytes a thread against 1,520).
+# forward+backward at D = 128 2.08 -> 1.99 ms at T = 2048 and 4096 with 4 warps, 1 stage, and 2.24 ms with 8 warps,
+# benchmarks/results/ab_v15b.json; 2.07 -> 1.98 and at T = 16384 2.63 -> 2.54 ms in ab_v15.json), although an sm_90
+# build spills more (3,368 bytes a thread against 1,520).
 DQKW_TILE_V: dict[int, int] = {}
 WY_BWD_TILE: dict[int, int] = {128: 128}
 
