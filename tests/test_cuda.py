@@ -193,6 +193,25 @@ def test_triton_stored_p_on_cuda(shape, store, monkeypatch):
     assert rel_err(o, o_ref) < 1e-5 and rel_err(s, s_ref) < 1e-5
 
 
+@pytest.mark.parametrize(
+    "G, shape", [(4, (2, 1024, 2, 128, 128)), (2, (1, 512, 2, 256, 256)), (8, (1, 1024, 2, 64, 100))]
+)
+def test_triton_segmented_forward_on_cuda(G, shape, monkeypatch):
+    """chunk.SEGMENTS (the forward's state pass over G segments per sequence): gradients within the bf16
+    bounds and in float32 against naive.py, and the float32 inference output and final state at 1e-5."""
+    from assocmem.ops.delta_rule.triton import chunk as tchunk
+
+    monkeypatch.setattr(tchunk, "SEGMENTS", G)
+    assert tchunk._segments(shape[1], None) == G
+    check_gradients_on_cuda(torch.bfloat16, shape)
+    check_gradients_on_cuda(torch.float32, shape)
+    q, k, v, beta, h0 = (x.cuda() for x in make_inputs(*shape, torch.float32))
+    o_ref, s_ref = naive_delta_rule(q, k, v, beta, initial_state=h0, output_final_state=True)
+    with torch.no_grad():
+        o, s = delta_rule(q, k, v, beta, initial_state=h0, output_final_state=True, backend="triton")
+    assert rel_err(o, o_ref) < 1e-5 and rel_err(s, s_ref) < 1e-5
+
+
 @pytest.mark.parametrize("shape", [(1, 128, 2, 64, 32), (1, 64, 1, 128, 16), (2, 100, 2, 32, 16), (1, 130, 1, 16, 128)])
 def test_triton_small_heads_bf16_gradients_on_cuda(shape):
     """Heads under 64 wide in bf16 (padded to 64-wide tiles: chunk.MIN_TILE; with tiles of 16 and 32 Triton 3.6

@@ -352,6 +352,40 @@ def test_stored_p_matches_naive_fp32_and_the_products_in_bf16(packed, split, mon
     assert tchunk._store_p(True, 64) and not tchunk._store_p(False, 128) and tchunk._store_p(False, 256)
 
 
+@pytest.mark.parametrize("G, shape", [(2, (2, 256, 2, 32, 48)), (4, (1, 256, 1, 64, 64)), (2, (1, 128, 2, 100, 40))])
+@pytest.mark.parametrize("keep", [False, True])
+def test_segmented_forward_matches_naive_fp32_and_the_one_chain_pass_in_bf16(G, shape, keep, monkeypatch):
+    """chunk.SEGMENTS: the forward's state pass over G segments per sequence (each segment's transition from
+    the identity beside its zero-start state, the start states in order, then the pass with the output) equals
+    naive.py in float32, output, final state and gradients, with an initial state, with kept or recomputed
+    states; in bf16 it stays within the bounds and close to the one-chain pass. Packed sequences and lengths
+    that are not a multiple of 64 G take the one-chain pass."""
+    from assocmem.ops.delta_rule.triton import chunk as tchunk
+
+    monkeypatch.setattr(tchunk, "KEEP_STATES", keep)
+    monkeypatch.setattr(tchunk, "KEEP_FEW_PROGRAMS", False)
+    monkeypatch.setattr(tchunk, "SEGMENTS", G)
+    calls = []
+    real = tchunk._segmented_state_fwd
+    monkeypatch.setattr(tchunk, "_segmented_state_fwd", lambda *a, **kw: calls.append(a[-1]) or real(*a, **kw))
+    B, T, H, K, V = shape
+    check_fp32("triton", B, T, H, K, V)
+    assert calls == [G]  # the forward (the backward reads kept states or recomputes them in one chain)
+    assert tchunk._segments(T + 64, None) == 1 and tchunk._segments(T, torch.tensor([0, T])) == 1
+    inputs = on_device(make_inputs(B, T, H, K, V, torch.bfloat16, N=B))
+    do, dstate = torch.randn(B, T, H, V, device=DEVICE), torch.randn(B, H, K, V, device=DEVICE)
+    fn = run("triton")
+    results = []
+    for segments in (1, G):
+        monkeypatch.setattr(tchunk, "SEGMENTS", segments)
+        results.append(grads(fn, leaves(*inputs), do, dstate))
+    (o1, s1, g1), (oG, sG, gG) = results
+    # (each 3-4e-3 from the float32 truth under the interpreter, the segmented pass about as far as the other)
+    assert rel_err(oG.float(), o1.float()) < 1e-2 and rel_err(sG, s1) < 1e-2
+    assert_same_gradients(gG, g1, bound=1e-2)
+    check_low_precision(torch.bfloat16, B, T, H, K, V)
+
+
 def test_bf16_a_storage_changes_nothing_where_every_reader_rounds_it(monkeypatch):
     """chunk.HALF_A: A stored in bf16 (bf16 inputs) only where every kernel that reads A rounds it to bf16 as
     it enters a matmul; there output, state and gradients equal the float32 A's (to float32 summation order),

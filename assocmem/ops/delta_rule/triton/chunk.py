@@ -428,13 +428,63 @@ def _state_fwd(q, k, v, beta, A, scale, h0, chunks: _Chunks, *, write_o: bool, s
     # so that kept states equal what the backward would recompute.
     half = _half_operands("state_recompute" if store_h else "state_fwd", q.dtype, K, BV)
     kernels.state_fwd_kernel[(_cdiv(V, BV), chunks.N * H)](
-        q, k, v, beta, A, P, o, h, vnew, h0, ht, chunks.cu_seqlens, chunks.offsets, scale, T,
+        q, k, v, beta, A, P, o, h, vnew, h0, ht, None, chunks.cu_seqlens, chunks.offsets, scale, T,
         H=H, K=K, V=V, BK=_width(K), BV=BV, USE_H0=h0 is not None, STORE_FINAL=final,
         STORE_H=store_h, WRITE_O=write_o, IS_VARLEN=chunks.varlen,
         PREC=_precision(q.dtype), HALF_OPERANDS=half, LOAD_P=write_o and P is not None,
         **_launch("state_fwd", K, q.dtype),
     )  # fmt: skip
     return o, ht, h, vnew
+
+
+# Segment-parallel state pass for long sequences (version 16 candidate, written before any GPU run; off until
+# measured): the forward's state pass is one chain of T / 64 chunks per program, and at T = 16384 with two
+# sequences its 64 programs leave half of the H200's SMs idle. With SEGMENTS = G > 1 (ASSOCMEM_TRITON_SEGMENTS at
+# import; equal-length batches whose T is a multiple of 64 G) each sequence is cut into G segments, viewed as
+# B G sequences of T / G tokens (a free view of the token-major tensors, the chunks unchanged):
+#   1. every segment runs the recurrence from zero and, in ceil(K / BV) extra value tiles of the same launch,
+#      from the identity on zero values, which gives its transition M_g (state_fwd_kernel's TRANSITION):
+#      S_end = M_g S_start + S_zero_g;
+#   2. the segments' start states in order, G small products per sequence (S_0 = the initial state);
+#   3. the usual state pass with the output on every segment from its start state (and, for training, the
+#      chunk-start states and V' kept, in the unsegmented layout).
+# Two chains of T / G chunks instead of one of T, on G times the programs, for about three times the state
+# products (the transition's K columns beside the value tiles, then the pass itself).
+SEGMENTS = int(os.environ.get("ASSOCMEM_TRITON_SEGMENTS", "1"))
+
+
+def _segments(T: int, cu_seqlens) -> int:
+    G = SEGMENTS
+    return G if G > 1 and cu_seqlens is None and T % (BT * G) == 0 else 1
+
+
+def _segmented_state_fwd(q, k, v, beta, A, scale, h0, G: int, *, store_h: bool, P=None):
+    """The forward's state pass with the output over G segments per sequence (see SEGMENTS): (o, final state,
+    chunk-start states, V'), the last two where store_h (else None)."""
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    Bs, Ts = B * G, T // G
+    qs, ks, vs = q.view(Bs, Ts, H, K), k.view(Bs, Ts, H, K), v.view(Bs, Ts, H, V)
+    bs, As = beta.view(Bs, Ts, H), A.view(Bs, Ts, H, BT)
+    chunks = _Chunks(Bs, Ts, None)
+    BV = _forward_tile(qs, vs, chunks)
+    zero_start = torch.empty(Bs, H, K, V, dtype=torch.float32, device=q.device)
+    M = torch.empty(Bs, H, K, K, dtype=torch.float32, device=q.device)
+    kernels.state_fwd_kernel[(_cdiv(V, BV) + _cdiv(K, BV), Bs * H)](
+        qs, ks, vs, bs, As, None, None, None, None, None, zero_start, M, None, None, scale, Ts,
+        H=H, K=K, V=V, BK=_width(K), BV=BV, USE_H0=False, STORE_FINAL=True, STORE_H=False, WRITE_O=False,
+        IS_VARLEN=False, PREC=_precision(q.dtype), HALF_OPERANDS=_half_operands("state_fwd", q.dtype, K, BV),
+        TRANSITION=True, **_launch("state_fwd", K, q.dtype),
+    )  # fmt: skip
+    zero_start, M = zero_start.view(B, G, H, K, V), M.view(B, G, H, K, K)
+    S = torch.zeros(B, H, K, V, dtype=torch.float32, device=q.device) if h0 is None else h0
+    starts = torch.empty(B, G, H, K, V, dtype=torch.float32, device=q.device)
+    for g in range(G):
+        starts[:, g] = S
+        S = torch.matmul(M[:, g], S) + zero_start[:, g]
+    o, _, h, vnew = _state_fwd(qs, ks, vs, bs, As, scale, starts.view(Bs, H, K, V), chunks, write_o=True,
+                               store_h=store_h, final=False, BV=BV, P=None if P is None else P.view(Bs, Ts, H, BT))
+    return o.view(B, T, H, V), S, h, None if vnew is None else vnew.view(B, T, H, V)
 
 
 # The forward as fla runs it (version 13): the state pass stores the chunk states and V' and carries only the
@@ -497,7 +547,11 @@ def chunk_fwd(q, k, v, beta, scale: float, h0, cu_seqlens, keep_states: bool = F
     chunks = _Chunks(q.shape[0], q.shape[1], cu_seqlens)
     A, P = _wy_fwd(q, k, beta, scale, chunks, half_a, store_p)
     BV = _forward_tile(q, v, chunks)
-    if _split_output(keep_states, BV):
+    G = _segments(q.shape[1], cu_seqlens)
+    if G > 1 and not _split_output(keep_states, BV):
+        o, ht, h, vnew = _segmented_state_fwd(q, k, v, beta, A, scale, h0, G, store_h=keep_states, P=P)
+        kept = (h, vnew) if keep_states else _kept(q, v, cu_seqlens, False)
+    elif _split_output(keep_states, BV):
         _, ht, h, vnew = _state_fwd(q, k, v, beta, A, scale, h0, chunks, write_o=False, store_h=True, final=True, BV=BV)
         o = _output(q, k, v, h, vnew, scale, chunks, P)
         kept = (h, vnew) if keep_states else _kept(q, v, cu_seqlens, False)
