@@ -186,11 +186,7 @@ def test_triton_stored_p_on_cuda(shape, store, monkeypatch):
     check_gradients_on_cuda(torch.float32, shape)
     monkeypatch.setattr(tchunk, "SPLIT_OUTPUT", "1")
     check_gradients_on_cuda(torch.bfloat16, shape)
-    q, k, v, beta, h0 = (x.cuda() for x in make_inputs(*shape, torch.float32))
-    o_ref, s_ref = naive_delta_rule(q, k, v, beta, initial_state=h0, output_final_state=True)
-    with torch.no_grad():
-        o, s = delta_rule(q, k, v, beta, initial_state=h0, output_final_state=True, backend="triton")
-    assert rel_err(o, o_ref) < 1e-5 and rel_err(s, s_ref) < 1e-5
+    check_fp32_inference_on_cuda(shape)
 
 
 @pytest.mark.parametrize(
@@ -205,11 +201,7 @@ def test_triton_segmented_forward_on_cuda(G, shape, monkeypatch):
     assert tchunk._segments(shape[1], None) == G
     check_gradients_on_cuda(torch.bfloat16, shape)
     check_gradients_on_cuda(torch.float32, shape)
-    q, k, v, beta, h0 = (x.cuda() for x in make_inputs(*shape, torch.float32))
-    o_ref, s_ref = naive_delta_rule(q, k, v, beta, initial_state=h0, output_final_state=True)
-    with torch.no_grad():
-        o, s = delta_rule(q, k, v, beta, initial_state=h0, output_final_state=True, backend="triton")
-    assert rel_err(o, o_ref) < 1e-5 and rel_err(s, s_ref) < 1e-5
+    check_fp32_inference_on_cuda(shape)
 
 
 @pytest.mark.parametrize("shape", [(1, 128, 2, 64, 32), (1, 64, 1, 128, 16), (2, 100, 2, 32, 16), (1, 130, 1, 16, 128)])
@@ -227,6 +219,15 @@ def test_triton_wide_state_tile_at_k256_on_cuda():
     shape = (1, 200, 36, 256, 256)
     assert tchunk._state_tile_v(256, 256, "state_fwd", torch.bfloat16, 36, torch.device("cuda")) == 64
     check_gradients_on_cuda(torch.bfloat16, shape)
+
+
+def check_fp32_inference_on_cuda(shape):
+    """A float32 inference forward (no gradients: the forward that keeps nothing) against naive.py at 1e-5."""
+    q, k, v, beta, h0 = (x.cuda() for x in make_inputs(*shape, torch.float32))
+    o_ref, s_ref = naive_delta_rule(q, k, v, beta, initial_state=h0, output_final_state=True)
+    with torch.no_grad():
+        o, s = delta_rule(q, k, v, beta, initial_state=h0, output_final_state=True, backend="triton")
+    assert rel_err(o, o_ref) < 1e-5 and rel_err(s, s_ref) < 1e-5
 
 
 def check_gradients_on_cuda(dtype, shape):
