@@ -606,6 +606,9 @@ def test_wy_backward_whole_head_tile_at_k128_and_the_ab_script_variants(monkeypa
 
     assert tchunk._wy_bwd_tiles(128, 128) == (128, 128) and tchunk._wy_bwd_tiles(128, 48) == (128, 64)
     assert tchunk._wy_bwd_tiles(64, 64) == (64, 64) and tchunk._wy_bwd_tiles(256, 256) == (64, 64)
+    # (and the float32 WY forward at K = 128 on one stage: its 2-stage build has 32 registers and 9 KB of stack)
+    assert tchunk._launch("wy_fwd", 128, torch.float32)["num_stages"] == 1
+    assert tchunk._launch("wy_fwd", 128, torch.bfloat16)["num_stages"] == 2
     check_fp32("triton", 1, 70, 1, 128, 100)
 
     path = Path(__file__).parents[2] / "scripts" / "ab_triton.py"
