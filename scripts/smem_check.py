@@ -51,7 +51,7 @@ def registers(compiled) -> tuple[int, int]:
 
 def launches(K, V, dtype="bf16", varlen=False):
     io = f"*{dtype}"
-    BKs, BVs = min(64, chunk._pow2(K)), min(64, chunk._pow2(V))
+    BKs, BVs = min(64, chunk._width(K)), min(64, chunk._width(V))
     common = {"K": K, "V": V, "H": 16, "IS_VARLEN": varlen, "PREC": "tf32" if dtype != "fp32" else "tf32x3"}
     ints = {"cu_seqlens": "*i32", "index": "*i32", "chunk_offsets": "*i32", "T": "i32", "scale": "fp32"}
     store = "*bf16" if dtype == "bf16" else "*fp32"  # chunk states kept for the backward
@@ -64,30 +64,30 @@ def launches(K, V, dtype="bf16", varlen=False):
                   {"STORE_H": True, "WRITE_O": False, "STORE_FINAL": False, "HALF_OPERANDS": 0}):
         yield ("state_fwd" + ("(bwd)" if flags["STORE_H"] else "")), kernels.state_fwd_kernel, {
             **ints, "q": io, "k": io, "v": io, "beta": io, "o": io, "h": store, "p": store}, {
-            **common, **flags, "BK": chunk._pow2(K), "BV": BV, "USE_H0": True,
+            **common, **flags, "BK": chunk._width(K), "BV": BV, "USE_H0": True,
             "LOAD_P": flags["WRITE_O"] and chunk._store_p(False, K)}
     yield "state_fwd(seg)", kernels.state_fwd_kernel, {  # chunk.SEGMENTS: zero starts and transitions
         **ints, "q": io, "k": io, "v": io, "beta": io}, {
         **common, "STORE_H": False, "WRITE_O": False, "STORE_FINAL": True, "HALF_OPERANDS": fwd_half,
-        "BK": chunk._pow2(K), "BV": BV, "USE_H0": False, "TRANSITION": True}
+        "BK": chunk._width(K), "BV": BV, "USE_H0": False, "TRANSITION": True}
     half = {name: chunk._half_operands(name, torch.bfloat16 if dtype == "bf16" else torch.float32, K)
             for name in chunk.HALF_OPERANDS}  # fmt: skip
     yield "dv_local", kernels.dv_local_kernel, {**ints, "q": io, "k": io, "do": io}, {
-        **common, "BK": chunk._pow2(K), "BV": BVs}
+        **common, "BK": chunk._width(K), "BV": BVs}
     bwd_types = {**ints, "q": io, "k": io, "beta": io, "do": io, "dh": store, "p": store}
     yield "state_bwd", kernels.state_bwd_kernel, bwd_types, {
-        **common, "BK": chunk._pow2(K), "BV": chunk._state_tile_v(K, V, "state_bwd"), "USE_DHT": True,
+        **common, "BK": chunk._width(K), "BV": chunk._state_tile_v(K, V, "state_bwd"), "USE_DHT": True,
         "STORE_DH0": True, "HALF_OPERANDS": half["state_bwd"], "LOAD_P": store_p}
     yield "dqkw", kernels.dqkw_kernel, {**ints, "q": io, "k": io, "do": io, "dq": io, "h": store, "dh": store}, {
         **common, "BK": chunk._dqkw_tile_k(K), "BV": chunk._dqkw_tile_v(K, V), "HALF_OPERANDS": half["dqkw"]}
     BK, BV = chunk._wy_bwd_tiles(K, V)
     yield "wy_bwd", kernels.wy_bwd_kernel, {**ints, "k": io, "v": io, "beta": io, "dk": io, "dv": io}, {
         **common, "BK": BK, "BV": BV, "HALF_OPERANDS": half["wy_bwd"]}
-    if chunk._pow2(K) <= (chunk.FUSED_MAX_K_FP32 if dtype == "fp32" else chunk.FUSED_MAX_K):  # the two above as one
+    if chunk._width(K) <= (chunk.FUSED_MAX_K_FP32 if dtype == "fp32" else chunk.FUSED_MAX_K):  # the two above as one
         yield "dqkw_wy", kernels.dqkw_wy_kernel, {
             **ints, "q": io, "k": io, "v": io, "beta": io, "do": io, "dq": io, "dk": io, "dv": io, "h": store,
             "dh": store}, {
-            **common, "BK": chunk._pow2(K), "BV": chunk._fused_tile_v(K, V), "HALF_OPERANDS": half["dqkw"],
+            **common, "BK": chunk._width(K), "BV": chunk._fused_tile_v(K, V), "HALF_OPERANDS": half["dqkw"],
             "HALF_WY": half["wy_bwd"]}
 
 

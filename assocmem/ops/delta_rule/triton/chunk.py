@@ -412,9 +412,11 @@ def _forward_tile(q, v, chunks: _Chunks) -> int:
 
 
 def _state_fwd(q, k, v, beta, A, scale, h0, chunks: _Chunks, *, write_o: bool, store_h: bool, final=None, BV=None,
-               P=None):
+               P=None, M=None):
     """The sequential pass: o where write_o (from the stored P where given), the final state where `final`
-    (default: write_o), (chunk-start states, V') where store_h; value tiles of BV (default: _forward_tile's)."""
+    (default: write_o), (chunk-start states, V') where store_h; value tiles of BV (default: _forward_tile's);
+    with M ([N, H, K, K] float32) also each sequence's transition, written into M (state_fwd_kernel's
+    TRANSITION: ceil(K / BV) value tiles more)."""
     B, T, H, K = q.shape
     V = v.shape[-1]
     final = write_o if final is None else final
@@ -430,11 +432,12 @@ def _state_fwd(q, k, v, beta, A, scale, h0, chunks: _Chunks, *, write_o: bool, s
     # Storing the states (the backward's recomputing pass, or a keeping forward) takes state_recompute's bits,
     # so that kept states equal what the backward would recompute.
     half = _half_operands("state_recompute" if store_h else "state_fwd", q.dtype, K, BV)
-    kernels.state_fwd_kernel[(_cdiv(V, BV), chunks.N * H)](
-        q, k, v, beta, A, P, o, h, vnew, h0, ht, None, chunks.cu_seqlens, chunks.offsets, scale, T,
+    tiles = _cdiv(V, BV) + (0 if M is None else _cdiv(K, BV))
+    kernels.state_fwd_kernel[(tiles, chunks.N * H)](
+        q, k, v, beta, A, P, o, h, vnew, h0, ht, M, chunks.cu_seqlens, chunks.offsets, scale, T,
         H=H, K=K, V=V, BK=_width(K), BV=BV, USE_H0=h0 is not None, STORE_FINAL=final,
         STORE_H=store_h, WRITE_O=write_o, IS_VARLEN=chunks.varlen,
-        PREC=_precision(q.dtype), HALF_OPERANDS=half, LOAD_P=write_o and P is not None,
+        PREC=_precision(q.dtype), HALF_OPERANDS=half, LOAD_P=write_o and P is not None, TRANSITION=M is not None,
         **_launch("state_fwd", K, q.dtype),
     )  # fmt: skip
     return o, ht, h, vnew
@@ -471,14 +474,9 @@ def _segmented_state_fwd(q, k, v, beta, A, scale, h0, G: int, *, store_h: bool, 
     bs, As = beta.view(Bs, Ts, H), A.view(Bs, Ts, H, BT)
     chunks = _Chunks(Bs, Ts, None)
     BV = _forward_tile(qs, vs, chunks)
-    zero_start = torch.empty(Bs, H, K, V, dtype=torch.float32, device=q.device)
     M = torch.empty(Bs, H, K, K, dtype=torch.float32, device=q.device)
-    kernels.state_fwd_kernel[(_cdiv(V, BV) + _cdiv(K, BV), Bs * H)](
-        qs, ks, vs, bs, As, None, None, None, None, None, zero_start, M, None, None, scale, Ts,
-        H=H, K=K, V=V, BK=_width(K), BV=BV, USE_H0=False, STORE_FINAL=True, STORE_H=False, WRITE_O=False,
-        IS_VARLEN=False, PREC=_precision(q.dtype), HALF_OPERANDS=_half_operands("state_fwd", q.dtype, K, BV),
-        TRANSITION=True, **_launch("state_fwd", K, q.dtype),
-    )  # fmt: skip
+    _, zero_start, _, _ = _state_fwd(qs, ks, vs, bs, As, scale, None, chunks, write_o=False, store_h=False, final=True,
+                                     BV=BV, M=M)  # fmt: skip
     zero_start, M = zero_start.view(B, G, H, K, V), M.view(B, G, H, K, K)
     S = torch.zeros(B, H, K, V, dtype=torch.float32, device=q.device) if h0 is None else h0
     starts = torch.empty(B, G, H, K, V, dtype=torch.float32, device=q.device)
@@ -551,19 +549,14 @@ def chunk_fwd(q, k, v, beta, scale: float, h0, cu_seqlens, keep_states: bool = F
     A, P = _wy_fwd(q, k, beta, scale, chunks, half_a, store_p)
     BV = _forward_tile(q, v, chunks)
     G = _segments(q.shape[1], cu_seqlens)
-    if G > 1 and not _split_output(keep_states, BV):
-        o, ht, h, vnew = _segmented_state_fwd(q, k, v, beta, A, scale, h0, G, store_h=keep_states, P=P)
-        kept = (h, vnew) if keep_states else _kept(q, v, cu_seqlens, False)
-    elif _split_output(keep_states, BV):
+    if _split_output(keep_states, BV):
         _, ht, h, vnew = _state_fwd(q, k, v, beta, A, scale, h0, chunks, write_o=False, store_h=True, final=True, BV=BV)
         o = _output(q, k, v, h, vnew, scale, chunks, P)
-        kept = (h, vnew) if keep_states else _kept(q, v, cu_seqlens, False)
-    elif keep_states:
-        o, ht, h, vnew = _state_fwd(q, k, v, beta, A, scale, h0, chunks, write_o=True, store_h=True, BV=BV, P=P)
-        kept = (h, vnew)
+    elif G > 1:
+        o, ht, h, vnew = _segmented_state_fwd(q, k, v, beta, A, scale, h0, G, store_h=keep_states, P=P)
     else:
-        o, ht, _, _ = _state_fwd(q, k, v, beta, A, scale, h0, chunks, write_o=True, store_h=False, BV=BV, P=P)
-        kept = _kept(q, v, cu_seqlens, False)
+        o, ht, h, vnew = _state_fwd(q, k, v, beta, A, scale, h0, chunks, write_o=True, store_h=keep_states, BV=BV, P=P)
+    kept = (h, vnew) if keep_states else _kept(q, v, cu_seqlens, False)
     return (o, ht, A, P if store_p else _empty_p(q, False), *kept)
 
 
