@@ -219,3 +219,32 @@ def test_clip_bounds_the_standardised_features():
     assert np.isfinite(clipped).all() and not np.allclose(clipped, plain)
     with pytest.raises(SystemExit, match="--clip must be > 0"):
         main(["mil", "--datasets", "musk1", "--clip", "0"])
+
+
+def test_pooling_script_over_fold_draws(tmp_path):
+    """scripts/mil_pool.py: per-run mean ± std over repeats, the mean of the runs' means and the mean ± std over
+    all runs' repeats, from `assocmem mil` files; runs of different datasets are refused."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("mil_pool", Path(__file__).parents[2] / "scripts" / "mil_pool.py")
+    pool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pool)
+    folds = [[0.8, 1.0], [0.6, 0.6]], [[0.9, 0.9], [0.7, 0.9], [1.0, 1.0]]  # two runs: 2 and 3 repeats of 2 folds
+    paths = []
+    for seed, run in enumerate(folds):
+        row = {"dataset": "ucsb", "hopfield": {"fold_aucs": sum(run, [])}, "mean": {"fold_aucs": sum(run, [])}}
+        paths.append(tmp_path / f"run{seed}.json")
+        paths[-1].write_text(json.dumps({"setup": {"folds": 2, "seed": seed}, "rows": [row]}))
+    out = pool.pool([str(p) for p in paths])
+    entry = out["models"]["hopfield"]
+    assert [r["mean"] for r in entry["per_run"]] == pytest.approx([0.75, 0.9])
+    assert entry["per_run"][0]["std"] == pytest.approx(0.15)
+    assert entry["mean_of_run_means"] == pytest.approx(0.825)
+    assert entry["pooled_repeats"]["mean"] == pytest.approx(np.mean([0.9, 0.6, 0.9, 0.8, 1.0]))
+    assert entry["pooled_repeats"]["n"] == 5
+    other = tmp_path / "fox.json"
+    other.write_text(json.dumps({"setup": {"folds": 2, "seed": 9}, "rows": [{"dataset": "fox", "hopfield": {
+        "fold_aucs": [0.5, 0.5]}}]}))
+    with pytest.raises(ValueError, match="different datasets"):
+        pool.pool([str(paths[0]), str(other)])
