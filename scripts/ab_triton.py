@@ -7,8 +7,8 @@ and fla once at each shape and pass, so that a drift of the card's clocks reache
 reports the medians and the per-round ratios). Before timing, each variant's output (and gradients) are checked
 against the float32 PyTorch chunk path: a variant off by more than the bf16 bound is reported and not timed.
 Usage: python scripts/ab_triton.py OUT.json [--variant NAME='{"ATTR": value, ...}' ...] [--variants FILE.json]
-       [--D 128] [--T 2048 16384] [--rounds 5] [--passes fwd fwd+bwd]
-Shapes: 32K tokens per batch, H = 2048 / D, bf16 (the benchmark's).
+       [--D 128] [--T 2048 16384] [--rounds 5] [--passes fwd fwd+bwd] [--dtype float32]
+Shapes: 32K tokens per batch, H = 2048 / D, bf16 (the benchmark's) unless --dtype says otherwise.
 """
 
 import argparse
@@ -59,6 +59,8 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--reps", type=int, default=10)
     parser.add_argument("--passes", nargs="+", default=["fwd", "fwd+bwd"], choices=["fwd", "fwd+bwd"])
+    parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"],
+                        help="the inputs' dtype (default: the benchmark's bfloat16)")
     args = parser.parse_args(argv)
     variants = {}
     for item in args.variant:
@@ -70,14 +72,15 @@ def main(argv=None):
     if not variants:
         parser.error("give at least one --variant or a --variants file")
     fla_chunk, _, fla_error = bench._fla()
-    report = {"variants": variants, "fla": fla_error or "fla 0.6.0 chunk_delta_rule", "rows": []}
+    dtype = getattr(torch, args.dtype)
+    report = {"variants": variants, "fla": fla_error or "fla 0.6.0 chunk_delta_rule", "dtype": args.dtype, "rows": []}
     ours = lambda q, k, v, b: delta_rule(q, k, v, b, backend="triton")[0]  # noqa: E731
     for D in args.D:
         H = bench.WIDTH // D
         for T in args.T:
             B = max(1, bench.TOKENS // T)
-            inputs = bench._inputs(B, T, H, D, "cuda")
-            do = torch.randn(B, T, H, D, device="cuda", dtype=torch.bfloat16)
+            inputs = bench._inputs(B, T, H, D, "cuda", dtype)
+            do = torch.randn(B, T, H, D, device="cuda", dtype=dtype)
             reference = bench._runner(lambda q, k, v, b: delta_rule(q, k, v, b, backend="chunk")[0], inputs, do, True)()
             for pass_ in args.passes:
                 backward = pass_ == "fwd+bwd"
@@ -99,7 +102,7 @@ def main(argv=None):
                         print(f"{name} off by {err:.2e} at D={D} T={T} {pass_}: not timed", flush=True)
                         continue
                     calls[name] = turn
-                if fla_chunk is not None:
+                if fla_chunk is not None and dtype != torch.float32:  # (fla 0.6.0's chunk refuses float32)
                     calls["fla"] = bench._runner(lambda q, k, v, b: fla_chunk(q, k, v, b)[0], inputs, do, backward)
                 times = bench.interleaved_times(calls, lambda fn: bench._events_ms(fn, reps=args.reps, repeats=3),
                                           rounds=args.rounds)  # fmt: skip

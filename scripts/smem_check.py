@@ -66,10 +66,6 @@ def launches(K, V, dtype="bf16", varlen=False):
             **ints, "q": io, "k": io, "v": io, "beta": io, "o": io, "h": store, "p": store}, {
             **common, **flags, "BK": chunk._width(K), "BV": BV, "USE_H0": True,
             "LOAD_P": flags["WRITE_O"] and chunk._store_p(False, K)}
-    yield "state_fwd(seg)", kernels.state_fwd_kernel, {  # chunk.SEGMENTS: zero starts and transitions
-        **ints, "q": io, "k": io, "v": io, "beta": io}, {
-        **common, "STORE_H": False, "WRITE_O": False, "STORE_FINAL": True, "HALF_OPERANDS": fwd_half,
-        "BK": chunk._width(K), "BV": BV, "USE_H0": False, "TRANSITION": True}
     half = {name: chunk._half_operands(name, torch.bfloat16 if dtype == "bf16" else torch.float32, K)
             for name in chunk.HALF_OPERANDS}  # fmt: skip
     yield "dv_local", kernels.dv_local_kernel, {**ints, "q": io, "k": io, "do": io}, {

@@ -189,21 +189,6 @@ def test_triton_stored_p_on_cuda(shape, store, monkeypatch):
     check_fp32_inference_on_cuda(shape)
 
 
-@pytest.mark.parametrize(
-    "G, shape", [(4, (2, 1024, 2, 128, 128)), (2, (1, 512, 2, 256, 256)), (8, (1, 1024, 2, 64, 100))]
-)
-def test_triton_segmented_forward_on_cuda(G, shape, monkeypatch):
-    """chunk.SEGMENTS (the forward's state pass over G segments per sequence): gradients within the bf16
-    bounds and in float32 against naive.py, and the float32 inference output and final state at 1e-5."""
-    from assocmem.ops.delta_rule.triton import chunk as tchunk
-
-    monkeypatch.setattr(tchunk, "SEGMENTS", G)
-    assert tchunk._segments(shape[1], None) == G
-    check_gradients_on_cuda(torch.bfloat16, shape)
-    check_gradients_on_cuda(torch.float32, shape)
-    check_fp32_inference_on_cuda(shape)
-
-
 @pytest.mark.parametrize("shape", [(1, 128, 2, 64, 32), (1, 64, 1, 128, 16), (2, 100, 2, 32, 16), (1, 130, 1, 16, 128)])
 def test_triton_small_heads_bf16_gradients_on_cuda(shape):
     """Heads under 64 wide in bf16 (padded to 64-wide tiles: chunk.MIN_TILE; with tiles of 16 and 32 Triton 3.6
@@ -212,13 +197,21 @@ def test_triton_small_heads_bf16_gradients_on_cuda(shape):
 
 
 def test_triton_wide_state_tile_at_k256_on_cuda():
-    """The forward's 64-wide state tile at K = 256 (bf16, taken where the programs fill the SMs): output,
-    state and gradients within the bf16 bounds."""
+    """The forward's 64-wide state tile at K = 256 (bf16, taken where the programs fill the SMs, and by a
+    forward that keeps nothing at any number of programs): output, state and gradients within the bf16 bounds;
+    the inference forward at few programs against the float32 path."""
     from assocmem.ops.delta_rule.triton import chunk as tchunk
 
     shape = (1, 200, 36, 256, 256)
     assert tchunk._state_tile_v(256, 256, "state_fwd", torch.bfloat16, 36, torch.device("cuda")) == 64
     check_gradients_on_cuda(torch.bfloat16, shape)
+    assert tchunk._state_tile_v(256, 256, "state_fwd", torch.bfloat16, 2, torch.device("cuda"), keeps=False) == 64
+    q, k, v, beta, h0 = (x.cuda() for x in make_inputs(1, 1000, 2, 256, 256, torch.bfloat16))
+    with torch.no_grad():
+        o, s = delta_rule(q, k, v, beta, initial_state=h0, output_final_state=True, backend="triton")
+        o_ref, s_ref = delta_rule(q.float(), k.float(), v.float(), beta.float(), initial_state=h0.float(),
+                                  output_final_state=True, backend="chunk")  # fmt: skip
+    assert rel_err(o.float(), o_ref) < 1e-2 and rel_err(s, s_ref) < 1e-2
 
 
 def check_fp32_inference_on_cuda(shape):

@@ -161,13 +161,39 @@ def test_backward_bf16_operands_within_twice_the_reference_error(fused, monkeypa
     check_low_precision(torch.bfloat16, 1, 128, 2, 64, 64)
 
 
+def test_inference_forward_takes_fewer_stages_only_where_its_programs_fill_the_sms(monkeypatch):
+    """chunk.INFER_STAGES: the forward that keeps nothing takes 2 pipeline stages at K = 128 where its programs
+    reach 1.5 per SM (3 elsewhere, in the keeping forward, at K = 64; float32's one stage stays); its output and
+    final state stay within the bf16 bounds of naive.py where the rule applies."""
+    from assocmem.ops.delta_rule.triton import chunk as tchunk
+
+    sms = tchunk._sm_count(DEVICE)
+    stages = lambda K, programs, inference, dtype=torch.bfloat16: tchunk._state_fwd_launch(  # noqa: E731
+        K, dtype, programs, DEVICE, inference)["num_stages"]
+    assert stages(128, 2 * sms, True) == 2 and stages(128, 2 * sms, False) == 3 and stages(128, sms, True) == 3
+    assert stages(64, 4 * sms, True) == 3 and stages(128, 4 * sms, True, torch.float32) == 1
+    launches = []
+    real = tchunk._state_fwd_launch
+    monkeypatch.setattr(tchunk, "_state_fwd_launch", lambda *a: launches.append(real(*a)) or launches[-1])
+    B, T, H = (1, 64, 1) if DEVICE.type == "cpu" else (2, 256, 128)
+    q, k, v, beta, h0 = make_inputs(B, T, H, 128, 128, torch.bfloat16)
+    o_ref, s_ref = naive(q.float(), k.float(), v.float(), beta.float(), h0)
+    with torch.no_grad():
+        o, s = run("triton")(*on_device([q, k, v, beta, h0]))
+    assert launches and launches[-1]["num_stages"] == 2
+    assert rel_err(o.float().cpu(), o_ref) < 1e-2 and rel_err(s.cpu(), s_ref) < 1e-2
+
+
 def test_wide_state_tile_at_k256_within_twice_the_reference_error():
     """K = 256 in bf16 takes the forward's 64-wide state tile where the programs fill the device (here the
-    interpreter's one 'SM'): output and gradients within the low-precision bounds."""
+    interpreter's one 'SM') and, in a forward that keeps nothing for a backward, always: output and gradients
+    within the low-precision bounds."""
     from assocmem.ops.delta_rule.triton import chunk as tchunk
 
     one_head = tchunk._state_tile_v(256, 64, "state_fwd", torch.bfloat16, 1, DEVICE)
     assert one_head == (32 if DEVICE.type == "cuda" else 64)
+    assert tchunk._state_tile_v(256, 64, "state_fwd", torch.bfloat16, 1, DEVICE, keeps=False) == 64
+    assert tchunk._state_tile_v(256, 64, "state_fwd", torch.float16, 1000, DEVICE, keeps=False) == 32
     assert tchunk._state_tile_v(256, 64, "state_fwd", torch.float16, 1000, DEVICE) == 32
     check_low_precision(torch.bfloat16, 1, 64, 1, 256, 64)
 
@@ -350,40 +376,6 @@ def test_stored_p_matches_naive_fp32_and_the_products_in_bf16(packed, split, mon
     check_low_precision(torch.bfloat16, 1, 128, 2, 64, 64)
     monkeypatch.setattr(tchunk, "STORE_P", {"train": "auto", "infer": "auto"})  # inference at K > 128 only
     assert tchunk._store_p(True, 64) and not tchunk._store_p(False, 128) and tchunk._store_p(False, 256)
-
-
-@pytest.mark.parametrize("G, shape", [(2, (2, 256, 2, 32, 48)), (4, (1, 256, 1, 64, 64)), (2, (1, 128, 2, 100, 40))])
-@pytest.mark.parametrize("keep", [False, True])
-def test_segmented_forward_matches_naive_fp32_and_the_one_chain_pass_in_bf16(G, shape, keep, monkeypatch):
-    """chunk.SEGMENTS: the forward's state pass over G segments per sequence (each segment's transition from
-    the identity beside its zero-start state, the start states in order, then the pass with the output) equals
-    naive.py in float32, output, final state and gradients, with an initial state, with kept or recomputed
-    states; in bf16 it stays within the bounds and close to the one-chain pass. Packed sequences and lengths
-    that are not a multiple of 64 G take the one-chain pass."""
-    from assocmem.ops.delta_rule.triton import chunk as tchunk
-
-    monkeypatch.setattr(tchunk, "KEEP_STATES", keep)
-    monkeypatch.setattr(tchunk, "KEEP_FEW_PROGRAMS", False)
-    monkeypatch.setattr(tchunk, "SEGMENTS", G)
-    calls = []
-    real = tchunk._segmented_state_fwd
-    monkeypatch.setattr(tchunk, "_segmented_state_fwd", lambda *a, **kw: calls.append(a[-1]) or real(*a, **kw))
-    B, T, H, K, V = shape
-    check_fp32("triton", B, T, H, K, V)
-    assert calls == [G]  # the forward (the backward reads kept states or recomputes them in one chain)
-    assert tchunk._segments(T + 64, None) == 1 and tchunk._segments(T, torch.tensor([0, T])) == 1
-    inputs = on_device(make_inputs(B, T, H, K, V, torch.bfloat16, N=B))
-    do, dstate = torch.randn(B, T, H, V, device=DEVICE), torch.randn(B, H, K, V, device=DEVICE)
-    fn = run("triton")
-    results = []
-    for segments in (1, G):
-        monkeypatch.setattr(tchunk, "SEGMENTS", segments)
-        results.append(grads(fn, leaves(*inputs), do, dstate))
-    (o1, s1, g1), (oG, sG, gG) = results
-    # (each 3-4e-3 from the float32 truth under the interpreter, the segmented pass about as far as the other)
-    assert rel_err(oG.float(), o1.float()) < 1e-2 and rel_err(sG, s1) < 1e-2
-    assert_same_gradients(gG, g1, bound=1e-2)
-    check_low_precision(torch.bfloat16, B, T, H, K, V)
 
 
 def test_bf16_a_storage_changes_nothing_where_every_reader_rounds_it(monkeypatch):

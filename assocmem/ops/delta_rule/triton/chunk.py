@@ -234,18 +234,19 @@ def _fused_tile_v(K: int, V: int) -> int:
 STATE_TILE_V: dict[tuple[str, int], int] = {("state_bwd", 128): 32}  # version-8 sweep
 
 
-def _state_tile_v(K: int, V: int, name: str = "state_fwd", dtype=None, heads: int | None = None, device=None) -> int:
+def _state_tile_v(K: int, V: int, name: str = "state_fwd", dtype=None, heads: int | None = None, device=None,
+                  keeps: bool = True) -> int:
     """Value tile of the sequential kernels: the [K, BV] float32 state stays in registers. (Narrower tiles
     for more programs when sequences are few made both state kernels slower on the H200 in version 2:
     NOTES.md.) At K = 256 the tile is 32 wide, which keeps the state at 64 registers per thread of four warps;
-    the forward's 64-wide tile there (WIDE_STATE_K256, bf16 inputs) is taken only where `heads` (sequences x
-    heads) give at least three quarters of the SMs of `device` a program: at fewer the chain of half as many
-    programs is the longer one."""
+    the forward's 64-wide tile there (WIDE_STATE_K256, bf16 inputs, `heads` = sequences x heads given) is
+    taken by a forward that keeps nothing for a backward (not `keeps`) always, and by one that keeps the states
+    only where `heads` give at least three quarters of the SMs of `device` a program."""
     key = (name, _width(K))
     if key in STATE_TILE_V:  # a sweep's choice (load_tuned) before the rule
         tile = STATE_TILE_V[key]
     elif K > 128 and name == "state_fwd" and dtype == torch.bfloat16 and heads is not None and WIDE_STATE_K256:
-        tile = 64 if _sm_share(heads, V, device) >= 0.75 else 32
+        tile = 64 if not keeps or _sm_share(heads, V, device) >= 0.75 else 32
     else:
         tile = 64 if K <= 128 else 32
     return min(tile, _width(V))
@@ -254,7 +255,9 @@ def _state_tile_v(K: int, V: int, name: str = "state_fwd", dtype=None, heads: in
 # The forward's state pass at K = 256 with 64-wide value tiles (bf16; version 10's H200 sweep: forward 1.45 ->
 # 0.87 ms at D = 256, T = 4096, B = 8, H = 8; 1.45 -> 0.86 at T = 8192, B = 4, 128 programs for 132 SMs),
 # where the programs nearly fill the SMs (at T = 16384, B = 2: 64 programs, the 64-wide tile measured slower:
-# 1.52 against 1.48 ms).
+# 1.52 against 1.48 ms). Since P (version 14) the forward that keeps nothing gains from it at 64 programs too
+# (version 16, ab_v16_t64.json: 1.363 -> 1.169 ms at T = 16384), while the keeping forward of training does not
+# (forward+backward 3.344 -> 3.401 ms there, ab_v16_t64train.json): see _state_tile_v's `keeps`.
 WIDE_STATE_K256 = True
 
 
@@ -407,16 +410,33 @@ def _wy_fwd(q, k, beta, scale, chunks: _Chunks, half_a: bool = False, store_p: b
     return A, P
 
 
-def _forward_tile(q, v, chunks: _Chunks) -> int:
-    return _state_tile_v(q.shape[3], v.shape[3], "state_fwd", q.dtype, chunks.N * q.shape[2], q.device)
+def _forward_tile(q, v, chunks: _Chunks, keeps: bool = True) -> int:
+    """The state passes' value tile for the forward (`keeps`: one that keeps the states for the backward) and
+    the backward's recomputing pass."""
+    return _state_tile_v(q.shape[3], v.shape[3], "state_fwd", q.dtype, chunks.N * q.shape[2], q.device, keeps)
+
+
+# Pipeline stages of the inference forward's state pass (the output only, nothing kept) per padded K, where its
+# programs reach INFER_MANY_PROGRAMS per SM: with fewer stages a block takes less shared memory and more of them
+# share an SM. Measured on the H200 (NOTES.md, version 16; benchmarks/results/ab_v16e.json): at K = 128, 2 stages
+# instead of 3 took the forward from 0.606 to 0.547 ms at T = 2048 (512 programs for 132 SMs) and from 0.619 to
+# 0.544 at T = 4096 (256), but from 0.617 to 0.731 at T = 8192 (128) and 0.915 to 1.110 at 16384 (64); at K = 64
+# it was slower at every T, and in the forward that keeps the states slower too (ab_v16d.json).
+INFER_STAGES: dict[int, int] = {128: 2}
+INFER_MANY_PROGRAMS = 1.5
+
+
+def _state_fwd_launch(K: int, dtype, programs: int, device, inference: bool) -> dict:
+    options = _launch("state_fwd", K, dtype)
+    if inference and _width(K) in INFER_STAGES and programs >= INFER_MANY_PROGRAMS * _sm_count(device):
+        options["num_stages"] = min(options["num_stages"], INFER_STAGES[_width(K)])
+    return options
 
 
 def _state_fwd(q, k, v, beta, A, scale, h0, chunks: _Chunks, *, write_o: bool, store_h: bool, final=None, BV=None,
-               P=None, M=None):
+               P=None):
     """The sequential pass: o where write_o (from the stored P where given), the final state where `final`
-    (default: write_o), (chunk-start states, V') where store_h; value tiles of BV (default: _forward_tile's);
-    with M ([N, H, K, K] float32) also each sequence's transition, written into M (state_fwd_kernel's
-    TRANSITION: ceil(K / BV) value tiles more)."""
+    (default: write_o), (chunk-start states, V') where store_h; value tiles of BV (default: _forward_tile's)."""
     B, T, H, K = q.shape
     V = v.shape[-1]
     final = write_o if final is None else final
@@ -432,60 +452,15 @@ def _state_fwd(q, k, v, beta, A, scale, h0, chunks: _Chunks, *, write_o: bool, s
     # Storing the states (the backward's recomputing pass, or a keeping forward) takes state_recompute's bits,
     # so that kept states equal what the backward would recompute.
     half = _half_operands("state_recompute" if store_h else "state_fwd", q.dtype, K, BV)
-    tiles = _cdiv(V, BV) + (0 if M is None else _cdiv(K, BV))
-    kernels.state_fwd_kernel[(tiles, chunks.N * H)](
-        q, k, v, beta, A, P, o, h, vnew, h0, ht, M, chunks.cu_seqlens, chunks.offsets, scale, T,
+    grid = (_cdiv(V, BV), chunks.N * H)
+    kernels.state_fwd_kernel[grid](
+        q, k, v, beta, A, P, o, h, vnew, h0, ht, chunks.cu_seqlens, chunks.offsets, scale, T,
         H=H, K=K, V=V, BK=_width(K), BV=BV, USE_H0=h0 is not None, STORE_FINAL=final,
         STORE_H=store_h, WRITE_O=write_o, IS_VARLEN=chunks.varlen,
-        PREC=_precision(q.dtype), HALF_OPERANDS=half, LOAD_P=write_o and P is not None, TRANSITION=M is not None,
-        **_launch("state_fwd", K, q.dtype),
+        PREC=_precision(q.dtype), HALF_OPERANDS=half, LOAD_P=write_o and P is not None,
+        **_state_fwd_launch(K, q.dtype, grid[0] * grid[1], q.device, write_o and not store_h),
     )  # fmt: skip
     return o, ht, h, vnew
-
-
-# Segment-parallel state pass for long sequences (version 16 candidate, written before any GPU run; off until
-# measured): the forward's state pass is one chain of T / 64 chunks per program, and at T = 16384 with two
-# sequences its 64 programs leave half of the H200's SMs idle. With SEGMENTS = G > 1 (ASSOCMEM_TRITON_SEGMENTS at
-# import; equal-length batches whose T is a multiple of 64 G) each sequence is cut into G segments, viewed as
-# B G sequences of T / G tokens (a free view of the token-major tensors, the chunks unchanged):
-#   1. every segment runs the recurrence from zero and, in ceil(K / BV) extra value tiles of the same launch,
-#      from the identity on zero values, which gives its transition M_g (state_fwd_kernel's TRANSITION):
-#      S_end = M_g S_start + S_zero_g;
-#   2. the segments' start states in order, G small products per sequence (S_0 = the initial state);
-#   3. the usual state pass with the output on every segment from its start state (and, for training, the
-#      chunk-start states and V' kept, in the unsegmented layout).
-# Two chains of T / G chunks instead of one of T, on G times the programs, for about three times the state
-# products (the transition's K columns beside the value tiles, then the pass itself).
-SEGMENTS = int(os.environ.get("ASSOCMEM_TRITON_SEGMENTS", "1"))
-
-
-def _segments(T: int, cu_seqlens) -> int:
-    G = SEGMENTS
-    return G if G > 1 and cu_seqlens is None and T % (BT * G) == 0 else 1
-
-
-def _segmented_state_fwd(q, k, v, beta, A, scale, h0, G: int, *, store_h: bool, P=None):
-    """The forward's state pass with the output over G segments per sequence (see SEGMENTS): (o, final state,
-    chunk-start states, V'), the last two where store_h (else None)."""
-    B, T, H, K = q.shape
-    V = v.shape[-1]
-    Bs, Ts = B * G, T // G
-    qs, ks, vs = q.view(Bs, Ts, H, K), k.view(Bs, Ts, H, K), v.view(Bs, Ts, H, V)
-    bs, As = beta.view(Bs, Ts, H), A.view(Bs, Ts, H, BT)
-    chunks = _Chunks(Bs, Ts, None)
-    BV = _forward_tile(qs, vs, chunks)
-    M = torch.empty(Bs, H, K, K, dtype=torch.float32, device=q.device)
-    _, zero_start, _, _ = _state_fwd(qs, ks, vs, bs, As, scale, None, chunks, write_o=False, store_h=False, final=True,
-                                     BV=BV, M=M)  # fmt: skip
-    zero_start, M = zero_start.view(B, G, H, K, V), M.view(B, G, H, K, K)
-    S = torch.zeros(B, H, K, V, dtype=torch.float32, device=q.device) if h0 is None else h0
-    starts = torch.empty(B, G, H, K, V, dtype=torch.float32, device=q.device)
-    for g in range(G):
-        starts[:, g] = S
-        S = torch.matmul(M[:, g], S) + zero_start[:, g]
-    o, _, h, vnew = _state_fwd(qs, ks, vs, bs, As, scale, starts.view(Bs, H, K, V), chunks, write_o=True,
-                               store_h=store_h, final=False, BV=BV, P=None if P is None else P.view(Bs, Ts, H, BT))
-    return o.view(B, T, H, V), S, h, None if vnew is None else vnew.view(B, T, H, V)
 
 
 # The forward as fla runs it (version 13): the state pass stores the chunk states and V' and carries only the
@@ -547,13 +522,10 @@ def chunk_fwd(q, k, v, beta, scale: float, h0, cu_seqlens, keep_states: bool = F
         return _empty_fwd(q, k, v, h0, cu_seqlens, keep_states, half_a, store_p)
     chunks = _Chunks(q.shape[0], q.shape[1], cu_seqlens)
     A, P = _wy_fwd(q, k, beta, scale, chunks, half_a, store_p)
-    BV = _forward_tile(q, v, chunks)
-    G = _segments(q.shape[1], cu_seqlens)
+    BV = _forward_tile(q, v, chunks, keep_states)
     if _split_output(keep_states, BV):
         _, ht, h, vnew = _state_fwd(q, k, v, beta, A, scale, h0, chunks, write_o=False, store_h=True, final=True, BV=BV)
         o = _output(q, k, v, h, vnew, scale, chunks, P)
-    elif G > 1:
-        o, ht, h, vnew = _segmented_state_fwd(q, k, v, beta, A, scale, h0, G, store_h=keep_states, P=P)
     else:
         o, ht, h, vnew = _state_fwd(q, k, v, beta, A, scale, h0, chunks, write_o=True, store_h=keep_states, BV=BV, P=P)
     kept = (h, vnew) if keep_states else _kept(q, v, cu_seqlens, False)

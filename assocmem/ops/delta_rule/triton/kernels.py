@@ -233,11 +233,10 @@ def _chunk_a(A, t0, T, H: tl.constexpr):
 
 @triton.jit
 def state_fwd_kernel(
-    q, k, v, beta, A, p, o, h, vnew, h0, ht, mt, cu_seqlens, chunk_offsets, scale, T,
+    q, k, v, beta, A, p, o, h, vnew, h0, ht, cu_seqlens, chunk_offsets, scale, T,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     USE_H0: tl.constexpr, STORE_FINAL: tl.constexpr, STORE_H: tl.constexpr, WRITE_O: tl.constexpr,
     IS_VARLEN: tl.constexpr, PREC: tl.constexpr, HALF_OPERANDS: tl.constexpr = 0, LOAD_P: tl.constexpr = False,
-    TRANSITION: tl.constexpr = False,
 ):  # fmt: skip
     """The recurrence across chunks for one head and one value tile, fused with the output.
 
@@ -247,10 +246,6 @@ def state_fwd_kernel(
     rounds S to bf16 in K S and Q S (K and Q stay in their dtype), bit 2 rounds A and beta (V - K S) in
     their product, bit 4 rounds V' and the masked Q K^T in the products with V'. LOAD_P: the masked, scaled
     Q K^T comes from the WY forward (wy_fwd_kernel's STORE_P) instead of a product here.
-    TRANSITION (chunk.SEGMENTS): the grid has ceil(K / BV) value tiles more than V needs; they run the same
-    recurrence on zero values from the identity, so that their final state is the sequence's transition
-    M = prod_chunks (I - K^T A beta K), the linear map of the state from start to end, stored in `mt`
-    ([N, H, K, K]); a sequence's final state is then M h0 + (its final state from zero).
     """
     i_v, i_nh = tl.program_id(0), tl.program_id(1)
     i_n, i_h = i_nh // H, i_nh % H
@@ -273,10 +268,6 @@ def state_fwd_kernel(
     S = tl.zeros([BK, BV], tl.float32)
     if USE_H0:
         S += _tile(h0 + i_nh * K * V, 0, K, V, v0, V, BK, BV)
-    if TRANSITION:  # tiles past V: columns m0.. of the identity (their values load as zeros: v0 >= V)
-        m0 = v0 - tl.cdiv(V, BV) * BV
-        rows, cols = tl.arange(0, BK), m0 + tl.arange(0, BV)
-        S += tl.where((rows[:, None] == cols[None, :]) & (m0 >= 0), 1.0, 0.0)
     for i_t in range(tl.cdiv(T, 64)):
         t0 = i_t * 64
         if STORE_H:
@@ -300,10 +291,7 @@ def state_fwd_kernel(
             _put(o, ot, t0, T, H * V, v0, V, 64, BV)
         S += _dot_in(tl.trans(kt), vn, HALF_OPERANDS & 4, PREC)
     if STORE_FINAL:
-        _put(ht + i_nh * K * V, S, 0, K, V, v0, V, BK, BV)  # (masked out on the transition's tiles)
-    if TRANSITION:
-        if m0 >= 0:
-            _put(mt + i_nh.to(tl.int64) * K * K, S, 0, K, K, m0, K, BK, BV)
+        _put(ht + i_nh * K * V, S, 0, K, V, v0, V, BK, BV)
 
 
 @triton.jit
