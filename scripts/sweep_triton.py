@@ -216,11 +216,6 @@ def main(out=None, heads=(64, 128, 256)):
                     (f"tile={t}", {"WY_BWD_TILE": (D, t)}, {"tile": t})
                     for t in (128, 64, 32) if t != default and t <= D]  # fmt: skip
             times, records = {}, {}
-            # The inference forward's stage rule (chunk.INFER_STAGES) would cap the stages of state_fwd's options:
-            # off while they are timed, so that each runs as labelled.
-            infer_stages = dict(tchunk.INFER_STAGES)
-            if name == "state_fwd":
-                tchunk.INFER_STAGES.clear()
             for label, assign, record in variants:
                 saved_tables = {table: dict(getattr(tchunk, table)) for table in assign}
                 for table, (key0, value) in assign.items():
@@ -244,7 +239,6 @@ def main(out=None, heads=(64, 128, 256)):
                 for table, saved_table in saved_tables.items():  # back to the defaults for the next variant
                     getattr(tchunk, table).clear()
                     getattr(tchunk, table).update(saved_table)
-            tchunk.INFER_STAGES.update(infer_stages)
             ok = {k: t for k, t in times.items() if isinstance(t, float)}
             best = min(ok, key=ok.get)
             warps, stages = map(int, best.split(",")[:2])

@@ -163,8 +163,9 @@ def test_backward_bf16_operands_within_twice_the_reference_error(fused, monkeypa
 
 def test_inference_forward_takes_fewer_stages_only_where_its_programs_fill_the_sms(monkeypatch):
     """chunk.INFER_STAGES: the forward that keeps nothing takes 2 pipeline stages at K = 128 where its programs
-    reach 1.5 per SM (3 elsewhere, in the keeping forward, at K = 64; float32's one stage stays); its output and
-    final state stay within the bf16 bounds of naive.py where the rule applies."""
+    reach 1.5 per SM (3 elsewhere, in the keeping forward, at K = 64, or where LAUNCH_BY_K sets that kernel's
+    launch; float32's one stage stays); its output and final state stay within the bf16 bounds of naive.py where
+    the rule applies."""
     from assocmem.ops.delta_rule.triton import chunk as tchunk
 
     sms = tchunk._sm_count(DEVICE)
@@ -172,6 +173,10 @@ def test_inference_forward_takes_fewer_stages_only_where_its_programs_fill_the_s
         K, dtype, programs, DEVICE, inference)["num_stages"]
     assert stages(128, 2 * sms, True) == 2 and stages(128, 2 * sms, False) == 3 and stages(128, sms, True) == 3
     assert stages(64, 4 * sms, True) == 3 and stages(128, 4 * sms, True, torch.float32) == 1
+    # a launch setting for that kernel and K (a sweep's choice) comes before the rule, so a sweep times what it sets
+    monkeypatch.setitem(tchunk.LAUNCH_BY_K, ("state_fwd", 128), {"num_warps": 4, "num_stages": 3})
+    assert stages(128, 2 * sms, True) == 3
+    monkeypatch.delitem(tchunk.LAUNCH_BY_K, ("state_fwd", 128))
     launches = []
     real = tchunk._state_fwd_launch
     monkeypatch.setattr(tchunk, "_state_fwd_launch", lambda *a: launches.append(real(*a)) or launches[-1])
