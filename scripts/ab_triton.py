@@ -96,7 +96,12 @@ def main(argv=None):
                         finally:
                             _apply(before)
 
-                    err = max(bench._rel_err(a, b) for a, b in zip(turn(), reference))
+                    try:
+                        err = max(bench._rel_err(a, b) for a, b in zip(turn(), reference))
+                    except Exception as e:  # noqa: BLE001 (a variant that fails to build or run is reported, not timed)
+                        print(f"{name} failed at D={D} T={T} {pass_}: {type(e).__name__}: {str(e)[:300]}", flush=True)
+                        row[f"{name}_error"] = f"{type(e).__name__}: {str(e)[:300]}"
+                        continue
                     row[f"{name}_err"] = err
                     if err > bench.BF16_BOUND or err != err:
                         print(f"{name} off by {err:.2e} at D={D} T={T} {pass_}: not timed", flush=True)

@@ -39,6 +39,7 @@ FP32_MAX_STAGES = {("state_fwd", 128): 1, ("state_bwd", 128): 1, ("state_fwd", 2
                    ("wy_fwd", 128): 1}  # fmt: skip
 LAUNCH = {
     "wy_fwd": {"num_warps": 2, "num_stages": 2},
+    "wy_fwd_whole": {"num_warps": 4, "num_stages": 2},
     "state_fwd": {"num_warps": 4, "num_stages": 3},
     "dv_local": {"num_warps": 4, "num_stages": 1},
     "state_bwd": {"num_warps": 4, "num_stages": 2},
@@ -404,11 +405,34 @@ def _wy_fwd(q, k, beta, scale, chunks: _Chunks, half_a: bool = False, store_p: b
     B, T, H, K = k.shape
     A = torch.empty(B, T, H, BT, dtype=_a_dtype(half_a), device=k.device)
     P = _empty_p(q, True) if store_p else None
-    kernels.wy_fwd_kernel[(chunks.grid_t, B * H if not chunks.varlen else H)](
+    grid = (chunks.grid_t, B * H if not chunks.varlen else H)
+    if _wy_fwd_whole(k.dtype):
+        kernels.wy_fwd_whole_kernel[grid](
+            q, k, beta, A, P, chunks.cu_seqlens, chunks.index, scale, T, H=H, K=K, BK=min(64, _width(K)),
+            IS_VARLEN=chunks.varlen, PREC=_precision(k.dtype), STORE_P=store_p,
+            A_PREC=WY_FWD_WHOLE_PREC_BF16 if k.dtype == torch.bfloat16 else "tf32x3", DIAG_3D=WY_FWD_WHOLE_DIAG_3D,
+            **_launch("wy_fwd_whole", K, k.dtype),
+        )  # fmt: skip
+        return A, P
+    kernels.wy_fwd_kernel[grid](
         q, k, beta, A, P, chunks.cu_seqlens, chunks.index, scale, T, H=H, K=K, BK=min(64, _width(K)),
         IS_VARLEN=chunks.varlen, PREC=_precision(k.dtype), STORE_P=store_p, **_launch("wy_fwd", K, k.dtype),
     )  # fmt: skip
     return A, P
+
+
+# The WY forward on whole [64, 64] tiles (kernels.wy_fwd_whole_kernel) instead of 16-row blocks, whose products
+# each warp repeats (255 registers a thread at any warp count, scripts/smem_check.py): "1" for every dtype,
+# "bf16" for bf16 inputs only, "0" off (ASSOCMEM_TRITON_WY_FWD_WHOLE at import). Its four products that form A
+# from the diagonal blocks' inverses run in tf32 for bf16 inputs (A within about 2e-4 of float64 against 1e-3
+# for its bf16 storage) and in three tf32 passes otherwise.
+WY_FWD_WHOLE = os.environ.get("ASSOCMEM_TRITON_WY_FWD_WHOLE", "0")
+WY_FWD_WHOLE_PREC_BF16 = "tf32"
+WY_FWD_WHOLE_DIAG_3D = False  # the diagonal blocks' inverses on a [4, 16, 16] view instead of [64, 64] with masks
+
+
+def _wy_fwd_whole(dtype: torch.dtype) -> bool:
+    return WY_FWD_WHOLE == "1" or (WY_FWD_WHOLE == "bf16" and dtype == torch.bfloat16)
 
 
 def _forward_tile(q, v, chunks: _Chunks, keeps: bool = True) -> int:

@@ -224,6 +224,90 @@ def wy_fwd_kernel(
 
 
 @triton.jit
+def _inv_unit_lower_diag16(L):
+    """(I + D)^-1 for D the strictly lower parts of the four 16x16 diagonal blocks of a [64, 64] L: a block-
+    diagonal [64, 64] matrix. Forward substitution as in _inv_unit_lower16, on the four blocks at once: step i
+    forms row i of every block from the rows above it in the same block (m: those four rows of M side by side,
+    each in its block's columns; the product with the block-diagonal X keeps the blocks apart).
+    """
+    r = tl.arange(0, 64)
+    blk = (r[:, None] // 16) == (r[None, :] // 16)
+    M = -tl.where(blk & (r[:, None] > r[None, :]), L, 0.0)
+    X = M
+    for i in tl.static_range(1, 16):
+        sel = (r % 16) == i
+        m = tl.sum(tl.where(sel[:, None], M, 0.0), 0)
+        row = m + tl.sum(m[:, None] * X, 0)
+        X = tl.where(sel[:, None] & blk, row[None, :], X)
+    return X + tl.where(r[:, None] == r[None, :], 1.0, 0.0)
+
+
+@triton.jit
+def _inv_unit_lower_diag16_3d(L):
+    """_inv_unit_lower_diag16 on a [4, 16, 16] view of the diagonal blocks (a quarter of the elements per step;
+    the blocks are cut out of L and put back by reshapes)."""
+    b4 = tl.arange(0, 4)
+    r = tl.arange(0, 16)
+    same = b4[:, None, None, None] == b4[None, None, :, None]
+    D = tl.sum(tl.where(same, tl.reshape(L, (4, 16, 4, 16)), 0.0), 2)
+    M = -tl.where(r[None, :, None] > r[None, None, :], D, 0.0)
+    X = M
+    for i in tl.static_range(1, 16):
+        sel = r[None, :, None] == i
+        m = tl.sum(tl.where(sel, M, 0.0), 1)
+        row = m + tl.sum(m[:, :, None] * X, 1)
+        X = tl.where(sel, row[:, None, :], X)
+    X = X + tl.where(r[None, :, None] == r[None, None, :], 1.0, 0.0)
+    return tl.reshape(tl.where(same, X[:, :, None, :], 0.0), (64, 64))
+
+
+@triton.jit
+def wy_fwd_whole_kernel(
+    q, k, beta, A, p, cu_seqlens, chunk_index, scale, T,
+    H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, IS_VARLEN: tl.constexpr, PREC: tl.constexpr,
+    STORE_P: tl.constexpr = False, A_PREC: tl.constexpr = "tf32", DIAG_3D: tl.constexpr = False,
+):  # fmt: skip
+    """wy_fwd_kernel's A (and P) on whole [64, 64] tiles (chunk.WY_FWD_WHOLE): L = strict_tril(beta K K^T) in one
+    product per key tile (sharing K's tile with P's product), the diagonal blocks' inverses Dinv by forward
+    substitution on all four at once, then with E = L's blocks below the diagonal and F = Dinv E (nilpotent:
+    F^4 = 0) A = (I + F)^-1 Dinv = Dinv - F A, three times from A = Dinv, so four [64, 64] products in A_PREC
+    (tf32: A within about 2e-4 of its float64 value relative to its largest entry, under the 1e-3 of A's bf16
+    storage; tf32x3 about float32's).
+
+    wy_fwd_kernel's 16-row blocks have each warp hold and multiply every block (a 16-row product covers one
+    warp; the others repeat it), which takes its registers to 255 at any warp count.
+    """
+    i_t, i_bh = tl.program_id(0), tl.program_id(1)
+    i_b, i_h = i_bh // H, i_bh % H
+    bos, T, i_c, i_n = _span(cu_seqlens, chunk_index, i_b, i_t, T, IS_VARLEN)
+    t0 = i_c * 64
+    head = (bos * H + i_h).to(tl.int64)
+    k += head * K
+    q += head * K
+    G = tl.zeros([64, 64], tl.float32)
+    P = tl.zeros([64, 64], tl.float32)
+    for i_k in range(tl.cdiv(K, BK)):
+        # Products of two input-dtype numbers are exact in float32: tensor cores lose nothing here.
+        kt = _tile(k, t0, T, H * K, i_k * BK, K, 64, BK)
+        G += _dot(kt, tl.trans(kt), PREC)
+        if STORE_P:
+            P += _dot(_tile(q, t0, T, H * K, i_k * BK, K, 64, BK), tl.trans(kt), PREC)
+    r = tl.arange(0, 64)
+    if STORE_P:
+        _put(p + head * 64, tl.where(r[:, None] >= r[None, :], P * scale, 0.0), t0, T, H * 64, 0, 64, 64, 64)
+    L = G * _vec(beta + bos * H + i_h, t0, T, H, 64).to(tl.float32)[:, None]
+    if DIAG_3D:
+        Dinv = _inv_unit_lower_diag16_3d(L)
+    else:
+        Dinv = _inv_unit_lower_diag16(L)
+    F = _dot(Dinv, tl.where((r[:, None] // 16) > (r[None, :] // 16), L, 0.0), A_PREC)
+    Ac = Dinv
+    for _ in tl.static_range(3):
+        Ac = Dinv - _dot(F, Ac, A_PREC)
+    _put(A + head * 64, tl.where(r[:, None] >= r[None, :], Ac, 0.0), t0, T, H * 64, 0, 64, 64, 64)
+
+
+@triton.jit
 def _chunk_a(A, t0, T, H: tl.constexpr):
     """The chunk's [64, 64] A (float32, or bf16 where chunk.HALF_A stores it so), its upper blocks (never
     written) masked to zero."""
