@@ -2,7 +2,8 @@
 settings in alternating rounds, so that a change to that kernel is seen without the rest of the pipeline.
 Each variant's A (and P) is first compared with the defaults' (max abs difference, A's entries are O(1)).
 Usage: python scripts/time_wy_fwd.py OUT.json --variants FILE.json [--D 64 128 256] [--T 2048] [--rounds 5]
-Variants as in scripts/ab_triton.py ({NAME: {chunk attribute: value}}). Shapes: 32K tokens, H = 2048 / D, bf16.
+Variants as in scripts/ab_triton.py ({NAME: {chunk attribute: value}}).
+Shapes: 32K tokens, H = 2048 / D, bf16 unless --dtype.
 """
 
 import argparse
@@ -25,6 +26,7 @@ def main(argv=None):
     parser.add_argument("--T", type=int, nargs="+", default=[2048])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--store-p", type=int, nargs="+", default=[1, 0])
+    parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
     args = parser.parse_args(argv)
     with open(args.variants) as f:
         variants = json.load(f)
@@ -33,10 +35,11 @@ def main(argv=None):
         H = bench.WIDTH // D
         for T in args.T:
             B = max(1, bench.TOKENS // T)
-            q, k, _, beta = bench._inputs(B, T, H, D, "cuda")
+            q, k, _, beta = bench._inputs(B, T, H, D, "cuda", getattr(torch, args.dtype))
             chunks = tchunk._Chunks(B, T, None)
             for store_p in map(bool, args.store_p):
-                call = functools.partial(tchunk._wy_fwd, q, k, beta, D**-0.5, chunks, half_a=True, store_p=store_p)
+                half_a = q.dtype == torch.bfloat16
+                call = functools.partial(tchunk._wy_fwd, q, k, beta, D**-0.5, chunks, half_a=half_a, store_p=store_p)
 
                 base = call()
                 row = {"D": D, "T": T, "B": B, "H": H, "store_p": store_p}
@@ -67,6 +70,7 @@ def main(argv=None):
                 for name, ts in times.items():
                     row[f"{name}_ms"] = statistics.median(ts)
                     row[f"{name}_rounds"] = ts
+                row["dtype"] = args.dtype
                 report["rows"].append(row)
                 line = "  ".join(f"{n} {row[f'{n}_ms']:.4f} (A {row[f'{n}_A_diff']:.1e})" for n in times)
                 print(f"WY forward D={D} T={T} B={B} P={store_p}: {line}", flush=True)

@@ -189,16 +189,14 @@ def test_inference_forward_takes_fewer_stages_only_where_its_programs_fill_the_s
     assert rel_err(o.float().cpu(), o_ref) < 1e-2 and rel_err(s.cpu(), s_ref) < 1e-2
 
 
-@pytest.mark.parametrize("diag_3d", [False, True])
-def test_whole_tile_wy_forward_matches_naive(diag_3d, monkeypatch):
-    """chunk.WY_FWD_WHOLE (the WY forward on [64, 64] tiles, its diagonal blocks inverted on a masked [64, 64]
-    or a [4, 16, 16] view): float32 at 1e-5 (also packed, also K = 256), bf16 within the low-precision bounds.
-    The 16-row kernel is taken away, so nothing falls back to it."""
+def test_whole_tile_wy_forward_matches_naive(monkeypatch):
+    """chunk.WY_FWD_WHOLE (the WY forward on [64, 64] tiles, its diagonal blocks inverted on a [4, 16, 16] view):
+    float32 at 1e-5 (also packed, also K = 256), bf16 within the low-precision bounds. The 16-row kernel is taken
+    away, so nothing falls back to it."""
     from assocmem.ops.delta_rule.triton import chunk as tchunk
     from assocmem.ops.delta_rule.triton import kernels as tkernels
 
     monkeypatch.setattr(tchunk, "WY_FWD_WHOLE", "1")
-    monkeypatch.setattr(tchunk, "WY_FWD_WHOLE_DIAG_3D", diag_3d)
     monkeypatch.setattr(tkernels, "wy_fwd_kernel", None)
     check_fp32("triton", 2, 100, 2, 32, 16)
     check_fp32("triton", 1, 70, 1, 256, 40)

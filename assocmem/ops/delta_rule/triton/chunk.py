@@ -408,9 +408,9 @@ def _wy_fwd(q, k, beta, scale, chunks: _Chunks, half_a: bool = False, store_p: b
     grid = (chunks.grid_t, B * H if not chunks.varlen else H)
     if _wy_fwd_whole(k.dtype):
         kernels.wy_fwd_whole_kernel[grid](
-            q, k, beta, A, P, chunks.cu_seqlens, chunks.index, scale, T, H=H, K=K, BK=min(64, _width(K)),
-            IS_VARLEN=chunks.varlen, PREC=_precision(k.dtype), STORE_P=store_p,
-            A_PREC=WY_FWD_WHOLE_PREC_BF16 if k.dtype == torch.bfloat16 else "tf32x3", DIAG_3D=WY_FWD_WHOLE_DIAG_3D,
+            q, k, beta, A, P, chunks.cu_seqlens, chunks.index, scale, T, H=H, K=K,
+            BK=min(WY_FWD_WHOLE_BK, _width(K)), IS_VARLEN=chunks.varlen, PREC=_precision(k.dtype), STORE_P=store_p,
+            A_PREC=WY_FWD_WHOLE_PREC_BF16 if k.dtype == torch.bfloat16 else "tf32x3",
             **_launch("wy_fwd_whole", K, k.dtype),
         )  # fmt: skip
         return A, P
@@ -426,9 +426,9 @@ def _wy_fwd(q, k, beta, scale, chunks: _Chunks, half_a: bool = False, store_p: b
 # "bf16" for bf16 inputs only, "0" off (ASSOCMEM_TRITON_WY_FWD_WHOLE at import). Its four products that form A
 # from the diagonal blocks' inverses run in tf32 for bf16 inputs (A within about 2e-4 of float64 against 1e-3
 # for its bf16 storage) and in three tf32 passes otherwise.
-WY_FWD_WHOLE = os.environ.get("ASSOCMEM_TRITON_WY_FWD_WHOLE", "0")
+WY_FWD_WHOLE = os.environ.get("ASSOCMEM_TRITON_WY_FWD_WHOLE", "1")
 WY_FWD_WHOLE_PREC_BF16 = "tf32"
-WY_FWD_WHOLE_DIAG_3D = False  # the diagonal blocks' inverses on a [4, 16, 16] view instead of [64, 64] with masks
+WY_FWD_WHOLE_BK = 64  # its key tile
 
 
 def _wy_fwd_whole(dtype: torch.dtype) -> bool:

@@ -225,27 +225,11 @@ def wy_fwd_kernel(
 
 @triton.jit
 def _inv_unit_lower_diag16(L):
-    """(I + D)^-1 for D the strictly lower parts of the four 16x16 diagonal blocks of a [64, 64] L: a block-
-    diagonal [64, 64] matrix. Forward substitution as in _inv_unit_lower16, on the four blocks at once: step i
-    forms row i of every block from the rows above it in the same block (m: those four rows of M side by side,
-    each in its block's columns; the product with the block-diagonal X keeps the blocks apart).
-    """
-    r = tl.arange(0, 64)
-    blk = (r[:, None] // 16) == (r[None, :] // 16)
-    M = -tl.where(blk & (r[:, None] > r[None, :]), L, 0.0)
-    X = M
-    for i in tl.static_range(1, 16):
-        sel = (r % 16) == i
-        m = tl.sum(tl.where(sel[:, None], M, 0.0), 0)
-        row = m + tl.sum(m[:, None] * X, 0)
-        X = tl.where(sel[:, None] & blk, row[None, :], X)
-    return X + tl.where(r[:, None] == r[None, :], 1.0, 0.0)
-
-
-@triton.jit
-def _inv_unit_lower_diag16_3d(L):
-    """_inv_unit_lower_diag16 on a [4, 16, 16] view of the diagonal blocks (a quarter of the elements per step;
-    the blocks are cut out of L and put back by reshapes)."""
+    """(I + D)^-1 for D the strictly lower parts of the four 16x16 diagonal blocks of a [64, 64] L, as a block-
+    diagonal [64, 64] matrix: the blocks are cut out of L by a reshape to [4, 16, 4, 16] (the diagonal taken by
+    a masked sum) and inverted together by _inv_unit_lower16's forward substitution, row i of all four at each
+    step, then put back by a reshape. (The same substitution on the masked [64, 64] tile, four times the
+    elements per step, was 2-4x slower on the H200 and wrong at K = 256: NOTES.md, version 17.)"""
     b4 = tl.arange(0, 4)
     r = tl.arange(0, 16)
     same = b4[:, None, None, None] == b4[None, None, :, None]
@@ -265,14 +249,14 @@ def _inv_unit_lower_diag16_3d(L):
 def wy_fwd_whole_kernel(
     q, k, beta, A, p, cu_seqlens, chunk_index, scale, T,
     H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, IS_VARLEN: tl.constexpr, PREC: tl.constexpr,
-    STORE_P: tl.constexpr = False, A_PREC: tl.constexpr = "tf32", DIAG_3D: tl.constexpr = False,
+    STORE_P: tl.constexpr = False, A_PREC: tl.constexpr = "tf32",
 ):  # fmt: skip
     """wy_fwd_kernel's A (and P) on whole [64, 64] tiles (chunk.WY_FWD_WHOLE): L = strict_tril(beta K K^T) in one
     product per key tile (sharing K's tile with P's product), the diagonal blocks' inverses Dinv by forward
-    substitution on all four at once, then with E = L's blocks below the diagonal and F = Dinv E (nilpotent:
-    F^4 = 0) A = (I + F)^-1 Dinv = Dinv - F A, three times from A = Dinv, so four [64, 64] products in A_PREC
-    (tf32: A within about 2e-4 of its float64 value relative to its largest entry, under the 1e-3 of A's bf16
-    storage; tf32x3 about float32's).
+    substitution on all four at once (_inv_unit_lower_diag16), then with E = L's blocks below the diagonal and
+    F = Dinv E (nilpotent: F^4 = 0) A = (I + F)^-1 Dinv = Dinv - F A, three times from A = Dinv, so four [64, 64]
+    products in A_PREC (tf32: A within about 2e-4 of its float64 value relative to its largest entry, under the
+    1e-3 of A's bf16 storage; tf32x3 about float32's).
 
     wy_fwd_kernel's 16-row blocks have each warp hold and multiply every block (a 16-row product covers one
     warp; the others repeat it), which takes its registers to 255 at any warp count.
@@ -296,10 +280,7 @@ def wy_fwd_whole_kernel(
     if STORE_P:
         _put(p + head * 64, tl.where(r[:, None] >= r[None, :], P * scale, 0.0), t0, T, H * 64, 0, 64, 64, 64)
     L = G * _vec(beta + bos * H + i_h, t0, T, H, 64).to(tl.float32)[:, None]
-    if DIAG_3D:
-        Dinv = _inv_unit_lower_diag16_3d(L)
-    else:
-        Dinv = _inv_unit_lower_diag16(L)
+    Dinv = _inv_unit_lower_diag16(L)
     F = _dot(Dinv, tl.where((r[:, None] // 16) > (r[None, :] // 16), L, 0.0), A_PREC)
     Ac = Dinv
     for _ in tl.static_range(3):
