@@ -51,16 +51,14 @@ def registers(compiled) -> tuple[int, int]:
 
 def launches(K, V, dtype="bf16", varlen=False):
     io = f"*{dtype}"
-    BKs, BVs = min(64, chunk._width(K)), min(64, chunk._width(V))
+    BVs = min(64, chunk._width(V))
     common = {"K": K, "V": V, "H": 16, "IS_VARLEN": varlen, "PREC": "tf32" if dtype != "fp32" else "tf32x3"}
     ints = {"cu_seqlens": "*i32", "index": "*i32", "chunk_offsets": "*i32", "T": "i32", "scale": "fp32"}
     store = "*bf16" if dtype == "bf16" else "*fp32"  # chunk states kept for the backward
     store_p = chunk._store_p(True, K)  # P as a training forward stores it (bf16 for bf16 inputs, like the states)
     yield "wy_fwd", kernels.wy_fwd_kernel, {**ints, "q": io, "k": io, "beta": io, "p": store}, {
-        **common, "BK": BKs, "STORE_P": store_p}
-    yield "wy_fwd_whole", kernels.wy_fwd_whole_kernel, {**ints, "q": io, "k": io, "beta": io, "p": store}, {
-        **common, "BK": min(chunk.WY_FWD_WHOLE_BK, chunk._width(K)), "STORE_P": store_p,
-        "A_PREC": chunk.WY_FWD_WHOLE_PREC_BF16 if dtype == "bf16" else "tf32x3"}
+        **common, "BK": min(chunk.WY_FWD_BK, chunk._width(K)), "STORE_P": store_p,
+        "A_PREC": chunk.WY_FWD_A_PREC_BF16 if dtype == "bf16" else "tf32x3"}
     BV = chunk._state_tile_v(K, V, "state_fwd")
     fwd_half = chunk._half_operands("state_fwd", torch.bfloat16 if dtype == "bf16" else torch.float32)
     for flags in ({"STORE_H": False, "WRITE_O": True, "STORE_FINAL": True, "HALF_OPERANDS": fwd_half},
@@ -115,10 +113,11 @@ def main(Ks=(64, 128), dtypes=("bf16", "fp32")):
 def wy_fwd_table():
     ints = {"cu_seqlens": "*i32", "chunk_index": "*i32", "T": "i32"}
     for a_type in ("*fp32", "*bf16"):
-        for BK in (32, 64, 128):
-            for warps, stages in ((1, 1), (2, 1), (2, 2), (4, 1), (4, 2)):
-                consts = {"K": 128, "H": 16, "IS_VARLEN": False, "PREC": "tf32", "BK": BK}
-                types = {**ints, "k": "*bf16", "beta": "*bf16", "A": a_type}
+        for BK in (64, 128):
+            for warps, stages in ((4, 1), (4, 2), (8, 1), (8, 2)):
+                consts = {"K": 128, "H": 16, "IS_VARLEN": False, "PREC": "tf32", "BK": BK, "STORE_P": True}
+                types = {**ints, "q": "*bf16", "k": "*bf16", "beta": "*bf16", "A": a_type, "p": "*bf16",
+                         "scale": "fp32"}  # fmt: skip
                 regs, stack = registers(compile_(kernels.wy_fwd_kernel, types, consts, warps, stages))
                 print(f"A {a_type[1:]:4s} BK {BK:3d} warps {warps} stages {stages}  registers {regs:3d}"
                       f"  stack {stack:4d}", flush=True)

@@ -129,21 +129,6 @@ def test_triton_fused_wy_backward_on_cuda(dtype, shape, monkeypatch):
     check_gradients_on_cuda(dtype, shape)
 
 
-WHOLE_WY_CASES = [(torch.bfloat16, (1, 512, 2, 128, 128)), (torch.float32, (1, 300, 2, 64, 64)),
-                  (torch.bfloat16, (1, 300, 2, 256, 256)), (torch.float16, (2, 130, 2, 32, 100))]
-
-
-@pytest.mark.parametrize("dtype, shape", WHOLE_WY_CASES)
-def test_triton_whole_tile_wy_forward_on_cuda(dtype, shape, monkeypatch):
-    """chunk.WY_FWD_WHOLE (the WY forward on [64, 64] tiles, A's products in tf32 for bf16) on the GPU: output and
-    gradients within the bounds of the 16-row kernel's."""
-    from assocmem.ops.delta_rule.triton import chunk as tchunk
-
-    monkeypatch.setattr(tchunk, "WY_FWD_WHOLE", "1")
-    test_triton_on_cuda_matches_naive(dtype, shape)
-    check_gradients_on_cuda(dtype, shape)
-
-
 @pytest.mark.parametrize("fused", [False, True])
 @pytest.mark.parametrize("shape", [(1, 512, 2, 128, 128), (1, 300, 2, 64, 128)])
 def test_triton_backward_bf16_options_on_cuda(shape, fused, monkeypatch):

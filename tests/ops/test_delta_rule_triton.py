@@ -189,23 +189,6 @@ def test_inference_forward_takes_fewer_stages_only_where_its_programs_fill_the_s
     assert rel_err(o.float().cpu(), o_ref) < 1e-2 and rel_err(s.cpu(), s_ref) < 1e-2
 
 
-def test_whole_tile_wy_forward_matches_naive(monkeypatch):
-    """chunk.WY_FWD_WHOLE (the WY forward on [64, 64] tiles, its diagonal blocks inverted on a [4, 16, 16] view):
-    float32 at 1e-5 (also packed, also K = 256), bf16 within the low-precision bounds. The 16-row kernel is taken
-    away, so nothing falls back to it."""
-    from assocmem.ops.delta_rule.triton import chunk as tchunk
-    from assocmem.ops.delta_rule.triton import kernels as tkernels
-
-    monkeypatch.setattr(tchunk, "WY_FWD_WHOLE", "1")
-    monkeypatch.setattr(tkernels, "wy_fwd_kernel", None)
-    check_fp32("triton", 2, 100, 2, 32, 16)
-    check_fp32("triton", 1, 70, 1, 256, 40)
-    check_fp32("triton", 1, 140, 2, 32, 16, cu_seqlens=torch.tensor([0, 5, 5, 69, 139, 140]))
-    check_low_precision(torch.bfloat16, 1, 128, 2, 64, 32)
-    monkeypatch.setattr(tchunk, "WY_FWD_WHOLE", "bf16")
-    assert tchunk._wy_fwd_whole(torch.bfloat16) and not tchunk._wy_fwd_whole(torch.float32)
-
-
 def test_wide_state_tile_at_k256_within_twice_the_reference_error():
     """K = 256 in bf16 takes the forward's 64-wide state tile where the programs fill the device (here the
     interpreter's one 'SM') and, in a forward that keeps nothing for a backward, always: output and gradients
@@ -620,7 +603,7 @@ def test_wy_backward_whole_head_tile_at_k128_and_the_ab_script_variants(monkeypa
 
     assert tchunk._wy_bwd_tiles(128, 128) == (128, 128) and tchunk._wy_bwd_tiles(128, 48) == (128, 64)
     assert tchunk._wy_bwd_tiles(64, 64) == (64, 64) and tchunk._wy_bwd_tiles(256, 256) == (64, 64)
-    # (and the float32 WY forward at K = 128 on one stage: its 2-stage build has 32 registers and 9 KB of stack)
+    # (and the float32 WY forward at K = 128 on one stage, which timed faster than two)
     assert tchunk._launch("wy_fwd", 128, torch.float32)["num_stages"] == 1
     assert tchunk._launch("wy_fwd", 128, torch.bfloat16)["num_stages"] == 2
     check_fp32("triton", 1, 70, 1, 128, 100)

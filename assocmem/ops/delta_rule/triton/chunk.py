@@ -32,14 +32,12 @@ LAUNCH_BY_K: dict[tuple[str, int], dict] = {
     ("dqkw", 256): {"num_warps": 4, "num_stages": 2},  # version-10 sweep at D = 256
     ("wy_bwd", 128): {"num_warps": 4, "num_stages": 1},
 }
-# The WY forward at K = 128 with float32 inputs: with 2 stages ptxas builds it (Triton 3.6 and 3.9, sm_90) with
-# 32 registers a thread and 9.3 KB of stack, with 1 stage 255 and 2.4 KB (scripts/smem_check.py); timed on the
-# H200 in version 16, the two were within 1.5 % of each other (benchmarks/results/ab_v16_fp32.json).
+# The WY forward at K = 128 with float32 inputs: 1 stage took 0.572 against 0.619 ms with 2 on the H200 (D = 128,
+# T = 2048, with P; benchmarks/results/wy_fwd_v17b_fp32.json).
 FP32_MAX_STAGES = {("state_fwd", 128): 1, ("state_bwd", 128): 1, ("state_fwd", 256): 1, ("state_bwd", 256): 1,
                    ("wy_fwd", 128): 1}  # fmt: skip
 LAUNCH = {
-    "wy_fwd": {"num_warps": 2, "num_stages": 2},
-    "wy_fwd_whole": {"num_warps": 4, "num_stages": 2},
+    "wy_fwd": {"num_warps": 4, "num_stages": 2},
     "state_fwd": {"num_warps": 4, "num_stages": 3},
     "dv_local": {"num_warps": 4, "num_stages": 1},
     "state_bwd": {"num_warps": 4, "num_stages": 2},
@@ -400,39 +398,24 @@ def _empty_p(q, store_p: bool):
 
 
 def _wy_fwd(q, k, beta, scale, chunks: _Chunks, half_a: bool = False, store_p: bool = False):
-    """A, and P where store_p (else None). (P by a kernel of its own was slower than formed here, despite this
-    kernel's spilled registers: NOTES.md, version 14.)"""
+    """A, and P where store_p (else None). (P by a kernel of its own was slower than formed here: NOTES.md,
+    version 14.)"""
     B, T, H, K = k.shape
     A = torch.empty(B, T, H, BT, dtype=_a_dtype(half_a), device=k.device)
     P = _empty_p(q, True) if store_p else None
-    grid = (chunks.grid_t, B * H if not chunks.varlen else H)
-    if _wy_fwd_whole(k.dtype):
-        kernels.wy_fwd_whole_kernel[grid](
-            q, k, beta, A, P, chunks.cu_seqlens, chunks.index, scale, T, H=H, K=K,
-            BK=min(WY_FWD_WHOLE_BK, _width(K)), IS_VARLEN=chunks.varlen, PREC=_precision(k.dtype), STORE_P=store_p,
-            A_PREC=WY_FWD_WHOLE_PREC_BF16 if k.dtype == torch.bfloat16 else "tf32x3",
-            **_launch("wy_fwd_whole", K, k.dtype),
-        )  # fmt: skip
-        return A, P
-    kernels.wy_fwd_kernel[grid](
-        q, k, beta, A, P, chunks.cu_seqlens, chunks.index, scale, T, H=H, K=K, BK=min(64, _width(K)),
-        IS_VARLEN=chunks.varlen, PREC=_precision(k.dtype), STORE_P=store_p, **_launch("wy_fwd", K, k.dtype),
+    kernels.wy_fwd_kernel[(chunks.grid_t, B * H if not chunks.varlen else H)](
+        q, k, beta, A, P, chunks.cu_seqlens, chunks.index, scale, T, H=H, K=K, BK=min(WY_FWD_BK, _width(K)),
+        IS_VARLEN=chunks.varlen, PREC=_precision(k.dtype), STORE_P=store_p,
+        A_PREC=WY_FWD_A_PREC_BF16 if k.dtype == torch.bfloat16 else "tf32x3", **_launch("wy_fwd", K, k.dtype),
     )  # fmt: skip
     return A, P
 
 
-# The WY forward on whole [64, 64] tiles (kernels.wy_fwd_whole_kernel) instead of 16-row blocks, whose products
-# each warp repeats (255 registers a thread at any warp count, scripts/smem_check.py): "1" for every dtype,
-# "bf16" for bf16 inputs only, "0" off (ASSOCMEM_TRITON_WY_FWD_WHOLE at import). Its four products that form A
-# from the diagonal blocks' inverses run in tf32 for bf16 inputs (A within about 2e-4 of float64 against 1e-3
-# for its bf16 storage) and in three tf32 passes otherwise.
-WY_FWD_WHOLE = os.environ.get("ASSOCMEM_TRITON_WY_FWD_WHOLE", "1")
-WY_FWD_WHOLE_PREC_BF16 = "tf32"
-WY_FWD_WHOLE_BK = 64  # its key tile
-
-
-def _wy_fwd_whole(dtype: torch.dtype) -> bool:
-    return WY_FWD_WHOLE == "1" or (WY_FWD_WHOLE == "bf16" and dtype == torch.bfloat16)
+# The WY forward's key tile, and the precision of its four products that form A from the diagonal blocks'
+# inverses for bf16 inputs (other dtypes: three tf32 passes). tf32 puts A within about 2e-4 of float64 against
+# 1e-3 for its bf16 storage; three passes made the kernel 1.4-1.9x slower on the H200 (NOTES.md, version 17).
+WY_FWD_BK = 64
+WY_FWD_A_PREC_BF16 = "tf32"
 
 
 def _forward_tile(q, v, chunks: _Chunks, keeps: bool = True) -> int:

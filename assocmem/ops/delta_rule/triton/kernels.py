@@ -78,22 +78,6 @@ def _sequence(cu_seqlens, chunk_offsets, i_n, T, IS_VARLEN: tl.constexpr):
 
 
 @triton.jit
-def _inv_unit_lower16(L):
-    """(I + L)^-1 for a 16x16 L whose strictly lower part is used: forward substitution, row by row.
-
-    With M = -strict_tril(L) and X = (I + L)^-1 - I, X = M + M X; row i of X needs only rows < i.
-    """
-    r = tl.arange(0, 16)
-    M = -tl.where(r[:, None] > r[None, :], L, 0.0)
-    X = M
-    for i in tl.static_range(1, 16):
-        m = tl.sum(tl.where(r[:, None] == i, M, 0.0), 0)
-        row = m + tl.sum(m[:, None] * X, 0)
-        X = tl.where(r[:, None] == i, row[None, :], X)
-    return X + tl.where(r[:, None] == r[None, :], 1.0, 0.0)
-
-
-@triton.jit
 def _dot(a, b, PREC: tl.constexpr):
     """a @ b with float32 accumulation; PREC applies to float32 operands (half ones are exact anyway)."""
     if a.dtype == tl.float32:
@@ -113,123 +97,13 @@ def _dot_in(a, b, HALF: tl.constexpr, PREC: tl.constexpr):
 
 
 @triton.jit
-def _ieee(a, b):
-    return tl.dot(a, b, input_precision="ieee")
-
-
-@triton.jit
-def _chunk_p(q, k, p, head, t0, T, scale, H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, PREC: tl.constexpr):
-    """Store one chunk's P = scale tril(Q K^T) (`head`: the token-major offset of the first token's head)."""
-    q += head.to(tl.int64) * K
-    k += head.to(tl.int64) * K
-    P = tl.zeros([64, 64], tl.float32)
-    for i_k in range(tl.cdiv(K, BK)):
-        kt = _tile(k, t0, T, H * K, i_k * BK, K, 64, BK)
-        P += _dot(_tile(q, t0, T, H * K, i_k * BK, K, 64, BK), tl.trans(kt), PREC)
-    r = tl.arange(0, 64)
-    _put(p + head.to(tl.int64) * 64, tl.where(r[:, None] >= r[None, :], P * scale, 0.0), t0, T, H * 64, 0, 64, 64, 64)
-
-
-@triton.jit
-def wy_fwd_kernel(
-    q, k, beta, A, p, cu_seqlens, chunk_index, scale, T,
-    H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, IS_VARLEN: tl.constexpr, PREC: tl.constexpr,
-    STORE_P: tl.constexpr = False,
-):  # fmt: skip
-    """One chunk of one head: A = (I + strict_tril(beta K K^T))^-1 in float32, the WY representation's
-    only stored part (W = A beta K and U = A beta V are never formed: the state kernels apply A).
-    With STORE_P also the chunk's P = scale tril(Q K^T) (chunk.STORE_P), so that the state passes, which
-    run one program per value tile, neither form it on their chains nor each form it again.
-
-    Everything on 16-row sub-blocks held in registers. (Whole 64x64 matmuls with L passed through the A
-    buffer to cut it into blocks was twice as slow on the H200: NOTES.md, version 2.)
-    """
-    i_t, i_bh = tl.program_id(0), tl.program_id(1)
-    i_b, i_h = i_bh // H, i_bh % H
-    bos, T, i_c, i_n = _span(cu_seqlens, chunk_index, i_b, i_t, T, IS_VARLEN)
-    t0 = i_c * 64
-    if STORE_P:  # first (K's tiles come back from L2 for L below)
-        _chunk_p(q, k, p, bos * H + i_h, t0, T, scale, H, K, BK, PREC)
-    k += (bos * H + i_h).to(tl.int64) * K
-    beta += bos * H + i_h
-    A += (bos * H + i_h).to(tl.int64) * 64
-    b0 = _vec(beta, t0, T, H, 16)
-    b1 = _vec(beta, t0 + 16, T, H, 16)
-    b2 = _vec(beta, t0 + 32, T, H, 16)
-    b3 = _vec(beta, t0 + 48, T, H, 16)
-
-    # L blocks L_ij = (beta_i K_i) K_j^T for sub-blocks i >= j, accumulated over key tiles.
-    L00 = tl.zeros([16, 16], tl.float32)
-    L10 = tl.zeros([16, 16], tl.float32)
-    L11 = tl.zeros([16, 16], tl.float32)
-    L20 = tl.zeros([16, 16], tl.float32)
-    L21 = tl.zeros([16, 16], tl.float32)
-    L22 = tl.zeros([16, 16], tl.float32)
-    L30 = tl.zeros([16, 16], tl.float32)
-    L31 = tl.zeros([16, 16], tl.float32)
-    L32 = tl.zeros([16, 16], tl.float32)
-    L33 = tl.zeros([16, 16], tl.float32)
-    for i_k in range(tl.cdiv(K, BK)):
-        # Products of two input-dtype numbers are exact in float32: tensor cores lose nothing here.
-        k0 = _tile(k, t0, T, H * K, i_k * BK, K, 16, BK)
-        k1 = _tile(k, t0 + 16, T, H * K, i_k * BK, K, 16, BK)
-        k2 = _tile(k, t0 + 32, T, H * K, i_k * BK, K, 16, BK)
-        k3 = _tile(k, t0 + 48, T, H * K, i_k * BK, K, 16, BK)
-        k0t, k1t, k2t = tl.trans(k0), tl.trans(k1), tl.trans(k2)
-        L00 += _dot(k0, k0t, PREC)
-        L10 += _dot(k1, k0t, PREC)
-        L11 += _dot(k1, k1t, PREC)
-        L20 += _dot(k2, k0t, PREC)
-        L21 += _dot(k2, k1t, PREC)
-        L22 += _dot(k2, k2t, PREC)
-        L30 += _dot(k3, k0t, PREC)
-        L31 += _dot(k3, k1t, PREC)
-        L32 += _dot(k3, k2t, PREC)
-        L33 += _dot(k3, tl.trans(k3), PREC)
-    # Scale rows by beta (K K^T is symmetric in the blocks; the row factor is beta_i).
-    L00 *= b0[:, None]
-    L10 *= b1[:, None]
-    L11 *= b1[:, None]
-    L20 *= b2[:, None]
-    L21 *= b2[:, None]
-    L22 *= b2[:, None]
-    L30 *= b3[:, None]
-    L31 *= b3[:, None]
-    L32 *= b3[:, None]
-    L33 *= b3[:, None]
-
-    # Block forward substitution: A_ii = (I + L_ii)^-1, A_ij = -A_ii sum_{j<=m<i} L_im A_mj.
-    # (Repeated squaring in place of the row steps was no faster on the H200: NOTES.md, version 11.)
-    A00 = _inv_unit_lower16(L00)
-    A11 = _inv_unit_lower16(L11)
-    A22 = _inv_unit_lower16(L22)
-    A33 = _inv_unit_lower16(L33)
-    A10 = -_ieee(A11, _ieee(L10, A00))
-    A21 = -_ieee(A22, _ieee(L21, A11))
-    A20 = -_ieee(A22, _ieee(L20, A00) + _ieee(L21, A10))
-    A32 = -_ieee(A33, _ieee(L32, A22))
-    A31 = -_ieee(A33, _ieee(L31, A11) + _ieee(L32, A21))
-    A30 = -_ieee(A33, _ieee(L30, A00) + _ieee(L31, A10) + _ieee(L32, A20))
-
-    _put(A, A00, t0, T, H * 64, 0, 64, 16, 16)
-    _put(A, A10, t0 + 16, T, H * 64, 0, 64, 16, 16)
-    _put(A, A11, t0 + 16, T, H * 64, 16, 64, 16, 16)
-    _put(A, A20, t0 + 32, T, H * 64, 0, 64, 16, 16)
-    _put(A, A21, t0 + 32, T, H * 64, 16, 64, 16, 16)
-    _put(A, A22, t0 + 32, T, H * 64, 32, 64, 16, 16)
-    _put(A, A30, t0 + 48, T, H * 64, 0, 64, 16, 16)
-    _put(A, A31, t0 + 48, T, H * 64, 16, 64, 16, 16)
-    _put(A, A32, t0 + 48, T, H * 64, 32, 64, 16, 16)
-    _put(A, A33, t0 + 48, T, H * 64, 48, 64, 16, 16)
-
-
-@triton.jit
 def _inv_unit_lower_diag16(L):
     """(I + D)^-1 for D the strictly lower parts of the four 16x16 diagonal blocks of a [64, 64] L, as a block-
-    diagonal [64, 64] matrix: the blocks are cut out of L by a reshape to [4, 16, 4, 16] (the diagonal taken by
-    a masked sum) and inverted together by _inv_unit_lower16's forward substitution, row i of all four at each
-    step, then put back by a reshape. (The same substitution on the masked [64, 64] tile, four times the
-    elements per step, was 2-4x slower on the H200 and wrong at K = 256: NOTES.md, version 17.)"""
+    diagonal [64, 64] matrix. The blocks are cut out of L by a reshape to [4, 16, 4, 16] (the diagonal taken by a
+    masked sum), inverted together by forward substitution, and put back by a reshape. Per block, with
+    M = -strict_tril(D) and X = (I + D)^-1 - I, X = M + M X: row i of X needs only the rows above it, so step i
+    forms row i of all four blocks. (The same substitution on the masked [64, 64] tile, four times the elements
+    per step, was 2-4x slower on the H200 and wrong at K = 256: NOTES.md, version 17.)"""
     b4 = tl.arange(0, 4)
     r = tl.arange(0, 16)
     same = b4[:, None, None, None] == b4[None, None, :, None]
@@ -246,20 +120,24 @@ def _inv_unit_lower_diag16(L):
 
 
 @triton.jit
-def wy_fwd_whole_kernel(
+def wy_fwd_kernel(
     q, k, beta, A, p, cu_seqlens, chunk_index, scale, T,
     H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, IS_VARLEN: tl.constexpr, PREC: tl.constexpr,
     STORE_P: tl.constexpr = False, A_PREC: tl.constexpr = "tf32",
 ):  # fmt: skip
-    """wy_fwd_kernel's A (and P) on whole [64, 64] tiles (chunk.WY_FWD_WHOLE): L = strict_tril(beta K K^T) in one
-    product per key tile (sharing K's tile with P's product), the diagonal blocks' inverses Dinv by forward
-    substitution on all four at once (_inv_unit_lower_diag16), then with E = L's blocks below the diagonal and
-    F = Dinv E (nilpotent: F^4 = 0) A = (I + F)^-1 Dinv = Dinv - F A, three times from A = Dinv, so four [64, 64]
-    products in A_PREC (tf32: A within about 2e-4 of its float64 value relative to its largest entry, under the
-    1e-3 of A's bf16 storage; tf32x3 about float32's).
+    """One chunk of one head: A = (I + strict_tril(beta K K^T))^-1, the WY representation's only stored part
+    (W = A beta K and U = A beta V are never formed: the state kernels apply A). With STORE_P also the chunk's
+    P = scale tril(Q K^T) (chunk.STORE_P), so that the state passes, which run one program per value tile,
+    neither form it on their chains nor each form it again.
 
-    wy_fwd_kernel's 16-row blocks have each warp hold and multiply every block (a 16-row product covers one
-    warp; the others repeat it), which takes its registers to 255 at any warp count.
+    On whole [64, 64] tiles: L = beta K K^T in one product per key tile (sharing K's tile with P's product;
+    products of two input-dtype numbers are exact in float32), the diagonal blocks' inverses Dinv
+    (_inv_unit_lower_diag16), then with E = L's blocks below the diagonal and F = Dinv E (nilpotent, F^4 = 0)
+    A = (I + F)^-1 Dinv = Dinv - F A, three times from A = Dinv: four [64, 64] products in A_PREC (tf32: A within
+    about 2e-4 of its float64 value relative to its largest entry, under the 1e-3 of A's bf16 storage; tf32x3
+    about float32's). Versions up to 16 worked on 16-row blocks, whose products each warp repeated (a 16-row
+    product covers one warp), at 255 registers a thread for any warp count: 1.5x this kernel's time in bf16,
+    3x in float32 (NOTES.md, version 17).
     """
     i_t, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
@@ -271,7 +149,6 @@ def wy_fwd_whole_kernel(
     G = tl.zeros([64, 64], tl.float32)
     P = tl.zeros([64, 64], tl.float32)
     for i_k in range(tl.cdiv(K, BK)):
-        # Products of two input-dtype numbers are exact in float32: tensor cores lose nothing here.
         kt = _tile(k, t0, T, H * K, i_k * BK, K, 64, BK)
         G += _dot(kt, tl.trans(kt), PREC)
         if STORE_P:
