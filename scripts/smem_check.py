@@ -53,7 +53,8 @@ def launches(K, V, dtype="bf16", varlen=False):
     io = f"*{dtype}"
     BVs = min(64, chunk._width(V))
     common = {"K": K, "V": V, "H": 16, "IS_VARLEN": varlen, "PREC": "tf32" if dtype != "fp32" else "tf32x3"}
-    ints = {"cu_seqlens": "*i32", "index": "*i32", "chunk_offsets": "*i32", "T": "i32", "scale": "fp32"}
+    ints = {"cu_seqlens": "*i32", "index": "*i32", "chunk_offsets": "*i32", "T": "i32", "scale": "fp32", "C0": "i32",
+            "C1": "i32"}  # fmt: skip
     store = "*bf16" if dtype == "bf16" else "*fp32"  # chunk states kept for the backward
     store_p = chunk._store_p(True, K)  # P as a training forward stores it (bf16 for bf16 inputs, like the states)
     yield "wy_fwd", kernels.wy_fwd_kernel, {**ints, "q": io, "k": io, "beta": io, "p": store}, {
@@ -111,7 +112,7 @@ def main(Ks=(64, 128), dtypes=("bf16", "fp32")):
 
 
 def wy_fwd_table():
-    ints = {"cu_seqlens": "*i32", "chunk_index": "*i32", "T": "i32"}
+    ints = {"cu_seqlens": "*i32", "chunk_index": "*i32", "T": "i32", "C0": "i32"}
     for a_type in ("*fp32", "*bf16"):
         for BK in (64, 128):
             for warps, stages in ((4, 1), (4, 2), (8, 1), (8, 2)):

@@ -129,6 +129,24 @@ def test_triton_fused_wy_backward_on_cuda(dtype, shape, monkeypatch):
     check_gradients_on_cuda(dtype, shape)
 
 
+PIPELINE_CASES = [(torch.bfloat16, (2, 2048, 4, 128, 128)), (torch.float32, (1, 700, 2, 64, 64)),
+                  (torch.bfloat16, (1, 1000, 2, 256, 256))]
+
+
+@pytest.mark.parametrize("dtype, shape", PIPELINE_CASES)
+def test_triton_pipelined_forward_on_cuda(dtype, shape, monkeypatch):
+    """chunk.PIPELINE (WY forward segments on a second stream while the state pass walks the segments before
+    them) on the GPU: output, final state and gradients within the one-launch forward's bounds."""
+    from assocmem.ops.delta_rule.triton import chunk as tchunk
+
+    monkeypatch.setattr(tchunk, "PIPELINE", "1")
+    B, T, H, K, V = shape
+    chunks = tchunk._Chunks(B, T, None)
+    assert tchunk._pipeline_segments(torch.empty(B, T, H, K, device="cuda"), torch.empty(B, T, H, V), chunks, 64) > 1
+    test_triton_on_cuda_matches_naive(dtype, shape)
+    check_gradients_on_cuda(dtype, shape)
+
+
 @pytest.mark.parametrize("fused", [False, True])
 @pytest.mark.parametrize("shape", [(1, 512, 2, 128, 128), (1, 300, 2, 64, 128)])
 def test_triton_backward_bf16_options_on_cuda(shape, fused, monkeypatch):

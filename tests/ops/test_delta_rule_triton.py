@@ -189,6 +189,30 @@ def test_inference_forward_takes_fewer_stages_only_where_its_programs_fill_the_s
     assert rel_err(o.float().cpu(), o_ref) < 1e-2 and rel_err(s.cpu(), s_ref) < 1e-2
 
 
+@pytest.mark.parametrize("keep", [True, False])
+def test_pipelined_forward_in_segments_matches_naive(keep, monkeypatch):
+    """chunk.PIPELINE (the WY forward and the state pass launched per segment of chunks, each segment from the
+    state the previous one left): float32 at 1e-5 with an initial state, gradients through kept or recomputed
+    states; bf16 within the low-precision bounds; packed sequences are never cut."""
+    from assocmem.ops.delta_rule.triton import chunk as tchunk
+
+    monkeypatch.setattr(tchunk, "PIPELINE", "1")
+    monkeypatch.setattr(tchunk, "KEEP_STATES", keep)
+    monkeypatch.setattr(tchunk, "KEEP_FEW_PROGRAMS", False)
+    launches = []
+    real = tchunk._state_fwd
+    monkeypatch.setattr(tchunk, "_state_fwd", lambda *a, **kw: launches.append(kw.get("c0", 0)) or real(*a, **kw))
+    check_fp32("triton", 2, 600, 2, 32, 16)  # 10 chunks: segments at chunks 0, 2, 5, 8 (and the backward's pass)
+    assert launches[:4] == [0, 2, 5, 8]
+    check_fp32("triton", 1, 200, 1, 64, 100)  # 4 chunks: 2 segments
+    check_low_precision(torch.bfloat16, 1, 256, 2, 64, 32)
+    chunks = tchunk._Chunks(1, 256, torch.tensor([0, 100, 256]))
+    assert tchunk._pipeline_segments(torch.empty(1, 256, 2, 64), torch.empty(1, 256, 2, 64), chunks, 64) == 1
+    monkeypatch.setattr(tchunk, "PIPELINE", "auto")  # on a CPU tensor: never
+    chunks = tchunk._Chunks(2, 600, None)
+    assert tchunk._pipeline_segments(torch.empty(2, 600, 2, 32), torch.empty(2, 600, 2, 16), chunks, 16) == 1
+
+
 def test_wide_state_tile_at_k256_within_twice_the_reference_error():
     """K = 256 in bf16 takes the forward's 64-wide state tile where the programs fill the device (here the
     interpreter's one 'SM') and, in a forward that keeps nothing for a backward, always: output and gradients

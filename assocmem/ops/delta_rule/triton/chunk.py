@@ -397,14 +397,16 @@ def _empty_p(q, store_p: bool):
     return q.new_empty((*q.shape[:3], BT) if store_p else (0,), dtype=_store_dtype(q.dtype))
 
 
-def _wy_fwd(q, k, beta, scale, chunks: _Chunks, half_a: bool = False, store_p: bool = False):
+def _wy_fwd(q, k, beta, scale, chunks: _Chunks, half_a: bool = False, store_p: bool = False, out=None, c0=0, c1=None):
     """A, and P where store_p (else None). (P by a kernel of its own was slower than formed here: NOTES.md,
-    version 14.)"""
+    version 14.) `out`: (A, P) to write into; c0, c1: the chunks to form, c0 <= chunk < c1 (equal lengths)."""
     B, T, H, K = k.shape
-    A = torch.empty(B, T, H, BT, dtype=_a_dtype(half_a), device=k.device)
-    P = _empty_p(q, True) if store_p else None
-    kernels.wy_fwd_kernel[(chunks.grid_t, B * H if not chunks.varlen else H)](
-        q, k, beta, A, P, chunks.cu_seqlens, chunks.index, scale, T, H=H, K=K, BK=min(WY_FWD_BK, _width(K)),
+    if out is None:
+        out = torch.empty(B, T, H, BT, dtype=_a_dtype(half_a), device=k.device), _empty_p(q, True) if store_p else None
+    A, P = out
+    c1 = chunks.grid_t if c1 is None else c1
+    kernels.wy_fwd_kernel[(c1 - c0, B * H if not chunks.varlen else H)](
+        q, k, beta, A, P, chunks.cu_seqlens, chunks.index, scale, T, c0, H=H, K=K, BK=min(WY_FWD_BK, _width(K)),
         IS_VARLEN=chunks.varlen, PREC=_precision(k.dtype), STORE_P=store_p,
         A_PREC=WY_FWD_A_PREC_BF16 if k.dtype == torch.bfloat16 else "tf32x3", **_launch("wy_fwd", K, k.dtype),
     )  # fmt: skip
@@ -446,27 +448,28 @@ def _state_fwd_launch(K: int, dtype, programs: int, device, inference: bool) -> 
 
 
 def _state_fwd(q, k, v, beta, A, scale, h0, chunks: _Chunks, *, write_o: bool, store_h: bool, final=None, BV=None,
-               P=None):
+               P=None, out=None, c0=0, c1=2**31 - 1):  # fmt: skip
     """The sequential pass: o where write_o (from the stored P where given), the final state where `final`
-    (default: write_o), (chunk-start states, V') where store_h; value tiles of BV (default: _forward_tile's)."""
+    (default: write_o), (chunk-start states, V') where store_h; value tiles of BV (default: _forward_tile's).
+    `out`: (o, ht, h, vnew) to write into; c0, c1: the chunks walked, c0 <= chunk < c1, from h0."""
     B, T, H, K = q.shape
     V = v.shape[-1]
     final = write_o if final is None else final
     BV = BV or _forward_tile(q, v, chunks)
-    h = vnew = o = ht = None
-    if store_h:
+    o, ht, h, vnew = out or (None,) * 4
+    if store_h and h is None:
         h = torch.empty(_max_chunks(B, T, chunks.cu_seqlens), H, K, V, dtype=_store_dtype(q.dtype), device=q.device)
         vnew = torch.empty_like(v, dtype=_vprime_dtype(q.dtype))
-    if write_o:
+    if write_o and o is None:
         o = torch.empty_like(v)
-    if final:
+    if final and ht is None:
         ht = torch.empty(chunks.N, H, K, V, dtype=torch.float32, device=q.device)
     # Storing the states (the backward's recomputing pass, or a keeping forward) takes state_recompute's bits,
     # so that kept states equal what the backward would recompute.
     half = _half_operands("state_recompute" if store_h else "state_fwd", q.dtype, K, BV)
     grid = (_cdiv(V, BV), chunks.N * H)
     kernels.state_fwd_kernel[grid](
-        q, k, v, beta, A, P, o, h, vnew, h0, ht, chunks.cu_seqlens, chunks.offsets, scale, T,
+        q, k, v, beta, A, P, o, h, vnew, h0, ht, chunks.cu_seqlens, chunks.offsets, scale, T, c0, c1,
         H=H, K=K, V=V, BK=_width(K), BV=BV, USE_H0=h0 is not None, STORE_FINAL=final,
         STORE_H=store_h, WRITE_O=write_o, IS_VARLEN=chunks.varlen,
         PREC=_precision(q.dtype), HALF_OPERANDS=half, LOAD_P=write_o and P is not None,
@@ -507,6 +510,64 @@ def _output(q, k, v, h, vnew, scale, chunks: _Chunks, P=None):
     return o
 
 
+# The forward of long sequences as a pipeline (version 18 candidate, off until timed). Where the state pass has
+# few programs (sequences x heads x value tiles at most PIPELINE_MAX_SHARE per SM: T = 8192 and 16384 at the
+# benchmark's shapes) it is a chain of dependent chunk steps that leaves much of each SM idle, while the WY
+# forward before it is parallel over chunks. The chunks are cut into PIPELINE_SEGMENTS segments: the WY forward
+# of segments 1.. runs on a second CUDA stream while the state pass walks segment 0, 1, ... on the caller's
+# stream, each segment waiting only for its own A (and P) and starting from the state the previous one left.
+# Equal-length batches only (packed sequences have no common chunk range). "auto": where the programs are few;
+# "1": always (also on the CPU, in order, for the tests); "0": never (ASSOCMEM_TRITON_PIPELINE at import).
+PIPELINE = os.environ.get("ASSOCMEM_TRITON_PIPELINE", "0")
+PIPELINE_SEGMENTS = 4
+PIPELINE_MAX_SHARE = 1.0
+_SIDE_STREAMS: dict = {}
+
+
+def _pipeline_segments(q, v, chunks: _Chunks, BV: int) -> int:
+    if PIPELINE == "0" or chunks.varlen or (PIPELINE == "auto" and q.device.type != "cuda"):
+        return 1
+    if PIPELINE == "auto" and chunks.N * q.shape[2] * _cdiv(v.shape[3], BV) > PIPELINE_MAX_SHARE * _sm_count(q.device):
+        return 1
+    return max(1, min(PIPELINE_SEGMENTS, chunks.grid_t // 2))
+
+
+def _side_stream(device) -> torch.cuda.Stream:
+    index = torch.cuda.current_device() if device.index is None else device.index
+    if index not in _SIDE_STREAMS:
+        _SIDE_STREAMS[index] = torch.cuda.Stream(device=index)
+    return _SIDE_STREAMS[index]
+
+
+def _pipelined_fwd(q, k, v, beta, scale, h0, chunks: _Chunks, keep: bool, half_a: bool, store_p: bool, BV: int,
+                   segments: int):  # fmt: skip
+    """chunk_fwd's (o, ht, h, vnew, A, P) with the chunks in `segments` segments (PIPELINE)."""
+    B, T, H, K = k.shape
+    bounds = [round(g * chunks.grid_t / segments) for g in range(segments + 1)]
+    wy = (torch.empty(B, T, H, BT, dtype=_a_dtype(half_a), device=k.device), _empty_p(q, True) if store_p else None)
+    cuda = q.device.type == "cuda"
+    main = torch.cuda.current_stream(q.device) if cuda else None
+    side = _side_stream(q.device) if cuda else None
+    _wy_fwd(q, k, beta, scale, chunks, half_a, store_p, out=wy, c0=bounds[0], c1=bounds[1])
+    ready = []
+    if cuda:
+        side.wait_stream(main)  # the inputs (and the buffers just allocated) are ready on the caller's stream
+    for g in range(1, segments):
+        if cuda:
+            with torch.cuda.stream(side):
+                _wy_fwd(q, k, beta, scale, chunks, half_a, store_p, out=wy, c0=bounds[g], c1=bounds[g + 1])
+                ready.append(side.record_event())
+        else:
+            _wy_fwd(q, k, beta, scale, chunks, half_a, store_p, out=wy, c0=bounds[g], c1=bounds[g + 1])
+    out = None
+    for g in range(segments):
+        if cuda and g > 0:
+            main.wait_event(ready[g - 1])
+        out = _state_fwd(q, k, v, beta, wy[0], scale, h0 if g == 0 else out[1], chunks, write_o=True, store_h=keep,
+                         BV=BV, P=wy[1], out=out, c0=bounds[g], c1=bounds[g + 1])  # fmt: skip
+    return (*out, *wy)
+
+
 def _kept(q, v, cu_seqlens, keep: bool):
     """The shapes of what a forward keeps for the backward besides A: empty where it keeps nothing."""
     B, T, H, K = q.shape
@@ -533,8 +594,14 @@ def chunk_fwd(q, k, v, beta, scale: float, h0, cu_seqlens, keep_states: bool = F
     if q.shape[1] == 0:
         return _empty_fwd(q, k, v, h0, cu_seqlens, keep_states, half_a, store_p)
     chunks = _Chunks(q.shape[0], q.shape[1], cu_seqlens)
-    A, P = _wy_fwd(q, k, beta, scale, chunks, half_a, store_p)
     BV = _forward_tile(q, v, chunks, keep_states)
+    segments = 1 if _split_output(keep_states, BV) else _pipeline_segments(q, v, chunks, BV)
+    if segments > 1:
+        o, ht, h, vnew, A, P = _pipelined_fwd(q, k, v, beta, scale, h0, chunks, keep_states, half_a, store_p, BV,
+                                              segments)  # fmt: skip
+        kept = (h, vnew) if keep_states else _kept(q, v, cu_seqlens, False)
+        return (o, ht, A, P if store_p else _empty_p(q, False), *kept)
+    A, P = _wy_fwd(q, k, beta, scale, chunks, half_a, store_p)
     if _split_output(keep_states, BV):
         _, ht, h, vnew = _state_fwd(q, k, v, beta, A, scale, h0, chunks, write_o=False, store_h=True, final=True, BV=BV)
         o = _output(q, k, v, h, vnew, scale, chunks, P)

@@ -121,7 +121,7 @@ def _inv_unit_lower_diag16(L):
 
 @triton.jit
 def wy_fwd_kernel(
-    q, k, beta, A, p, cu_seqlens, chunk_index, scale, T,
+    q, k, beta, A, p, cu_seqlens, chunk_index, scale, T, C0,
     H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, IS_VARLEN: tl.constexpr, PREC: tl.constexpr,
     STORE_P: tl.constexpr = False, A_PREC: tl.constexpr = "tf32",
 ):  # fmt: skip
@@ -138,8 +138,10 @@ def wy_fwd_kernel(
     about float32's). Versions up to 16 worked on 16-row blocks, whose products each warp repeated (a 16-row
     product covers one warp), at 255 registers a thread for any warp count: 1.5x this kernel's time in bf16,
     3x in float32 (NOTES.md, version 17).
+
+    C0: the first chunk of the launch (equal-length sequences; chunk.PIPELINE launches the chunks in segments).
     """
-    i_t, i_bh = tl.program_id(0), tl.program_id(1)
+    i_t, i_bh = tl.program_id(0) + C0, tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
     bos, T, i_c, i_n = _span(cu_seqlens, chunk_index, i_b, i_t, T, IS_VARLEN)
     t0 = i_c * 64
@@ -175,7 +177,7 @@ def _chunk_a(A, t0, T, H: tl.constexpr):
 
 @triton.jit
 def state_fwd_kernel(
-    q, k, v, beta, A, p, o, h, vnew, h0, ht, cu_seqlens, chunk_offsets, scale, T,
+    q, k, v, beta, A, p, o, h, vnew, h0, ht, cu_seqlens, chunk_offsets, scale, T, C0, C1,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     USE_H0: tl.constexpr, STORE_FINAL: tl.constexpr, STORE_H: tl.constexpr, WRITE_O: tl.constexpr,
     IS_VARLEN: tl.constexpr, PREC: tl.constexpr, HALF_OPERANDS: tl.constexpr = 0, LOAD_P: tl.constexpr = False,
@@ -187,7 +189,8 @@ def state_fwd_kernel(
     skipped unless WRITE_O). HALF_OPERANDS (bf16 inputs; float32 accumulation and state throughout): bit 1
     rounds S to bf16 in K S and Q S (K and Q stay in their dtype), bit 2 rounds A and beta (V - K S) in
     their product, bit 4 rounds V' and the masked Q K^T in the products with V'. LOAD_P: the masked, scaled
-    Q K^T comes from the WY forward (wy_fwd_kernel's STORE_P) instead of a product here.
+    Q K^T comes from the WY forward (wy_fwd_kernel's STORE_P) instead of a product here. C0, C1: the chunks
+    walked, C0 <= chunk < C1 (chunk.PIPELINE: a segment, from the state the previous one left in h0).
     """
     i_v, i_nh = tl.program_id(0), tl.program_id(1)
     i_n, i_h = i_nh // H, i_nh % H
@@ -210,7 +213,7 @@ def state_fwd_kernel(
     S = tl.zeros([BK, BV], tl.float32)
     if USE_H0:
         S += _tile(h0 + i_nh * K * V, 0, K, V, v0, V, BK, BV)
-    for i_t in range(tl.cdiv(T, 64)):
+    for i_t in range(C0, tl.minimum(tl.cdiv(T, 64), C1)):
         t0 = i_t * 64
         if STORE_H:
             _put(h + ((boh + i_t) * H + i_h).to(tl.int64) * K * V, S, 0, K, V, v0, V, BK, BV)
