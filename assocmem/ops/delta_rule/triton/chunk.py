@@ -518,16 +518,18 @@ def _output(q, k, v, h, vnew, scale, chunks: _Chunks, P=None):
 # stream, each segment waiting only for its own A (and P) and starting from the state the previous one left.
 # Equal-length batches only (packed sequences have no common chunk range). "auto": where the programs are few;
 # "1": always (also on the CPU, in order, for the tests); "0": never (ASSOCMEM_TRITON_PIPELINE at import).
-PIPELINE = os.environ.get("ASSOCMEM_TRITON_PIPELINE", "0")
-PIPELINE_SEGMENTS = 4
-PIPELINE_MAX_SHARE = 1.0
+PIPELINE = os.environ.get("ASSOCMEM_TRITON_PIPELINE", "auto")
+PIPELINE_SEGMENTS = 2
+PIPELINE_MAX_SHARE = 0.5
+PIPELINE_MIN_CHUNKS = 64  # per sequence
 _SIDE_STREAMS: dict = {}
 
 
 def _pipeline_segments(q, v, chunks: _Chunks, BV: int) -> int:
     if PIPELINE == "0" or chunks.varlen or (PIPELINE == "auto" and q.device.type != "cuda"):
         return 1
-    if PIPELINE == "auto" and chunks.N * q.shape[2] * _cdiv(v.shape[3], BV) > PIPELINE_MAX_SHARE * _sm_count(q.device):
+    if PIPELINE == "auto" and (chunks.grid_t < PIPELINE_MIN_CHUNKS or chunks.N * q.shape[2] * _cdiv(v.shape[3], BV)
+                               > PIPELINE_MAX_SHARE * _sm_count(q.device)):  # fmt: skip
         return 1
     return max(1, min(PIPELINE_SEGMENTS, chunks.grid_t // 2))
 
