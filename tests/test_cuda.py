@@ -140,6 +140,7 @@ def test_triton_pipelined_forward_on_cuda(dtype, shape, monkeypatch):
     from assocmem.ops.delta_rule.triton import chunk as tchunk
 
     monkeypatch.setattr(tchunk, "PIPELINE", "1")
+    monkeypatch.setattr(tchunk, "PIPELINE_SEGMENTS", 4)
     B, T, H, K, V = shape
     chunks = tchunk._Chunks(B, T, None)
     assert tchunk._pipeline_segments(torch.empty(B, T, H, K, device="cuda"), torch.empty(B, T, H, V), chunks, 64) > 1

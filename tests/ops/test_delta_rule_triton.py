@@ -197,6 +197,7 @@ def test_pipelined_forward_in_segments_matches_naive(keep, monkeypatch):
     from assocmem.ops.delta_rule.triton import chunk as tchunk
 
     monkeypatch.setattr(tchunk, "PIPELINE", "1")
+    monkeypatch.setattr(tchunk, "PIPELINE_SEGMENTS", 4)
     monkeypatch.setattr(tchunk, "KEEP_STATES", keep)
     monkeypatch.setattr(tchunk, "KEEP_FEW_PROGRAMS", False)
     launches = []
