@@ -135,11 +135,13 @@ PIPELINE_CASES = [(torch.bfloat16, (2, 2048, 4, 128, 128)), (torch.float32, (1, 
 
 @pytest.mark.parametrize("dtype, shape", PIPELINE_CASES)
 def test_triton_pipelined_forward_on_cuda(dtype, shape, monkeypatch):
-    """chunk.PIPELINE (WY forward segments on a second stream while the state pass walks the segments before
-    them) on the GPU: output, final state and gradients within the one-launch forward's bounds."""
+    """chunk.PIPELINE and PIPELINE_BWD (WY forward segments on a second stream while the state pass walks the
+    segments before them; each segment's dqkw and WY backward there while the reverse pass walks the one before)
+    on the GPU: output, final state and gradients within the unsegmented kernels' bounds."""
     from assocmem.ops.delta_rule.triton import chunk as tchunk
 
     monkeypatch.setattr(tchunk, "PIPELINE", "1")
+    monkeypatch.setattr(tchunk, "PIPELINE_BWD", True)
     monkeypatch.setattr(tchunk, "PIPELINE_SEGMENTS", 4)
     B, T, H, K, V = shape
     chunks = tchunk._Chunks(B, T, None)

@@ -189,22 +189,28 @@ def test_inference_forward_takes_fewer_stages_only_where_its_programs_fill_the_s
     assert rel_err(o.float().cpu(), o_ref) < 1e-2 and rel_err(s.cpu(), s_ref) < 1e-2
 
 
-@pytest.mark.parametrize("keep", [True, False])
-def test_pipelined_forward_in_segments_matches_naive(keep, monkeypatch):
+@pytest.mark.parametrize("keep, backward", [(True, False), (False, False), (True, True)])
+def test_pipelined_forward_in_segments_matches_naive(keep, backward, monkeypatch):
     """chunk.PIPELINE (the WY forward and the state pass launched per segment of chunks, each segment from the
-    state the previous one left): float32 at 1e-5 with an initial state, gradients through kept or recomputed
-    states; bf16 within the low-precision bounds; packed sequences are never cut."""
+    state the previous one left) and PIPELINE_BWD (the reverse pass per segment, last first, each segment's
+    chunk-parallel kernels after it): float32 at 1e-5 with an initial state, gradients through kept or
+    recomputed states; bf16 within the low-precision bounds; packed sequences are never cut."""
     from assocmem.ops.delta_rule.triton import chunk as tchunk
 
     monkeypatch.setattr(tchunk, "PIPELINE", "1")
+    monkeypatch.setattr(tchunk, "PIPELINE_BWD", backward)
     monkeypatch.setattr(tchunk, "PIPELINE_SEGMENTS", 4)
     monkeypatch.setattr(tchunk, "KEEP_STATES", keep)
     monkeypatch.setattr(tchunk, "KEEP_FEW_PROGRAMS", False)
     launches = []
     real = tchunk._state_fwd
     monkeypatch.setattr(tchunk, "_state_fwd", lambda *a, **kw: launches.append(kw.get("c0", 0)) or real(*a, **kw))
+    reverse = []
+    real_bwd = tchunk._state_bwd
+    monkeypatch.setattr(tchunk, "_state_bwd", lambda *a: reverse.append(a[-2:]) or real_bwd(*a))
     check_fp32("triton", 2, 600, 2, 32, 16)  # 10 chunks: segments at chunks 0, 2, 5, 8 (and the backward's pass)
     assert launches[:4] == [0, 2, 5, 8]
+    assert reverse == ([(8, 10), (5, 8), (2, 5), (0, 2)] if backward else [(0, 10)])
     check_fp32("triton", 1, 200, 1, 64, 100)  # 4 chunks: 2 segments
     check_low_precision(torch.bfloat16, 1, 256, 2, 64, 32)
     chunks = tchunk._Chunks(1, 256, torch.tensor([0, 100, 256]))

@@ -10,6 +10,7 @@ local dV') and where it recomputes the states; with FUSED_WY_BWD the last two ar
 on tiles at least MIN_TILE wide.
 """
 
+import functools
 import json
 import os
 from pathlib import Path
@@ -522,14 +523,19 @@ PIPELINE = os.environ.get("ASSOCMEM_TRITON_PIPELINE", "auto")
 PIPELINE_SEGMENTS = 2
 PIPELINE_MAX_SHARE = 0.5
 PIPELINE_MIN_CHUNKS = 64  # per sequence
+# The backward likewise (version 18 candidate, off until timed): the reverse pass walks the segments from the
+# last, and each segment's dqkw and WY backward run on the second stream while it walks the one before.
+PIPELINE_BWD = os.environ.get("ASSOCMEM_TRITON_PIPELINE_BWD", "0") == "1"
+PIPELINE_BWD_MAX_SHARE = 1.0  # (its state tile is 32 wide at K = 128: twice the forward's programs)
 _SIDE_STREAMS: dict = {}
 
 
-def _pipeline_segments(q, v, chunks: _Chunks, BV: int) -> int:
+def _pipeline_segments(q, v, chunks: _Chunks, BV: int, max_share: float | None = None) -> int:
+    share = PIPELINE_MAX_SHARE if max_share is None else max_share
     if PIPELINE == "0" or chunks.varlen or (PIPELINE == "auto" and q.device.type != "cuda"):
         return 1
     if PIPELINE == "auto" and (chunks.grid_t < PIPELINE_MIN_CHUNKS or chunks.N * q.shape[2] * _cdiv(v.shape[3], BV)
-                               > PIPELINE_MAX_SHARE * _sm_count(q.device)):  # fmt: skip
+                               > share * _sm_count(q.device)):  # fmt: skip
         return 1
     return max(1, min(PIPELINE_SEGMENTS, chunks.grid_t // 2))
 
@@ -641,14 +647,11 @@ def chunk_bwd(q, k, v, beta, scale: float, h0, cu_seqlens, do, dht, A, h=None, v
         )  # fmt: skip
     BV = _state_tile_v(K, V, "state_bwd")
     dh0 = torch.empty(chunks.N, H, K, V, dtype=torch.float32, device=q.device)
-    kernels.state_bwd_kernel[(_cdiv(V, BV), chunks.N * H)](
-        q, k, beta, A, P if load_p else None, do, dh, dvnew, dht, dh0, chunks.cu_seqlens, chunks.offsets, scale, T,
-        H=H, K=K, V=V, BK=_width(K), BV=BV, USE_DHT=dht is not None, STORE_DH0=True,
-        IS_VARLEN=chunks.varlen, PREC=prec, HALF_OPERANDS=_half_operands("state_bwd", q.dtype), LOAD_P=load_p,
-        **_launch("state_bwd", K, q.dtype),
-    )  # fmt: skip
+    state_bwd = functools.partial(_state_bwd, q, k, beta, A, P if load_p else None, do, dh, dvnew, dh0, scale,
+                                  chunks, BV)  # fmt: skip
 
     if _fused_wy_bwd(K, q.dtype):
+        state_bwd(dht)
         dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
         dbeta = torch.empty(B, T, H, dtype=torch.float32, device=q.device)
         kernels.dqkw_wy_kernel[(chunks.grid_t, heads)](
@@ -662,22 +665,52 @@ def chunk_bwd(q, k, v, beta, scale: float, h0, cu_seqlens, do, dht, A, h=None, v
     dq = torch.empty_like(q)
     dk_part = torch.empty(B, T, H, K, dtype=_dw_dtype(q.dtype), device=q.device)
     dw = torch.empty(B, T, H, K, dtype=_dw_dtype(q.dtype), device=q.device)
-    BK = _dqkw_tile_k(K)
-    kernels.dqkw_kernel[(_cdiv(K, BK), chunks.grid_t, heads)](
-        q, k, vnew, do, dvnew, h, dh, dq, dk_part, dw, chunks.cu_seqlens, chunks.index, scale, T,
-        H=H, K=K, V=V, BK=BK, BV=_dqkw_tile_v(K, V), IS_VARLEN=chunks.varlen, PREC=prec,
-        HALF_OPERANDS=_half_operands("dqkw", q.dtype, K), **_launch("dqkw", K, q.dtype),
-    )  # fmt: skip
-
     dk, dv = torch.empty_like(k), torch.empty_like(v)
     dbeta = torch.empty(B, T, H, dtype=torch.float32, device=q.device)
-    kernels.wy_bwd_kernel[(chunks.grid_t, heads)](
-        k, v, beta, A, dw, dvnew, dk_part, dk, dv, dbeta, chunks.cu_seqlens, chunks.index, T,
-        H=H, K=K, V=V, BK=_wy_bwd_tiles(K, V)[0], BV=_wy_bwd_tiles(K, V)[1],
-        IS_VARLEN=chunks.varlen, PREC=prec, HALF_OPERANDS=_half_operands("wy_bwd", q.dtype),
-        **_launch("wy_bwd", K, q.dtype),
-    )  # fmt: skip
+
+    def parallel(c0, c1):  # dqkw and the WY backward on chunks c0 <= chunk < c1
+        BK = _dqkw_tile_k(K)
+        kernels.dqkw_kernel[(_cdiv(K, BK), c1 - c0, heads)](
+            q, k, vnew, do, dvnew, h, dh, dq, dk_part, dw, chunks.cu_seqlens, chunks.index, scale, T, c0,
+            H=H, K=K, V=V, BK=BK, BV=_dqkw_tile_v(K, V), IS_VARLEN=chunks.varlen, PREC=prec,
+            HALF_OPERANDS=_half_operands("dqkw", q.dtype, K), **_launch("dqkw", K, q.dtype),
+        )  # fmt: skip
+        kernels.wy_bwd_kernel[(c1 - c0, heads)](
+            k, v, beta, A, dw, dvnew, dk_part, dk, dv, dbeta, chunks.cu_seqlens, chunks.index, T, c0,
+            H=H, K=K, V=V, BK=_wy_bwd_tiles(K, V)[0], BV=_wy_bwd_tiles(K, V)[1],
+            IS_VARLEN=chunks.varlen, PREC=prec, HALF_OPERANDS=_half_operands("wy_bwd", q.dtype),
+            **_launch("wy_bwd", K, q.dtype),
+        )  # fmt: skip
+
+    segments = _pipeline_segments(q, v, chunks, BV, PIPELINE_BWD_MAX_SHARE) if load_p and PIPELINE_BWD else 1
+    bounds = [round(g * chunks.grid_t / segments) for g in range(segments + 1)]
+    cuda = q.device.type == "cuda" and segments > 1
+    main = torch.cuda.current_stream(q.device) if cuda else None
+    side = _side_stream(q.device) if cuda else None
+    for g in reversed(range(segments)):  # the reverse pass walks the last segment first
+        state_bwd(dht if g == segments - 1 else dh0, bounds[g], bounds[g + 1])
+        if cuda:  # that segment's chunk-parallel kernels beside the reverse pass's next segment
+            side.wait_stream(main)
+            with torch.cuda.stream(side):
+                parallel(bounds[g], bounds[g + 1])
+        else:
+            parallel(bounds[g], bounds[g + 1])
+    if cuda:
+        main.wait_stream(side)
     return dq, dk, dv, dbeta.to(beta.dtype), dh0
+
+
+def _state_bwd(q, k, beta, A, P, do, dh, dvnew, dh0, scale, chunks: _Chunks, BV: int, dht, c0=0, c1=2**31 - 1):
+    """The reverse pass over chunks c0 <= chunk < c1 (last first), from dht (None: zero); dS before chunk c0 to
+    dh0, the chunk-end gradients to dh, dV' to dvnew (its local part from P where given, else already there)."""
+    B, T, H, K = q.shape
+    V = do.shape[-1]
+    kernels.state_bwd_kernel[(_cdiv(V, BV), chunks.N * H)](
+        q, k, beta, A, P, do, dh, dvnew, dht, dh0, chunks.cu_seqlens, chunks.offsets, scale, T, c0, c1,
+        H=H, K=K, V=V, BK=_width(K), BV=BV, USE_DHT=dht is not None, STORE_DH0=True,
+        IS_VARLEN=chunks.varlen, PREC=_precision(q.dtype), HALF_OPERANDS=_half_operands("state_bwd", q.dtype),
+        LOAD_P=P is not None, **_launch("state_bwd", K, q.dtype),
+    )  # fmt: skip
 
 
 def _prepare(q, k, v, beta, initial_state):

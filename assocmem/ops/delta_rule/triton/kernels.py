@@ -296,7 +296,7 @@ def dv_local_kernel(
 
 @triton.jit
 def state_bwd_kernel(
-    q, k, beta, A, p, do, dh, dvnew, dht, dh0, cu_seqlens, chunk_offsets, scale, T,
+    q, k, beta, A, p, do, dh, dvnew, dht, dh0, cu_seqlens, chunk_offsets, scale, T, C0, C1,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     USE_DHT: tl.constexpr, STORE_DH0: tl.constexpr, IS_VARLEN: tl.constexpr, PREC: tl.constexpr,
     HALF_OPERANDS: tl.constexpr, LOAD_P: tl.constexpr = False,
@@ -306,7 +306,8 @@ def state_bwd_kernel(
     P^T dO comes from dv_local_kernel (already in dvnew), or with LOAD_P is formed here from the stored P
     (one [64, 64] tile and a product off the chain; dv_local_kernel is then not run). HALF_OPERANDS (bf16
     inputs; float32 accumulation): bit 1 rounds dS and beta A^T dV' to bf16 in the two products with K, bit 2
-    rounds A and dV' in A^T dV'."""
+    rounds A and dV' in A^T dV'. C0, C1: the chunks walked (from C1 - 1 down to C0; chunk.PIPELINE: a segment,
+    from the dS the later one left in dht)."""
     i_v, i_nh = tl.program_id(0), tl.program_id(1)
     i_n, i_h = i_nh // H, i_nh % H
     bos, T, boh = _sequence(cu_seqlens, chunk_offsets, i_n, T, IS_VARLEN)
@@ -323,8 +324,9 @@ def state_bwd_kernel(
     dS = tl.zeros([BK, BV], tl.float32)
     if USE_DHT:
         dS += _tile(dht + i_nh * K * V, 0, K, V, v0, V, BK, BV)
-    for i_r in range(tl.cdiv(T, 64)):
-        i_t = tl.cdiv(T, 64) - 1 - i_r
+    c_end = tl.minimum(tl.cdiv(T, 64), C1)
+    for i_r in range(c_end - C0):
+        i_t = c_end - 1 - i_r
         t0 = i_t * 64
         _put(dh + ((boh + i_t) * H + i_h).to(tl.int64) * K * V, dS, 0, K, V, v0, V, BK, BV)
         qt = _tile(q, t0, T, H * K, 0, K, 64, BK)
@@ -383,12 +385,13 @@ def _dqkw_accumulate(
 
 @triton.jit
 def dqkw_kernel(
-    q, k, vnew, do, dvnew, h, dh, dq, dk, dw, cu_seqlens, chunk_index, scale, T,
+    q, k, vnew, do, dvnew, h, dh, dq, dk, dw, cu_seqlens, chunk_index, scale, T, C0,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     IS_VARLEN: tl.constexpr, PREC: tl.constexpr, HALF_OPERANDS: tl.constexpr,
 ):  # fmt: skip
-    """Per chunk and key tile: dQ (final), dK's output/state part, dW = -dV' S^T (both float32)."""
-    i_k, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    """Per chunk and key tile: dQ (final), dK's output/state part, dW = -dV' S^T (both float32). C0: the first
+    chunk of the launch (equal lengths)."""
+    i_k, i_t, i_bh = tl.program_id(0), tl.program_id(1) + C0, tl.program_id(2)
     bos, T, i_c, i_g, i_h = _chunk_of(cu_seqlens, chunk_index, i_t, i_bh, T, H, IS_VARLEN)
     t0 = i_c * 64
     k0 = i_k * BK
@@ -417,7 +420,7 @@ def dqkw_kernel(
 
 @triton.jit
 def wy_bwd_kernel(
-    k, v, beta, A, dw, du, dk_part, dk, dv, dbeta, cu_seqlens, chunk_index, T,
+    k, v, beta, A, dw, du, dk_part, dk, dv, dbeta, cu_seqlens, chunk_index, T, C0,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     IS_VARLEN: tl.constexpr, PREC: tl.constexpr, HALF_OPERANDS: tl.constexpr = 0,
 ):  # fmt: skip
@@ -428,7 +431,7 @@ def wy_bwd_kernel(
     accumulation): 1 A^T dW and A^T dU, 2 the two products of dL = -A^T dA A^T, 4 dL K and dL^T (beta K),
     8 dW (beta K)^T and dU (beta V)^T.
     """
-    i_t, i_bh = tl.program_id(0), tl.program_id(1)
+    i_t, i_bh = tl.program_id(0) + C0, tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
     bos, T, i_c, i_n = _span(cu_seqlens, chunk_index, i_b, i_t, T, IS_VARLEN)
     F32 = tl.float32
