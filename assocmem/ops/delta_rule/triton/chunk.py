@@ -511,22 +511,29 @@ def _output(q, k, v, h, vnew, scale, chunks: _Chunks, P=None):
     return o
 
 
-# The forward of long sequences as a pipeline (version 18 candidate, off until timed). Where the state pass has
-# few programs (sequences x heads x value tiles at most PIPELINE_MAX_SHARE per SM: T = 8192 and 16384 at the
-# benchmark's shapes) it is a chain of dependent chunk steps that leaves much of each SM idle, while the WY
+# The forward of long sequences as a pipeline (version 18; NOTES.md). Where the state pass has
+# few programs (sequences x heads x value tiles at most PIPELINE_MAX_SHARE per SM: T = 16384 at the benchmark's
+# shapes) it is a chain of dependent chunk steps that leaves much of each SM idle, while the WY
 # forward before it is parallel over chunks. The chunks are cut into PIPELINE_SEGMENTS segments: the WY forward
 # of segments 1.. runs on a second CUDA stream while the state pass walks segment 0, 1, ... on the caller's
 # stream, each segment waiting only for its own A (and P) and starting from the state the previous one left.
-# Equal-length batches only (packed sequences have no common chunk range). "auto": where the programs are few;
-# "1": always (also on the CPU, in order, for the tests); "0": never (ASSOCMEM_TRITON_PIPELINE at import).
+# Equal-length batches only (packed sequences have no common chunk range). "auto": where the programs are few
+# and the sequences at least PIPELINE_MIN_CHUNKS long; "1": always (also on the CPU, in order, for the tests);
+# "0": never (ASSOCMEM_TRITON_PIPELINE at import). Measured on the H200 at T = 16384 (benchmarks/results/
+# ab_v18c.json, forward, one launch / 2 / 4 segments): D = 64 0.841 / 0.771 / 0.741 ms, D = 128 0.758 / 0.741 /
+# 0.890, D = 256 1.077 / 1.033 / 1.030; at T = 8192 (128 programs) level or slower (ab_v18a.json, ab_v18b.json).
+# The backward's (ab_v18d.json, forward+backward at T = 16384): D = 128 2.476 -> 2.337 ms, D = 64 2.523 -> 2.307,
+# D = 256 level.
 PIPELINE = os.environ.get("ASSOCMEM_TRITON_PIPELINE", "auto")
 PIPELINE_SEGMENTS = 2
 PIPELINE_MAX_SHARE = 0.5
-PIPELINE_MIN_CHUNKS = 64  # per sequence
-# The backward likewise (version 18 candidate, off until timed): the reverse pass walks the segments from the
-# last, and each segment's dqkw and WY backward run on the second stream while it walks the one before.
-PIPELINE_BWD = os.environ.get("ASSOCMEM_TRITON_PIPELINE_BWD", "0") == "1"
-PIPELINE_BWD_MAX_SHARE = 1.0  # (its state tile is 32 wide at K = 128: twice the forward's programs)
+PIPELINE_MIN_CHUNKS = 256  # per sequence (16K tokens: where it was measured; 8K is untried for the backward)
+# The backward likewise: the reverse pass walks the segments from the last, and each segment's dqkw and WY
+# backward run on the second stream while it walks the one before (ASSOCMEM_TRITON_PIPELINE_BWD=0 at import
+# turns it off; PIPELINE="0" turns both off). Its programs may reach one per SM (its state tile is 32 wide at
+# K = 128: twice the forward's programs).
+PIPELINE_BWD = os.environ.get("ASSOCMEM_TRITON_PIPELINE_BWD", "1") == "1"
+PIPELINE_BWD_MAX_SHARE = 1.0
 _SIDE_STREAMS: dict = {}
 
 
