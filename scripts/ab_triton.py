@@ -49,6 +49,26 @@ def _apply(settings: dict) -> dict:
     return before
 
 
+def under(settings: dict, call):
+    """`call` as a function that runs it with the chunk module's attributes set to `settings`, then set back."""
+
+    def turn():
+        before = _apply(settings)
+        try:
+            return call()
+        finally:
+            _apply(before)
+
+    return turn
+
+
+def report_failure(row: dict, name: str, where: str, error: Exception) -> None:
+    """A variant that fails to build or run is reported in the console and its row, and not timed."""
+    text = f"{type(error).__name__}: {str(error)[:300]}"
+    print(f"{name} failed at {where}: {text}", flush=True)
+    row[f"{name}_error"] = text
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out")
@@ -87,20 +107,11 @@ def main(argv=None):
                 row = {"D": D, "T": T, "B": B, "H": H, "pass": pass_}
                 calls = {}
                 for name, settings in variants.items():
-                    call = bench._runner(ours, inputs, do, backward)
-
-                    def turn(call=call, settings=settings):
-                        before = _apply(settings)
-                        try:
-                            return call()
-                        finally:
-                            _apply(before)
-
+                    turn = under(settings, bench._runner(ours, inputs, do, backward))
                     try:
                         err = max(bench._rel_err(a, b) for a, b in zip(turn(), reference))
-                    except Exception as e:  # noqa: BLE001 (a variant that fails to build or run is reported, not timed)
-                        print(f"{name} failed at D={D} T={T} {pass_}: {type(e).__name__}: {str(e)[:300]}", flush=True)
-                        row[f"{name}_error"] = f"{type(e).__name__}: {str(e)[:300]}"
+                    except Exception as e:  # noqa: BLE001
+                        report_failure(row, name, f"D={D} T={T} {pass_}", e)
                         continue
                     row[f"{name}_err"] = err
                     if err > bench.BF16_BOUND or err != err:

@@ -12,7 +12,7 @@ import json
 import statistics
 
 import torch
-from ab_triton import _apply
+from ab_triton import report_failure, under
 
 from assocmem.bench import delta_rule_gpu as bench
 from assocmem.ops.delta_rule.triton import chunk as tchunk
@@ -45,18 +45,11 @@ def main(argv=None):
                 row = {"D": D, "T": T, "B": B, "H": H, "store_p": store_p}
                 calls = {}
                 for name, settings in variants.items():
-                    def turn(settings=settings, call=call):
-                        before = _apply(settings)
-                        try:
-                            return call()
-                        finally:
-                            _apply(before)
-
+                    turn = under(settings, call)
                     try:
                         A, P = turn()
                     except Exception as e:  # noqa: BLE001
-                        print(f"{name} failed at D={D}: {type(e).__name__}: {str(e)[:300]}", flush=True)
-                        row[f"{name}_error"] = f"{type(e).__name__}: {str(e)[:300]}"
+                        report_failure(row, name, f"D={D}", e)
                         continue
                     r = torch.arange(A.shape[1], device=A.device) % 64
                     lower = (r[:, None] >= torch.arange(64, device=A.device)[None, :])[None, :, None, :]

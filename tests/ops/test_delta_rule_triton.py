@@ -656,6 +656,15 @@ def test_wy_backward_whole_head_tile_at_k128_and_the_ab_script_variants(monkeypa
     assert tchunk.LAUNCH_BY_K == launch and tchunk.WY_BWD_TILE == tiles and tchunk.STATE_TILE_V == state_tiles
     with pytest.raises(ValueError, match="no attribute 'WARP_DRIVE'"):
         ab._apply({"WARP_DRIVE": 1})
+    # a variant's turn sets its attributes only while it runs, also when it raises; a failure lands in the row
+    seen = []
+    ab.under({"PIPELINE": "1"}, lambda: seen.append(tchunk.PIPELINE))()
+    with pytest.raises(RuntimeError):
+        ab.under({"PIPELINE": "1"}, lambda: (_ for _ in ()).throw(RuntimeError("boom")))()
+    assert seen == ["1"] and tchunk.PIPELINE == "auto"
+    row = {}
+    ab.report_failure(row, "v", "D=128", RuntimeError("boom"))
+    assert row == {"v_error": "RuntimeError: boom"}
 
 
 def test_small_heads_take_64_wide_tiles_and_match_naive(monkeypatch):
