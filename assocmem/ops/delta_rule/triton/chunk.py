@@ -566,7 +566,7 @@ def _pipelined_fwd(q, k, v, beta, scale, h0, chunks: _Chunks, keep: bool, half_a
     _wy_fwd(q, k, beta, scale, chunks, half_a, store_p, out=wy, c0=bounds[0], c1=bounds[1])
     ready = []
     if cuda:
-        side.wait_stream(main)  # the inputs (and the buffers just allocated) are ready on the caller's stream
+        side.wait_stream(main)  # the inputs, the buffers and segment 0's WY forward, as timed (version 18)
     for g in range(1, segments):
         if cuda:
             with torch.cuda.stream(side):
