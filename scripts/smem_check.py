@@ -59,7 +59,7 @@ def launches(K, V, dtype="bf16", varlen=False):
     store_p = chunk._store_p(True, K)  # P as a training forward stores it (bf16 for bf16 inputs, like the states)
     yield "wy_fwd", kernels.wy_fwd_kernel, {**ints, "q": io, "k": io, "beta": io, "p": store}, {
         **common, "BK": min(chunk.WY_FWD_BK, chunk._width(K)), "STORE_P": store_p,
-        "A_PREC": chunk.WY_FWD_A_PREC_BF16 if dtype == "bf16" else "tf32x3"}
+        "A_PREC": chunk._wy_a_precision(torch.bfloat16 if dtype == "bf16" else torch.float32)}
     BV = chunk._state_tile_v(K, V, "state_fwd")
     fwd_half = chunk._half_operands("state_fwd", torch.bfloat16 if dtype == "bf16" else torch.float32)
     for flags in ({"STORE_H": False, "WRITE_O": True, "STORE_FINAL": True, "HALF_OPERANDS": fwd_half},

@@ -408,8 +408,8 @@ def _wy_fwd(q, k, beta, scale, chunks: _Chunks, half_a: bool = False, store_p: b
     c1 = chunks.grid_t if c1 is None else c1
     kernels.wy_fwd_kernel[(c1 - c0, B * H if not chunks.varlen else H)](
         q, k, beta, A, P, chunks.cu_seqlens, chunks.index, scale, T, c0, H=H, K=K, BK=min(WY_FWD_BK, _width(K)),
-        IS_VARLEN=chunks.varlen, PREC=_precision(k.dtype), STORE_P=store_p,
-        A_PREC=WY_FWD_A_PREC_BF16 if k.dtype == torch.bfloat16 else "tf32x3", **_launch("wy_fwd", K, k.dtype),
+        IS_VARLEN=chunks.varlen, PREC=_precision(k.dtype), STORE_P=store_p, A_PREC=_wy_a_precision(k.dtype),
+        **_launch("wy_fwd", K, k.dtype),
     )  # fmt: skip
     return A, P
 
@@ -419,6 +419,10 @@ def _wy_fwd(q, k, beta, scale, chunks: _Chunks, half_a: bool = False, store_p: b
 # 1e-3 for its bf16 storage; three passes made the kernel 1.4-1.9x slower on the H200 (NOTES.md, version 17).
 WY_FWD_BK = 64
 WY_FWD_A_PREC_BF16 = "tf32"
+
+
+def _wy_a_precision(dtype: torch.dtype) -> str:
+    return WY_FWD_A_PREC_BF16 if dtype == torch.bfloat16 else "tf32x3"
 
 
 def _forward_tile(q, v, chunks: _Chunks, keeps: bool = True) -> int:
@@ -547,6 +551,10 @@ def _pipeline_segments(q, v, chunks: _Chunks, BV: int, max_share: float | None =
     return max(1, min(PIPELINE_SEGMENTS, chunks.grid_t // 2))
 
 
+def _segment_bounds(chunks: _Chunks, segments: int) -> list[int]:
+    return [round(g * chunks.grid_t / segments) for g in range(segments + 1)]
+
+
 def _side_stream(device) -> torch.cuda.Stream:
     index = torch.cuda.current_device() if device.index is None else device.index
     if index not in _SIDE_STREAMS:
@@ -556,27 +564,23 @@ def _side_stream(device) -> torch.cuda.Stream:
 
 def _pipelined_fwd(q, k, v, beta, scale, h0, chunks: _Chunks, keep: bool, half_a: bool, store_p: bool, BV: int,
                    segments: int):  # fmt: skip
-    """chunk_fwd's (o, ht, h, vnew, A, P) with the chunks in `segments` segments (PIPELINE)."""
-    B, T, H, K = k.shape
-    bounds = [round(g * chunks.grid_t / segments) for g in range(segments + 1)]
-    wy = (torch.empty(B, T, H, BT, dtype=_a_dtype(half_a), device=k.device), _empty_p(q, True) if store_p else None)
-    cuda = q.device.type == "cuda"
-    main = torch.cuda.current_stream(q.device) if cuda else None
-    side = _side_stream(q.device) if cuda else None
-    _wy_fwd(q, k, beta, scale, chunks, half_a, store_p, out=wy, c0=bounds[0], c1=bounds[1])
-    ready = []
-    if cuda:
+    """chunk_fwd's (o, ht, h, vnew, A, P) with the chunks in `segments` segments (PIPELINE). Off CUDA the
+    segments run in order on the one stream (torch.cuda.stream(None) does nothing)."""
+    bounds = _segment_bounds(chunks, segments)
+    main = torch.cuda.current_stream(q.device) if q.device.type == "cuda" else None
+    side = _side_stream(q.device) if main is not None else None
+    wy = _wy_fwd(q, k, beta, scale, chunks, half_a, store_p, c0=bounds[0], c1=bounds[1])
+    if side is not None:
         side.wait_stream(main)  # the inputs, the buffers and segment 0's WY forward, as timed (version 18)
+    ready = []
     for g in range(1, segments):
-        if cuda:
-            with torch.cuda.stream(side):
-                _wy_fwd(q, k, beta, scale, chunks, half_a, store_p, out=wy, c0=bounds[g], c1=bounds[g + 1])
-                ready.append(side.record_event())
-        else:
+        with torch.cuda.stream(side):
             _wy_fwd(q, k, beta, scale, chunks, half_a, store_p, out=wy, c0=bounds[g], c1=bounds[g + 1])
+            if side is not None:
+                ready.append(side.record_event())
     out = None
     for g in range(segments):
-        if cuda and g > 0:
+        if ready and g > 0:
             main.wait_event(ready[g - 1])
         out = _state_fwd(q, k, v, beta, wy[0], scale, h0 if g == 0 else out[1], chunks, write_o=True, store_h=keep,
                          BV=BV, P=wy[1], out=out, c0=bounds[g], c1=bounds[g + 1])  # fmt: skip
@@ -610,18 +614,20 @@ def chunk_fwd(q, k, v, beta, scale: float, h0, cu_seqlens, keep_states: bool = F
         return _empty_fwd(q, k, v, h0, cu_seqlens, keep_states, half_a, store_p)
     chunks = _Chunks(q.shape[0], q.shape[1], cu_seqlens)
     BV = _forward_tile(q, v, chunks, keep_states)
-    segments = 1 if _split_output(keep_states, BV) else _pipeline_segments(q, v, chunks, BV)
+    split = _split_output(keep_states, BV)
+    segments = 1 if split else _pipeline_segments(q, v, chunks, BV)
     if segments > 1:
         o, ht, h, vnew, A, P = _pipelined_fwd(q, k, v, beta, scale, h0, chunks, keep_states, half_a, store_p, BV,
                                               segments)  # fmt: skip
-        kept = (h, vnew) if keep_states else _kept(q, v, cu_seqlens, False)
-        return (o, ht, A, P if store_p else _empty_p(q, False), *kept)
-    A, P = _wy_fwd(q, k, beta, scale, chunks, half_a, store_p)
-    if _split_output(keep_states, BV):
-        _, ht, h, vnew = _state_fwd(q, k, v, beta, A, scale, h0, chunks, write_o=False, store_h=True, final=True, BV=BV)
-        o = _output(q, k, v, h, vnew, scale, chunks, P)
     else:
-        o, ht, h, vnew = _state_fwd(q, k, v, beta, A, scale, h0, chunks, write_o=True, store_h=keep_states, BV=BV, P=P)
+        A, P = _wy_fwd(q, k, beta, scale, chunks, half_a, store_p)
+        if split:
+            _, ht, h, vnew = _state_fwd(q, k, v, beta, A, scale, h0, chunks, write_o=False, store_h=True, final=True,
+                                        BV=BV)  # fmt: skip
+            o = _output(q, k, v, h, vnew, scale, chunks, P)
+        else:
+            o, ht, h, vnew = _state_fwd(q, k, v, beta, A, scale, h0, chunks, write_o=True, store_h=keep_states, BV=BV,
+                                        P=P)  # fmt: skip
     kept = (h, vnew) if keep_states else _kept(q, v, cu_seqlens, False)
     return (o, ht, A, P if store_p else _empty_p(q, False), *kept)
 
@@ -690,19 +696,16 @@ def chunk_bwd(q, k, v, beta, scale: float, h0, cu_seqlens, do, dht, A, h=None, v
         )  # fmt: skip
 
     segments = _pipeline_segments(q, v, chunks, BV, PIPELINE_BWD_MAX_SHARE) if load_p and PIPELINE_BWD else 1
-    bounds = [round(g * chunks.grid_t / segments) for g in range(segments + 1)]
-    cuda = q.device.type == "cuda" and segments > 1
-    main = torch.cuda.current_stream(q.device) if cuda else None
-    side = _side_stream(q.device) if cuda else None
+    bounds = _segment_bounds(chunks, segments)
+    main = torch.cuda.current_stream(q.device) if q.device.type == "cuda" and segments > 1 else None
+    side = _side_stream(q.device) if main is not None else None  # (None: one stream, in order)
     for g in reversed(range(segments)):  # the reverse pass walks the last segment first
         state_bwd(dht if g == segments - 1 else dh0, bounds[g], bounds[g + 1])
-        if cuda:  # that segment's chunk-parallel kernels beside the reverse pass's next segment
+        if side is not None:  # that segment's chunk-parallel kernels beside the reverse pass's next segment
             side.wait_stream(main)
-            with torch.cuda.stream(side):
-                parallel(bounds[g], bounds[g + 1])
-        else:
+        with torch.cuda.stream(side):
             parallel(bounds[g], bounds[g + 1])
-    if cuda:
+    if side is not None:
         main.wait_stream(side)
     return dq, dk, dv, dbeta.to(beta.dtype), dh0
 

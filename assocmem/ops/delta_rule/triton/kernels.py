@@ -158,7 +158,7 @@ def wy_fwd_kernel(
     r = tl.arange(0, 64)
     if STORE_P:
         _put(p + head * 64, tl.where(r[:, None] >= r[None, :], P * scale, 0.0), t0, T, H * 64, 0, 64, 64, 64)
-    L = G * _vec(beta + bos * H + i_h, t0, T, H, 64).to(tl.float32)[:, None]
+    L = G * _vec(beta + head, t0, T, H, 64)[:, None]
     Dinv = _inv_unit_lower_diag16(L)
     F = _dot(Dinv, tl.where((r[:, None] // 16) > (r[None, :] // 16), L, 0.0), A_PREC)
     Ac = Dinv
