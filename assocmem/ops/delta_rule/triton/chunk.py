@@ -416,7 +416,9 @@ def _wy_fwd(q, k, beta, scale, chunks: _Chunks, half_a: bool = False, store_p: b
 
 # The WY forward's key tile, and the precision of its four products that form A from the diagonal blocks'
 # inverses for bf16 inputs (other dtypes: three tf32 passes). tf32 puts A within about 2e-4 of float64 against
-# 1e-3 for its bf16 storage; three passes made the kernel 1.4-1.9x slower on the H200 (NOTES.md, version 17).
+# 1e-3 for its bf16 storage (random keys; 1.3e-3 against 2.0e-3 for nearly parallel ones:
+# benchmarks/results/wy_inverse_accuracy_v17.json); three passes made the kernel 1.4-1.9x slower on the H200
+# (NOTES.md, version 17).
 WY_FWD_BK = 64
 WY_FWD_A_PREC_BF16 = "tf32"
 

@@ -134,10 +134,10 @@ def wy_fwd_kernel(
     products of two input-dtype numbers are exact in float32), the diagonal blocks' inverses Dinv
     (_inv_unit_lower_diag16), then with E = L's blocks below the diagonal and F = Dinv E (nilpotent, F^4 = 0)
     A = (I + F)^-1 Dinv = Dinv - F A, three times from A = Dinv: four [64, 64] products in A_PREC (tf32: A within
-    about 2e-4 of its float64 value relative to its largest entry, under the 1e-3 of A's bf16 storage; tf32x3
-    about float32's). Versions up to 16 worked on 16-row blocks, whose products each warp repeated (a 16-row
-    product covers one warp), at 255 registers a thread for any warp count: 1.5x this kernel's time in bf16,
-    3x in float32 (NOTES.md, version 17).
+    about 2e-4 of its float64 value relative to its largest entry, under the 1e-3 of A's bf16 storage, for random
+    keys: scripts/wy_inverse_accuracy.py; tf32x3 about float32's). Versions up to 16 worked on 16-row blocks,
+    whose products each warp repeated (a 16-row product covers one warp), at 255 registers a thread for any warp
+    count: 1.5x this kernel's time in bf16, 3x in float32 (NOTES.md, version 17).
 
     C0: the first chunk of the launch (equal-length sequences; chunk.PIPELINE launches the chunks in segments).
     """
