@@ -714,22 +714,24 @@ def test_fused_wy_backward_matches_naive_fp32(B, T, H, K, V, packed, monkeypatch
     check_fp32("triton", B, T, H, K, V, cu_seqlens=cu)
 
 
-@pytest.mark.parametrize("K, V, tile", [(64, 32, 64), (128, 64, 32)])
-def test_fused_wy_backward_low_precision_and_close_to_the_unfused(K, V, tile, monkeypatch):
-    """In bf16 the fused backward keeps STYLE's bounds and differs from the two-kernel one with float32 dW and
-    dK parts (chunk.HALF_DW off: the fused kernel keeps them in registers) only by the order of float32 sums
-    (at K = 128 with its default value tile of 32)."""
+@pytest.mark.parametrize("K, V, tile_k", [(64, 32, 64), (128, 64, 64), (128, 128, 32)])
+def test_fused_wy_backward_in_bf16_as_accurate_as_the_two_kernels(K, V, tile_k, monkeypatch):
+    """In bf16 the fused backward keeps STYLE's bounds, and each gradient's error against the float32
+    specification stays within 1.15x the two-kernel backward's (the fused kernel forms dA from X = beta (V - K S)
+    rounded to bf16 where the two kernels round dW, beta K and beta V: measured 0.93-1.06x)."""
     from assocmem.ops.delta_rule.triton import chunk as tchunk
 
-    monkeypatch.setattr(tchunk, "HALF_DW", False)
-    inputs = on_device(make_inputs(1, 128, 2, K, V, torch.bfloat16))
-    do, dstate = torch.randn(1, 128, 2, V, device=DEVICE), torch.randn(1, 2, K, V, device=DEVICE)
-    _, _, g_two = grads(run("triton"), leaves(*inputs), do, dstate)
+    inputs = make_inputs(1, 128, 2, K, V, torch.bfloat16)
+    do, dstate = torch.randn(1, 128, 2, V), torch.randn(1, 2, K, V)
+    _, _, g_ref = grads(naive, leaves(*[None if x is None else x.float() for x in inputs]), do, dstate)
+    dev = (on_device(inputs), do.to(DEVICE), dstate.to(DEVICE))
+    _, _, g_two = grads(run("triton"), leaves(*dev[0]), *dev[1:])
     monkeypatch.setattr(tchunk, "FUSED_WY_BWD", {K: True})
-    assert tchunk._fused_wy_bwd(K) and tchunk._fused_tile_v(K, V) == tile
-    _, _, g_fused = grads(run("triton"), leaves(*inputs), do, dstate)
-    for name, a, b in zip(NAMES, g_fused, g_two):
-        assert rel_err(a.float(), b.float()) < 2e-3, name
+    monkeypatch.setattr(tchunk, "FUSED_TILE_K", {K: tile_k})
+    assert tchunk._fused_wy_bwd(K) and tchunk._fused_tile_k(K) == tile_k
+    _, _, g_fused = grads(run("triton"), leaves(*dev[0]), *dev[1:])
+    for name, a, b, ref in zip(NAMES, g_fused, g_two, g_ref):
+        assert rel_err(a.float().cpu(), ref) <= 1.15 * rel_err(b.float().cpu(), ref), name
     check_low_precision(torch.bfloat16, 1, 128, 2, K, V)
 
 
@@ -771,3 +773,26 @@ def test_bf16_vprime_storage_within_twice_the_reference_error(fused, keep, monke
     assert tchunk._vprime_dtype(torch.bfloat16) == torch.bfloat16
     assert tchunk._vprime_dtype(torch.float16) == torch.float32
     check_low_precision(torch.bfloat16, 1, 128, 2, 64, 64)
+
+
+@pytest.mark.parametrize("packed", [False, True])
+@pytest.mark.parametrize("K, V, tile_k", [(64, 48, 32), (128, 40, 64), (128, 128, 128), (100, 70, 32), (256, 40, 64)])
+def test_fused_backward_in_key_tiles_matches_naive_fp32(K, V, tile_k, packed, monkeypatch):
+    """dqkw and the WY backward as one kernel (chunk.FUSED_WY_BWD) with the key size cut into tiles
+    (chunk.FUSED_TILE_K; each program forms the whole dA from X = beta (V - K S), dbeta's rows summed over the
+    tiles): the gradients as the specification's in float32, sequences packed or not."""
+    from assocmem.ops.delta_rule.triton import chunk as tchunk
+
+    width = tchunk._width(K)
+    monkeypatch.setattr(tchunk, "FUSED_WY_BWD", {width: True})
+    monkeypatch.setattr(tchunk, "FUSED_MAX_K_FP32", 256)
+    monkeypatch.setattr(tchunk, "FUSED_MAX_K", 256)
+    monkeypatch.setattr(tchunk, "FUSED_TILE_K", {width: tile_k})
+    monkeypatch.setattr(tchunk, "FUSED_TILE_V", {width: 32})
+    launches = []
+    real = tchunk.kernels.dqkw_wy_kernel
+    monkeypatch.setattr(tchunk.kernels, "dqkw_wy_kernel", type("Counted", (), {
+        "__getitem__": lambda self, grid: launches.append(grid) or real[grid]})())  # fmt: skip
+    cu = torch.tensor([0, 37, 150]) if packed else None
+    check_fp32("triton", 1 if packed else 2, 150 if packed else 90, 2, K, V, cu_seqlens=cu)
+    assert launches and all(grid[0] == -(-width // tile_k) for grid in launches)

@@ -220,6 +220,7 @@ FUSED_WY_BWD: dict[int, bool] = (
     {K: True for K in (16, 32, 64, 128)} if os.environ.get("ASSOCMEM_TRITON_FUSED_WY_BWD", "0") == "1" else {}
 )
 FUSED_TILE_V: dict[int, int] = {128: 32}
+FUSED_TILE_K: dict[int, int] = {}  # key tile per padded K (default: the whole key size)
 
 
 def _fused_wy_bwd(K: int, dtype: torch.dtype = torch.bfloat16) -> bool:
@@ -229,6 +230,10 @@ def _fused_wy_bwd(K: int, dtype: torch.dtype = torch.bfloat16) -> bool:
 
 def _fused_tile_v(K: int, V: int) -> int:
     return min(FUSED_TILE_V.get(_width(K), 64), _width(V))
+
+
+def _fused_tile_k(K: int) -> int:
+    return min(FUSED_TILE_K.get(_width(K), _width(K)), _width(K))
 
 
 # Value tile of the sequential kernels per (kernel, padded K), where a measurement chose one (sweep).
@@ -308,7 +313,7 @@ def load_tuned(path: str | Path) -> None:
                 raise ValueError(f"load_tuned: unknown kernel {name!r} in {path}; expected one of {sorted(LAUNCH)}")
             LAUNCH_BY_K[(name, K)] = {"num_warps": int(chosen["num_warps"]), "num_stages": int(chosen["num_stages"])}
             if "tile_k" in chosen:
-                DQKW_TILE_K[K] = int(chosen["tile_k"])
+                (FUSED_TILE_K if name == "dqkw_wy" else DQKW_TILE_K)[K] = int(chosen["tile_k"])
             if "tile_v" in chosen:
                 if name == "dqkw":
                     DQKW_TILE_V[K] = int(chosen["tile_v"])
@@ -665,25 +670,23 @@ def chunk_bwd(q, k, v, beta, scale: float, h0, cu_seqlens, do, dht, A, h=None, v
     state_bwd = functools.partial(_state_bwd, q, k, beta, A, P if load_p else None, do, dh, dvnew, dh0, scale,
                                   chunks, BV)  # fmt: skip
 
-    if _fused_wy_bwd(K, q.dtype):
-        state_bwd(dht)
-        dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-        dbeta = torch.empty(B, T, H, dtype=torch.float32, device=q.device)
-        kernels.dqkw_wy_kernel[(chunks.grid_t, heads)](
-            q, k, v, beta, A, vnew, do, dvnew, h, dh, dq, dk, dv, dbeta, chunks.cu_seqlens, chunks.index, scale, T,
-            H=H, K=K, V=V, BK=_width(K), BV=_fused_tile_v(K, V), IS_VARLEN=chunks.varlen, PREC=prec,
-            HALF_OPERANDS=_half_operands("dqkw", q.dtype, K), HALF_WY=_half_operands("wy_bwd", q.dtype),
-            **_launch("dqkw_wy", K, q.dtype),
-        )  # fmt: skip
-        return dq, dk, dv, dbeta.to(beta.dtype), dh0
-
-    dq = torch.empty_like(q)
-    dk_part = torch.empty(B, T, H, K, dtype=_dw_dtype(q.dtype), device=q.device)
-    dw = torch.empty(B, T, H, K, dtype=_dw_dtype(q.dtype), device=q.device)
-    dk, dv = torch.empty_like(k), torch.empty_like(v)
-    dbeta = torch.empty(B, T, H, dtype=torch.float32, device=q.device)
+    fused = _fused_wy_bwd(K, q.dtype)
+    dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    nk = _cdiv(K, _fused_tile_k(K)) if fused else 1
+    dbeta = torch.empty(nk, B, T, H, dtype=torch.float32, device=q.device)  # per key tile where fused
+    if not fused:
+        dk_part = torch.empty(B, T, H, K, dtype=_dw_dtype(q.dtype), device=q.device)
+        dw = torch.empty(B, T, H, K, dtype=_dw_dtype(q.dtype), device=q.device)
 
     def parallel(c0, c1):  # dqkw and the WY backward on chunks c0 <= chunk < c1
+        if fused:
+            kernels.dqkw_wy_kernel[(nk, c1 - c0, heads)](
+                q, k, v, beta, A, vnew, do, dvnew, h, dh, dq, dk, dv, dbeta, chunks.cu_seqlens, chunks.index, scale,
+                T, c0, B * T * H, H=H, K=K, V=V, BK=_fused_tile_k(K), BV=_fused_tile_v(K, V), BKF=_width(K),
+                IS_VARLEN=chunks.varlen, PREC=prec, HALF_OPERANDS=_half_operands("dqkw", q.dtype, K),
+                HALF_WY=_half_operands("wy_bwd", q.dtype), **_launch("dqkw_wy", K, q.dtype),
+            )  # fmt: skip
+            return
         BK = _dqkw_tile_k(K)
         kernels.dqkw_kernel[(_cdiv(K, BK), c1 - c0, heads)](
             q, k, vnew, do, dvnew, h, dh, dq, dk_part, dw, chunks.cu_seqlens, chunks.index, scale, T, c0,
@@ -709,7 +712,7 @@ def chunk_bwd(q, k, v, beta, scale: float, h0, cu_seqlens, do, dht, A, h=None, v
             parallel(bounds[g], bounds[g + 1])
     if side is not None:
         main.wait_stream(side)
-    return dq, dk, dv, dbeta.to(beta.dtype), dh0
+    return dq, dk, dv, (dbeta[0] if nk == 1 else dbeta.sum(0)).to(beta.dtype), dh0
 
 
 def _state_bwd(q, k, beta, A, P, do, dh, dvnew, dh0, scale, chunks: _Chunks, BV: int, dht, c0=0, c1=2**31 - 1):
