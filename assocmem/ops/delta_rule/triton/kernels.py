@@ -488,10 +488,10 @@ def dqkw_wy_kernel(
     size): dW and dK's output/state part stay in registers instead of a round trip through memory, and dV'
     (= dU) is read once, in the same pass over the value tiles that forms dQ, dP, dK and dW.
 
-    The WY backward needs dA over every key, while a program holds dW for its key tile only; but
-    dA = dW (beta K)^T + dU (beta V)^T = dV' X^T with X = beta (V - K S), the forward's own difference before A,
-    so each program forms the whole dA from the value tiles it reads anyway (K S over all keys: one more product
-    per value tile). The value side of the WY backward (dV = beta A^T dU and its share of dbeta) is split among
+    The WY backward needs dA = dW (beta K)^T + dU (beta V)^T over every key. With one key tile (NK = 1) it is
+    formed so; with several, where a program holds dW for its key tile only, from dA = dV' X^T with
+    X = beta (V - K S), the forward's own difference before A: each program forms the whole dA from the value
+    tiles it reads anyway (K S over all keys: one more product per value tile). The value side of the WY backward (dV = beta A^T dU and its share of dbeta) is split among
     the key tiles' programs by value tile (tile i_v goes to program i_v mod NK); dbeta gets one partial row per
     key tile (dbeta: NK partial arrays db_stride apart, summed by the caller). The same precisions as the two
     kernels (HALF_OPERANDS: dqkw's bits, HALF_WY: wy_bwd's; X enters its product as beta V did). C0: the first
@@ -507,7 +507,6 @@ def dqkw_wy_kernel(
     dh += (i_g * H + i_h).to(tl.int64) * K * V
     r = tl.arange(0, 64)
     b = _vec(beta + tok, t0, T, H, 64)
-    kfull = _tile(k + tok * K, t0, T, H * K, 0, K, 64, BKF)
 
     dqt = tl.zeros([64, BK], tl.float32)
     dkt = tl.zeros([64, BK], tl.float32)
@@ -520,8 +519,11 @@ def dqkw_wy_kernel(
         dqt, dP, dkt, dwt, dvn = _dqkw_accumulate(dqt, dP, dkt, dwt, h, dh, vnew, do, dvnew, tok, t0, T, k0, v0,
                                                   H, K, V, BK, BV, HALF_OPERANDS, PREC)  # fmt: skip
         vt = _tile(v + tok * V, t0, T, H * V, v0, V, 64, BV).to(F32)
-        x = (vt - _dot(kfull, _tile(h, 0, K, V, v0, V, BKF, BV), PREC)) * b[:, None]
-        dA += _dot_in(dvn, tl.trans(x), HALF_WY & 8, PREC)
+        if NK == 1:  # dU (beta V)^T here, dW (beta K)^T after the loop
+            dA += _dot_in(dvn, tl.trans(vt * b[:, None]), HALF_WY & 8, PREC)
+        else:
+            x = (vt - _dot(_tile(k + tok * K, t0, T, H * K, 0, K, 64, BKF), _tile(h, 0, K, V, v0, V, BKF, BV), PREC))
+            dA += _dot_in(dvn, tl.trans(x * b[:, None]), HALF_WY & 8, PREC)
     dP = tl.where(r[:, None] >= r[None, :], dP, 0.0) * scale
     qt = _tile(q + tok * K, t0, T, H * K, k0, K, 64, BK)
     kt = _tile(k + tok * K, t0, T, H * K, k0, K, 64, BK)
@@ -537,6 +539,8 @@ def dqkw_wy_kernel(
         _put(dv + tok * V, dvb * b[:, None], t0, T, H * V, v0, V, 64, BV)
     # The WY backward's key side for this key tile, from dW in registers.
     ktf = kt.to(F32)
+    if NK == 1:
+        dA += _dot_in(dwt, tl.trans(ktf * b[:, None]), HALF_WY & 8, PREC)
     dL = _wy_dl(AtT, dA, HALF_WY & 2, PREC)
     dkb = _dot_in(AtT, dwt, HALF_WY & 1, PREC) + _dot_in(dL, ktf, HALF_WY & 4, PREC)
     dkt += _dot_in(tl.trans(dL), ktf * b[:, None], HALF_WY & 4, PREC) + dkb * b[:, None]
