@@ -123,15 +123,18 @@ def _store_dtype(dtype: torch.dtype) -> torch.dtype:
 HALF_OPERANDS = {"state_fwd": 1 | 2 | 4, "state_recompute": 1 | 2 | 4, "state_bwd": 1 | 2, "dqkw": 15, "wy_bwd": 15}
 
 
-def _half_operands(name: str, dtype: torch.dtype, K: int = 64, BV: int = 64) -> int:
+def _half_operands(name: str, dtype: torch.dtype, K: int = 64, BV: int = 64, tile_k: int | None = None) -> int:
+    """HALF_OPERANDS[name] for these inputs and tiles (tile_k: dqkw's key tile where not _dqkw_tile_k's, as in the
+    fused dqkw_wy)."""
     bits = int(HALF_OPERANDS[name]) if dtype == torch.bfloat16 else 0
     if name in ("state_fwd", "state_recompute") and BV < 64:
         # On the H200 (Triton 3.6) bits 2 and 4 gave NaN in every other output column at value tiles of 32
         # (K = 64, V = 32; the interpreter computes them right): those tiles keep A, V' and tril(QK^T) in float32.
         bits &= ~(2 | 4)
-    if name == "dqkw" and _dqkw_tile_k(K) < 64:
+    if name == "dqkw" and (tile_k or _dqkw_tile_k(K)) < 64:
         # Triton 3.6 miscompiles dqkw's bf16 dP^T Q at key tiles below 64 on the H200 (compute-sanitizer:
-        # an out-of-bounds shared-memory read inside the dot); those heads keep dP in float32.
+        # an out-of-bounds shared-memory read inside the dot); those heads keep dP in float32. The fused
+        # dqkw_wy's dK came out wrong the same way at key tiles of 32 (NOTES.md, version 19).
         bits &= ~8
     return bits
 
@@ -683,8 +686,9 @@ def chunk_bwd(q, k, v, beta, scale: float, h0, cu_seqlens, do, dht, A, h=None, v
             kernels.dqkw_wy_kernel[(nk, c1 - c0, heads)](
                 q, k, v, beta, A, vnew, do, dvnew, h, dh, dq, dk, dv, dbeta, chunks.cu_seqlens, chunks.index, scale,
                 T, c0, B * T * H, H=H, K=K, V=V, BK=_fused_tile_k(K), BV=_fused_tile_v(K, V), BKF=_width(K),
-                IS_VARLEN=chunks.varlen, PREC=prec, HALF_OPERANDS=_half_operands("dqkw", q.dtype, K),
-                HALF_WY=_half_operands("wy_bwd", q.dtype), **_launch("dqkw_wy", K, q.dtype),
+                IS_VARLEN=chunks.varlen, PREC=prec, HALF_WY=_half_operands("wy_bwd", q.dtype),
+                HALF_OPERANDS=_half_operands("dqkw", q.dtype, K, tile_k=_fused_tile_k(K)),
+                **_launch("dqkw_wy", K, q.dtype),
             )  # fmt: skip
             return
         BK = _dqkw_tile_k(K)

@@ -491,11 +491,12 @@ def dqkw_wy_kernel(
     The WY backward needs dA = dW (beta K)^T + dU (beta V)^T over every key. With one key tile (NK = 1) it is
     formed so; with several, where a program holds dW for its key tile only, from dA = dV' X^T with
     X = beta (V - K S), the forward's own difference before A: each program forms the whole dA from the value
-    tiles it reads anyway (K S over all keys: one more product per value tile). The value side of the WY backward (dV = beta A^T dU and its share of dbeta) is split among
-    the key tiles' programs by value tile (tile i_v goes to program i_v mod NK); dbeta gets one partial row per
-    key tile (dbeta: NK partial arrays db_stride apart, summed by the caller). The same precisions as the two
-    kernels (HALF_OPERANDS: dqkw's bits, HALF_WY: wy_bwd's; X enters its product as beta V did). C0: the first
-    chunk of the launch (equal lengths)."""
+    tiles it reads anyway (K S over all keys: one more product per value tile). The value side of the WY
+    backward (dV = beta A^T dU and its share of dbeta) is split among the key tiles' programs by value tile
+    (program i_k takes tiles i_k, i_k + NK, ...); dbeta gets one partial row per key tile (dbeta: NK partial
+    arrays db_stride apart, summed by the caller). The same precisions as the two kernels (HALF_OPERANDS:
+    dqkw's bits, HALF_WY: wy_bwd's; X enters its product as beta V did). C0: the first chunk of the launch
+    (equal lengths)."""
     i_k, i_t, i_bh = tl.program_id(0), tl.program_id(1) + C0, tl.program_id(2)
     NK = tl.cdiv(K, BK)
     bos, T, i_c, i_g, i_h = _chunk_of(cu_seqlens, chunk_index, i_t, i_bh, T, H, IS_VARLEN)
