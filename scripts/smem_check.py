@@ -84,9 +84,9 @@ def launches(K, V, dtype="bf16", varlen=False):
     if chunk._width(K) <= (chunk.FUSED_MAX_K_FP32 if dtype == "fp32" else chunk.FUSED_MAX_K):  # the two above as one
         yield "dqkw_wy", kernels.dqkw_wy_kernel, {
             **ints, "q": io, "k": io, "v": io, "beta": io, "do": io, "dq": io, "dk": io, "dv": io, "h": store,
-            "dh": store, "db_stride": "i32"}, {
-            **common, "BK": chunk._fused_tile_k(K), "BV": chunk._fused_tile_v(K, V), "BKF": chunk._width(K),
-            "HALF_OPERANDS": half["dqkw"], "HALF_WY": half["wy_bwd"]}
+            "dh": store}, {
+            **common, "BK": chunk._width(K), "BV": chunk._fused_tile_v(K, V), "HALF_OPERANDS": half["dqkw"],
+            "HALF_WY": half["wy_bwd"]}
 
 
 def main(Ks=(64, 128), dtypes=("bf16", "fp32")):

@@ -189,6 +189,17 @@ def test_inference_forward_takes_fewer_stages_only_where_its_programs_fill_the_s
     assert rel_err(o.float().cpu(), o_ref) < 1e-2 and rel_err(s.cpu(), s_ref) < 1e-2
 
 
+def test_fused_backward_is_the_default_for_bf16_at_k64_only():
+    """chunk.FUSED_WY_BWD's default (version 19's H200 timings): bf16 inputs at padded K = 64 (heads up to 64)
+    take dqkw_wy; other dtypes and head sizes the two kernels."""
+    from assocmem.ops.delta_rule.triton import chunk as tchunk
+
+    assert all(tchunk._fused_wy_bwd(K, torch.bfloat16) for K in (16, 32, 50, 64))  # (heads under 64 are padded)
+    assert not tchunk._fused_wy_bwd(64, torch.float32) and not tchunk._fused_wy_bwd(64, torch.float16)
+    assert not any(tchunk._fused_wy_bwd(K, torch.bfloat16) for K in (100, 128, 256))
+    assert tchunk._launch("dqkw_wy", 64, torch.bfloat16) == {"num_warps": 4, "num_stages": 1}
+
+
 @pytest.mark.parametrize("keep, backward", [(True, False), (False, False), (True, True)])
 def test_pipelined_forward_in_segments_matches_naive(keep, backward, monkeypatch):
     """chunk.PIPELINE (the WY forward and the state pass launched per segment of chunks, each segment from the
@@ -212,7 +223,12 @@ def test_pipelined_forward_in_segments_matches_naive(keep, backward, monkeypatch
     assert launches[:4] == [0, 2, 5, 8]
     assert reverse == ([(8, 10), (5, 8), (2, 5), (0, 2)] if backward else [(0, 10)])
     check_fp32("triton", 1, 200, 1, 64, 100)  # 4 chunks: 2 segments
+    fused = []  # bf16 at K = 64 takes the fused dqkw_wy (chunk.FUSED_WY_BWD), per segment where PIPELINE_BWD
+    kernel = tchunk.kernels.dqkw_wy_kernel
+    monkeypatch.setattr(tchunk.kernels, "dqkw_wy_kernel", type("Counted", (), {"__getitem__": lambda self, grid: (
+        lambda *args, **kw: fused.append(args[18]) or kernel[grid](*args, **kw))})())  # fmt: skip
     check_low_precision(torch.bfloat16, 1, 256, 2, 64, 32)
+    assert sorted(fused) == ([0, 2] if backward else [0])  # 4 chunks: 2 segments
     chunks = tchunk._Chunks(1, 256, torch.tensor([0, 100, 256]))
     assert tchunk._pipeline_segments(torch.empty(1, 256, 2, 64), torch.empty(1, 256, 2, 64), chunks, 64) == 1
     monkeypatch.setattr(tchunk, "PIPELINE", "auto")  # on a CPU tensor: never
@@ -593,7 +609,7 @@ def test_tuned_launch_settings_load_and_other_tiles_stay_exact(tmp_path, monkeyp
         "state_fwd": {"num_warps": 4, "num_stages": 2, "tile_v": 32},
         "dqkw": {"num_warps": 8, "num_stages": 1, "tile_k": 64, "tile_v": 32},
         "wy_bwd": {"num_warps": 8, "num_stages": 2, "tile": 32},
-        "keep_states": True, "state_fwd_half_operands": 2, "state_recompute_half_operands": 3,
+        "keep_states": True, "state_fwd_half_operands": 2, "state_recompute_half_operands": 3, "fused_wy_bwd": False,
         "backward_half_operands": {"dqkw": 15, "wy_bwd": 4}}}}  # fmt: skip
     (tmp_path / "sweep.json").write_text(json.dumps(sweep))
     tchunk.load_tuned(tmp_path / "sweep.json")
@@ -714,24 +730,22 @@ def test_fused_wy_backward_matches_naive_fp32(B, T, H, K, V, packed, monkeypatch
     check_fp32("triton", B, T, H, K, V, cu_seqlens=cu)
 
 
-@pytest.mark.parametrize("K, V, tile_k", [(64, 32, 64), (128, 64, 64), (128, 128, 32)])
-def test_fused_wy_backward_in_bf16_as_accurate_as_the_two_kernels(K, V, tile_k, monkeypatch):
-    """In bf16 the fused backward keeps STYLE's bounds, and each gradient's error against the float32
-    specification stays within 1.15x the two-kernel backward's (the fused kernel forms dA from X = beta (V - K S)
-    rounded to bf16 where the two kernels round dW, beta K and beta V: measured 0.93-1.06x)."""
+@pytest.mark.parametrize("K, V, tile", [(64, 32, 64), (128, 64, 32)])
+def test_fused_wy_backward_low_precision_and_close_to_the_unfused(K, V, tile, monkeypatch):
+    """In bf16 the fused backward keeps STYLE's bounds and differs from the two-kernel one with float32 dW and
+    dK parts (chunk.HALF_DW off: the fused kernel keeps them in registers) only by the order of float32 sums
+    (at K = 128 with its default value tile of 32)."""
     from assocmem.ops.delta_rule.triton import chunk as tchunk
 
-    inputs = make_inputs(1, 128, 2, K, V, torch.bfloat16)
-    do, dstate = torch.randn(1, 128, 2, V), torch.randn(1, 2, K, V)
-    _, _, g_ref = grads(naive, leaves(*[None if x is None else x.float() for x in inputs]), do, dstate)
-    dev = (on_device(inputs), do.to(DEVICE), dstate.to(DEVICE))
-    _, _, g_two = grads(run("triton"), leaves(*dev[0]), *dev[1:])
+    monkeypatch.setattr(tchunk, "HALF_DW", False)
+    inputs = on_device(make_inputs(1, 128, 2, K, V, torch.bfloat16))
+    do, dstate = torch.randn(1, 128, 2, V, device=DEVICE), torch.randn(1, 2, K, V, device=DEVICE)
+    _, _, g_two = grads(run("triton"), leaves(*inputs), do, dstate)
     monkeypatch.setattr(tchunk, "FUSED_WY_BWD", {K: True})
-    monkeypatch.setattr(tchunk, "FUSED_TILE_K", {K: tile_k})
-    assert tchunk._fused_wy_bwd(K) and tchunk._fused_tile_k(K) == tile_k
-    _, _, g_fused = grads(run("triton"), leaves(*dev[0]), *dev[1:])
-    for name, a, b, ref in zip(NAMES, g_fused, g_two, g_ref):
-        assert rel_err(a.float().cpu(), ref) <= 1.15 * rel_err(b.float().cpu(), ref), name
+    assert tchunk._fused_wy_bwd(K) and tchunk._fused_tile_v(K, V) == tile
+    _, _, g_fused = grads(run("triton"), leaves(*inputs), do, dstate)
+    for name, a, b in zip(NAMES, g_fused, g_two):
+        assert rel_err(a.float(), b.float()) < 2e-3, name
     check_low_precision(torch.bfloat16, 1, 128, 2, K, V)
 
 
@@ -773,26 +787,3 @@ def test_bf16_vprime_storage_within_twice_the_reference_error(fused, keep, monke
     assert tchunk._vprime_dtype(torch.bfloat16) == torch.bfloat16
     assert tchunk._vprime_dtype(torch.float16) == torch.float32
     check_low_precision(torch.bfloat16, 1, 128, 2, 64, 64)
-
-
-@pytest.mark.parametrize("packed", [False, True])
-@pytest.mark.parametrize("K, V, tile_k", [(64, 48, 32), (128, 40, 64), (128, 128, 128), (100, 70, 32), (256, 40, 64)])
-def test_fused_backward_in_key_tiles_matches_naive_fp32(K, V, tile_k, packed, monkeypatch):
-    """dqkw and the WY backward as one kernel (chunk.FUSED_WY_BWD) with the key size cut into tiles
-    (chunk.FUSED_TILE_K; each program forms the whole dA from X = beta (V - K S), dbeta's rows summed over the
-    tiles): the gradients as the specification's in float32, sequences packed or not."""
-    from assocmem.ops.delta_rule.triton import chunk as tchunk
-
-    width = tchunk._width(K)
-    monkeypatch.setattr(tchunk, "FUSED_WY_BWD", {width: True})
-    monkeypatch.setattr(tchunk, "FUSED_MAX_K_FP32", 256)
-    monkeypatch.setattr(tchunk, "FUSED_MAX_K", 256)
-    monkeypatch.setattr(tchunk, "FUSED_TILE_K", {width: tile_k})
-    monkeypatch.setattr(tchunk, "FUSED_TILE_V", {width: 32})
-    launches = []
-    real = tchunk.kernels.dqkw_wy_kernel
-    monkeypatch.setattr(tchunk.kernels, "dqkw_wy_kernel", type("Counted", (), {
-        "__getitem__": lambda self, grid: launches.append(grid) or real[grid]})())  # fmt: skip
-    cu = torch.tensor([0, 37, 150]) if packed else None
-    check_fp32("triton", 1 if packed else 2, 150 if packed else 90, 2, K, V, cu_seqlens=cu)
-    assert launches and all(grid[0] == -(-width // tile_k) for grid in launches)

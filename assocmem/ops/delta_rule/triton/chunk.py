@@ -32,6 +32,7 @@ LAUNCH_BY_K: dict[tuple[str, int], dict] = {
     ("dqkw", 128): {"num_warps": 4, "num_stages": 2},
     ("dqkw", 256): {"num_warps": 4, "num_stages": 2},  # version-10 sweep at D = 256
     ("wy_bwd", 128): {"num_warps": 4, "num_stages": 1},
+    ("dqkw_wy", 64): {"num_warps": 4, "num_stages": 1},  # version 19: 1.74 ms against 2.28 with 8 warps (D = 64)
 }
 # The WY forward at K = 128 with float32 inputs: 1 stage took 0.572 against 0.619 ms with 2 on the H200 (D = 128,
 # T = 2048, with P; benchmarks/results/wy_fwd_v17b_fp32.json).
@@ -123,18 +124,15 @@ def _store_dtype(dtype: torch.dtype) -> torch.dtype:
 HALF_OPERANDS = {"state_fwd": 1 | 2 | 4, "state_recompute": 1 | 2 | 4, "state_bwd": 1 | 2, "dqkw": 15, "wy_bwd": 15}
 
 
-def _half_operands(name: str, dtype: torch.dtype, K: int = 64, BV: int = 64, tile_k: int | None = None) -> int:
-    """HALF_OPERANDS[name] for these inputs and tiles (tile_k: dqkw's key tile where not _dqkw_tile_k's, as in the
-    fused dqkw_wy)."""
+def _half_operands(name: str, dtype: torch.dtype, K: int = 64, BV: int = 64) -> int:
     bits = int(HALF_OPERANDS[name]) if dtype == torch.bfloat16 else 0
     if name in ("state_fwd", "state_recompute") and BV < 64:
         # On the H200 (Triton 3.6) bits 2 and 4 gave NaN in every other output column at value tiles of 32
         # (K = 64, V = 32; the interpreter computes them right): those tiles keep A, V' and tril(QK^T) in float32.
         bits &= ~(2 | 4)
-    if name == "dqkw" and (tile_k or _dqkw_tile_k(K)) < 64:
+    if name == "dqkw" and _dqkw_tile_k(K) < 64:
         # Triton 3.6 miscompiles dqkw's bf16 dP^T Q at key tiles below 64 on the H200 (compute-sanitizer:
-        # an out-of-bounds shared-memory read inside the dot); those heads keep dP in float32. The fused
-        # dqkw_wy's dK came out wrong the same way at key tiles of 32 (NOTES.md, version 19).
+        # an out-of-bounds shared-memory read inside the dot); those heads keep dP in float32.
         bits &= ~8
     return bits
 
@@ -209,34 +207,34 @@ def _wy_bwd_tiles(K: int, V: int) -> tuple[int, int]:
 
 
 # `dqkw` and `wy_bwd` as one kernel (`dqkw_wy`, one program per chunk and head, the whole key size in one
-# tile), per padded K up to FUSED_MAX_K where a measurement chose it (the sweep times both): dW and dK's first
-# part stay in registers instead of a float32 round trip through memory and dV' is read once. Off: on the H200
-# it was slower than the two kernels (7.47 against 6.94 ms at D = 128 for T = 4096 and 16384; NOTES.md, v9).
-# ASSOCMEM_TRITON_FUSED_WY_BWD=1 turns it on at import for every K it can take.
+# tile), per padded K up to FUSED_MAX_K: dW and dK's first part stay in registers instead of a round trip
+# through memory and dV' is read once. On at K = 64 for bf16 inputs (version 19, the H200 with 4 warps:
+# forward+backward at D = 64 1.97 -> 1.74 ms at T = 2048, 2.10 -> 1.89 at 8192, 2.38 -> 2.27 at 16384;
+# benchmarks/results/ab_v19j.json). At K = 128 slower (1.91 -> 2.23 ms with 8 warps, 2.80 with 4: its registers
+# spill; ab_v19d.json, ab_v19f.json), as version 9 had found. A value of True takes it for every dtype within
+# the limits below, "bf16" for bf16 inputs only (float32 and fp16 were not timed).
+# ASSOCMEM_TRITON_FUSED_WY_BWD=1 turns it on at import for every K it can take, =0 off everywhere.
 # Shared memory (scripts/smem_check.py, sm_90): float32 inputs at K = 128 need 229 KB with 4 warps, over the
 # limit with 8, so float32 (and fp16, whose chunk states are float32) takes the fused kernel up to K = 64
 # only. Its value tile per padded K: at K = 128 (bf16) a tile of 32 with 8 warps spills the least (760 bytes
 # per thread against 1,528 at 64).
 FUSED_MAX_K = 128
 FUSED_MAX_K_FP32 = 64
-FUSED_WY_BWD: dict[int, bool] = (
-    {K: True for K in (16, 32, 64, 128)} if os.environ.get("ASSOCMEM_TRITON_FUSED_WY_BWD", "0") == "1" else {}
+_FUSED_ENV = os.environ.get("ASSOCMEM_TRITON_FUSED_WY_BWD", "")
+FUSED_WY_BWD: dict[int, bool | str] = (
+    {K: True for K in (16, 32, 64, 128)} if _FUSED_ENV == "1" else {} if _FUSED_ENV == "0" else {64: "bf16"}
 )
 FUSED_TILE_V: dict[int, int] = {128: 32}
-FUSED_TILE_K: dict[int, int] = {}  # key tile per padded K (default: the whole key size)
 
 
 def _fused_wy_bwd(K: int, dtype: torch.dtype = torch.bfloat16) -> bool:
     limit = FUSED_MAX_K if dtype == torch.bfloat16 else FUSED_MAX_K_FP32  # fp16 keeps float32 states too
-    return _width(K) <= limit and FUSED_WY_BWD.get(_width(K), False)
+    chosen = FUSED_WY_BWD.get(_width(K), False)
+    return _width(K) <= limit and (dtype == torch.bfloat16 if chosen == "bf16" else bool(chosen))
 
 
 def _fused_tile_v(K: int, V: int) -> int:
     return min(FUSED_TILE_V.get(_width(K), 64), _width(V))
-
-
-def _fused_tile_k(K: int) -> int:
-    return min(FUSED_TILE_K.get(_width(K), _width(K)), _width(K))
 
 
 # Value tile of the sequential kernels per (kernel, padded K), where a measurement chose one (sweep).
@@ -316,7 +314,7 @@ def load_tuned(path: str | Path) -> None:
                 raise ValueError(f"load_tuned: unknown kernel {name!r} in {path}; expected one of {sorted(LAUNCH)}")
             LAUNCH_BY_K[(name, K)] = {"num_warps": int(chosen["num_warps"]), "num_stages": int(chosen["num_stages"])}
             if "tile_k" in chosen:
-                (FUSED_TILE_K if name == "dqkw_wy" else DQKW_TILE_K)[K] = int(chosen["tile_k"])
+                DQKW_TILE_K[K] = int(chosen["tile_k"])
             if "tile_v" in chosen:
                 if name == "dqkw":
                     DQKW_TILE_V[K] = int(chosen["tile_v"])
@@ -675,19 +673,17 @@ def chunk_bwd(q, k, v, beta, scale: float, h0, cu_seqlens, do, dht, A, h=None, v
 
     fused = _fused_wy_bwd(K, q.dtype)
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-    nk = _cdiv(K, _fused_tile_k(K)) if fused else 1
-    dbeta = torch.empty(nk, B, T, H, dtype=torch.float32, device=q.device)  # per key tile where fused
+    dbeta = torch.empty(B, T, H, dtype=torch.float32, device=q.device)
     if not fused:
         dk_part = torch.empty(B, T, H, K, dtype=_dw_dtype(q.dtype), device=q.device)
         dw = torch.empty(B, T, H, K, dtype=_dw_dtype(q.dtype), device=q.device)
 
     def parallel(c0, c1):  # dqkw and the WY backward on chunks c0 <= chunk < c1
         if fused:
-            kernels.dqkw_wy_kernel[(nk, c1 - c0, heads)](
+            kernels.dqkw_wy_kernel[(c1 - c0, heads)](
                 q, k, v, beta, A, vnew, do, dvnew, h, dh, dq, dk, dv, dbeta, chunks.cu_seqlens, chunks.index, scale,
-                T, c0, B * T * H, H=H, K=K, V=V, BK=_fused_tile_k(K), BV=_fused_tile_v(K, V), BKF=_width(K),
-                IS_VARLEN=chunks.varlen, PREC=prec, HALF_WY=_half_operands("wy_bwd", q.dtype),
-                HALF_OPERANDS=_half_operands("dqkw", q.dtype, K, tile_k=_fused_tile_k(K)),
+                T, c0, H=H, K=K, V=V, BK=_width(K), BV=_fused_tile_v(K, V), IS_VARLEN=chunks.varlen, PREC=prec,
+                HALF_OPERANDS=_half_operands("dqkw", q.dtype, K), HALF_WY=_half_operands("wy_bwd", q.dtype),
                 **_launch("dqkw_wy", K, q.dtype),
             )  # fmt: skip
             return
@@ -716,7 +712,7 @@ def chunk_bwd(q, k, v, beta, scale: float, h0, cu_seqlens, do, dht, A, h=None, v
             parallel(bounds[g], bounds[g + 1])
     if side is not None:
         main.wait_stream(side)
-    return dq, dk, dv, (dbeta[0] if nk == 1 else dbeta.sum(0)).to(beta.dtype), dh0
+    return dq, dk, dv, dbeta.to(beta.dtype), dh0
 
 
 def _state_bwd(q, k, beta, A, P, do, dh, dvnew, dh0, scale, chunks: _Chunks, BV: int, dht, c0=0, c1=2**31 - 1):

@@ -480,34 +480,31 @@ def _wy_dl(AtT, dA, HALF: tl.constexpr, PREC: tl.constexpr):
 
 @triton.jit
 def dqkw_wy_kernel(
-    q, k, v, beta, A, vnew, do, dvnew, h, dh, dq, dk, dv, dbeta, cu_seqlens, chunk_index, scale, T, C0, db_stride,
-    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, BKF: tl.constexpr,
+    q, k, v, beta, A, vnew, do, dvnew, h, dh, dq, dk, dv, dbeta, cu_seqlens, chunk_index, scale, T, C0,
+    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     IS_VARLEN: tl.constexpr, PREC: tl.constexpr, HALF_OPERANDS: tl.constexpr, HALF_WY: tl.constexpr = 0,
 ):  # fmt: skip
-    """`dqkw_kernel` and `wy_bwd_kernel` in one program per chunk, head and key tile (BK; BKF: the padded key
-    size): dW and dK's output/state part stay in registers instead of a round trip through memory, and dV'
-    (= dU) is read once, in the same pass over the value tiles that forms dQ, dP, dK and dW.
+    """`dqkw_kernel` and `wy_bwd_kernel` in one program per chunk and head (the whole key size in one
+    tile, BK >= K): dK's output/state part and dW = -dV' S^T stay in registers instead of going to memory in
+    float32 and back, and dV' (= dU) is read once, in the same pass over the value tiles that forms dQ, dP,
+    dK and dW. The same products as the two kernels, in the same precisions (HALF_OPERANDS: dqkw's bits,
+    HALF_WY: wy_bwd's). C0: the first chunk of the launch (equal lengths; chunk.PIPELINE_BWD runs it per
+    segment).
 
-    The WY backward needs dA = dW (beta K)^T + dU (beta V)^T over every key. With one key tile (NK = 1) it is
-    formed so; with several, where a program holds dW for its key tile only, from dA = dV' X^T with
-    X = beta (V - K S), the forward's own difference before A: each program forms the whole dA from the value
-    tiles it reads anyway (K S over all keys: one more product per value tile). The value side of the WY
-    backward (dV = beta A^T dU and its share of dbeta) is split among the key tiles' programs by value tile
-    (program i_k takes tiles i_k, i_k + NK, ...); dbeta gets one partial row per key tile (dbeta: NK partial
-    arrays db_stride apart, summed by the caller). The same precisions as the two kernels (HALF_OPERANDS:
-    dqkw's bits, HALF_WY: wy_bwd's; X enters its product as beta V did). C0: the first chunk of the launch
-    (equal lengths)."""
-    i_k, i_t, i_bh = tl.program_id(0), tl.program_id(1) + C0, tl.program_id(2)
-    NK = tl.cdiv(K, BK)
+    Measured on the H200 (NOTES.md, version 19): at K = 64 with 4 warps faster than the two kernels; at
+    K = 128 on whole heads slower (its registers spill). Cutting the key size into tiles, each program forming
+    the whole dA from X = beta (V - K S), was slower still at K = 128 and 256 (one more product over all keys
+    per tile)."""
+    i_t, i_bh = tl.program_id(0) + C0, tl.program_id(1)
     bos, T, i_c, i_g, i_h = _chunk_of(cu_seqlens, chunk_index, i_t, i_bh, T, H, IS_VARLEN)
     F32 = tl.float32
     t0 = i_c * 64
-    k0 = i_k * BK
     tok = (bos * H + i_h).to(tl.int64)
     h += (i_g * H + i_h).to(tl.int64) * K * V
     dh += (i_g * H + i_h).to(tl.int64) * K * V
     r = tl.arange(0, 64)
     b = _vec(beta + tok, t0, T, H, 64)
+    AtT = tl.trans(tl.where(r[:, None] >= r[None, :], _tile(A + tok * 64, t0, T, H * 64, 0, 64, 64, 64), 0.0))
 
     dqt = tl.zeros([64, BK], tl.float32)
     dkt = tl.zeros([64, BK], tl.float32)
@@ -517,38 +514,31 @@ def dqkw_wy_kernel(
     db = tl.zeros([64], tl.float32)
     for i_v in range(tl.cdiv(V, BV)):
         v0 = i_v * BV
-        dqt, dP, dkt, dwt, dvn = _dqkw_accumulate(dqt, dP, dkt, dwt, h, dh, vnew, do, dvnew, tok, t0, T, k0, v0,
+        dqt, dP, dkt, dwt, dvn = _dqkw_accumulate(dqt, dP, dkt, dwt, h, dh, vnew, do, dvnew, tok, t0, T, 0, v0,
                                                   H, K, V, BK, BV, HALF_OPERANDS, PREC)  # fmt: skip
+        # The WY backward's value side: dA's part dU (beta V)^T, dV = beta A^T dU and dbeta's part.
         vt = _tile(v + tok * V, t0, T, H * V, v0, V, 64, BV).to(F32)
-        if NK == 1:  # dU (beta V)^T here, dW (beta K)^T after the loop
-            dA += _dot_in(dvn, tl.trans(vt * b[:, None]), HALF_WY & 8, PREC)
-        else:
-            x = (vt - _dot(_tile(k + tok * K, t0, T, H * K, 0, K, 64, BKF), _tile(h, 0, K, V, v0, V, BKF, BV), PREC))
-            dA += _dot_in(dvn, tl.trans(x * b[:, None]), HALF_WY & 8, PREC)
+        dA += _dot_in(dvn, tl.trans(vt * b[:, None]), HALF_WY & 8, PREC)
+        dvb = _dot_in(AtT, dvn, HALF_WY & 1, PREC)
+        db += tl.sum(dvb * vt, 1)
+        _put(dv + tok * V, dvb * b[:, None], t0, T, H * V, v0, V, 64, BV)
     dP = tl.where(r[:, None] >= r[None, :], dP, 0.0) * scale
-    qt = _tile(q + tok * K, t0, T, H * K, k0, K, 64, BK)
-    kt = _tile(k + tok * K, t0, T, H * K, k0, K, 64, BK)
+    qt = _tile(q + tok * K, t0, T, H * K, 0, K, 64, BK)
+    kt = _tile(k + tok * K, t0, T, H * K, 0, K, 64, BK)
     dqt = dqt * scale + _dot_in(dP, kt, HALF_OPERANDS & 8, PREC)
     dkt += _dot_in(tl.trans(dP), qt, HALF_OPERANDS & 8, PREC)
-    _put(dq + tok * K, dqt, t0, T, H * K, k0, K, 64, BK)
-    # The WY backward's value side (dV = beta A^T dU and its share of dbeta) for value tiles i_k, i_k + NK, ...
-    AtT = tl.trans(tl.where(r[:, None] >= r[None, :], _tile(A + tok * 64, t0, T, H * 64, 0, 64, 64, 64), 0.0))
-    for i_v in range(i_k, tl.cdiv(V, BV), NK):
-        v0 = i_v * BV
-        dvb = _dot_in(AtT, _tile(dvnew + tok * V, t0, T, H * V, v0, V, 64, BV), HALF_WY & 1, PREC)
-        db += tl.sum(dvb * _tile(v + tok * V, t0, T, H * V, v0, V, 64, BV).to(F32), 1)
-        _put(dv + tok * V, dvb * b[:, None], t0, T, H * V, v0, V, 64, BV)
-    # The WY backward's key side for this key tile, from dW in registers.
+    _put(dq + tok * K, dqt, t0, T, H * K, 0, K, 64, BK)
+    # The WY backward's key side, from dW in registers.
     ktf = kt.to(F32)
-    if NK == 1:
-        dA += _dot_in(dwt, tl.trans(ktf * b[:, None]), HALF_WY & 8, PREC)
+    kb = ktf * b[:, None]
+    dA += _dot_in(dwt, tl.trans(kb), HALF_WY & 8, PREC)
     dL = _wy_dl(AtT, dA, HALF_WY & 2, PREC)
     dkb = _dot_in(AtT, dwt, HALF_WY & 1, PREC) + _dot_in(dL, ktf, HALF_WY & 4, PREC)
-    dkt += _dot_in(tl.trans(dL), ktf * b[:, None], HALF_WY & 4, PREC) + dkb * b[:, None]
+    dkt += _dot_in(tl.trans(dL), kb, HALF_WY & 4, PREC) + dkb * b[:, None]
     db += tl.sum(dkb * ktf, 1)
-    _put(dk + tok * K, dkt, t0, T, H * K, k0, K, 64, BK)
+    _put(dk + tok * K, dkt, t0, T, H * K, 0, K, 64, BK)
     rows = t0 + r
-    tl.store(dbeta + i_k.to(tl.int64) * db_stride + tok + rows * H, db, mask=rows < T)
+    tl.store(dbeta + tok + rows * H, db, mask=rows < T)
 
 
 @triton.jit
