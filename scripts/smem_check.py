@@ -2,7 +2,11 @@
 bytes per block), registers per thread and stack bytes per thread (registers spilled to local memory:
 Triton caps a thread at 255 registers), read from the cubin with the cuobjdump that Triton's package
 carries, so that launch settings and tiles can be checked before a run on the H200. The local Triton may
-be newer than the GPU machine's; its register allocation is a guide, not the H200's build.
+be newer than the GPU machine's. With the pointers' alignment and T's divisibility given as a launch gives
+them (version 19), Triton 3.6 here printed the shared memory that scripts/kernel_info.py read on the H200 for
+every bf16 kernel at K = 128 of benchmarks/results/kinfo_v19.txt, and registers within 6 of it (the training
+forward's state pass: 188 KB with 3 stages, one block per SM); before, with no such hints, no load was
+pipelined and every figure was off.
 With --wy-fwd: the WY forward at K = 128 (bf16 keys, A stored in float32 or bf16) over key tiles, warps and
 stages, to see what its registers allow.
 Usage: python scripts/smem_check.py [K ... | --wy-fwd]"""
@@ -26,14 +30,20 @@ LIMIT = 232448
 def compile_(fn, types: dict, consts: dict, num_warps: int, num_stages: int):
     # constexpr parameters not given take the kernel's defaults, as at a launch (else they would be typed as pointers)
     consts = {**{p.name: p.default for p in fn.params if p.is_constexpr and p.has_default}, **consts}
-    signature, constexprs = {}, {}
+    signature, constexprs, attrs = {}, {}, {}
     for i, name in enumerate(fn.arg_names):
         if name in consts:
             signature[name] = "constexpr"
             constexprs[(i,)] = consts[name]
         else:
             signature[name] = types.get(name, "*fp32")
-    src = ASTSource(fn, signature, constexprs)
+            # What a launch's specialisation tells the compiler of PyTorch's allocations and of T = 2048: 16-byte
+            # aligned pointers, T a multiple of 16. Without it no load can be an asynchronous copy, the pipeliner
+            # keeps one stage, and the shared memory and registers printed were not the GPU's (version 19: the
+            # forward state pass at K = 128 took 57 KB here against the H200's 188 KB).
+            if signature[name].startswith("*") or name == "T":
+                attrs[(i,)] = [["tt.divisibility", 16]]
+    src = ASTSource(fn, signature, constexprs, attrs)
     opts = {"num_warps": num_warps, "num_stages": num_stages}
     return triton.compile(src, target=GPUTarget("cuda", 90, 32), options=opts)
 
@@ -56,18 +66,28 @@ def launches(K, V, dtype="bf16", varlen=False):
     ints = {"cu_seqlens": "*i32", "index": "*i32", "chunk_offsets": "*i32", "T": "i32", "scale": "fp32", "C0": "i32",
             "C1": "i32"}  # fmt: skip
     store = "*bf16" if dtype == "bf16" else "*fp32"  # chunk states kept for the backward
+    tdtype = torch.bfloat16 if dtype == "bf16" else torch.float32
+    name = {torch.bfloat16: "*bf16", torch.float32: "*fp32"}
+    # the buffers between the kernels in the dtypes a call stores them in (A, V' and dV', dW and dK's part)
+    ints = {**ints, "A": name[chunk._a_dtype(chunk._half_a(tdtype))], "vnew": name[chunk._vprime_dtype(tdtype)],
+            "dvnew": name[chunk._vprime_dtype(tdtype)], "du": name[chunk._vprime_dtype(tdtype)],
+            "dw": name[chunk._dw_dtype(tdtype)], "dk_part": name[chunk._dw_dtype(tdtype)]}
     store_p = chunk._store_p(True, K)  # P as a training forward stores it (bf16 for bf16 inputs, like the states)
     yield "wy_fwd", kernels.wy_fwd_kernel, {**ints, "q": io, "k": io, "beta": io, "p": store}, {
         **common, "BK": min(chunk.WY_FWD_BK, chunk._width(K)), "STORE_P": store_p,
         "A_PREC": chunk._wy_a_precision(torch.bfloat16 if dtype == "bf16" else torch.float32)}
     BV = chunk._state_tile_v(K, V, "state_fwd")
     fwd_half = chunk._half_operands("state_fwd", torch.bfloat16 if dtype == "bf16" else torch.float32)
-    for flags in ({"STORE_H": False, "WRITE_O": True, "STORE_FINAL": True, "HALF_OPERANDS": fwd_half},
-                  {"STORE_H": True, "WRITE_O": False, "STORE_FINAL": False, "HALF_OPERANDS": 0}):
-        yield ("state_fwd" + ("(bwd)" if flags["STORE_H"] else "")), kernels.state_fwd_kernel, {
+    keep_half = chunk._half_operands("state_recompute", tdtype, K, BV)
+    # the inference forward, the backward's recomputing pass, and a training forward that keeps the states
+    for label, flags in (("", {"STORE_H": False, "WRITE_O": True, "STORE_FINAL": True, "HALF_OPERANDS": fwd_half,
+                               "LOAD_P": chunk._store_p(False, K)}),
+                         ("(bwd)", {"STORE_H": True, "WRITE_O": False, "STORE_FINAL": False, "HALF_OPERANDS": 0}),
+                         ("(train)", {"STORE_H": True, "WRITE_O": True, "STORE_FINAL": True, "HALF_OPERANDS": keep_half,
+                                      "LOAD_P": chunk._store_p(True, K)})):  # fmt: skip
+        yield "state_fwd" + label, kernels.state_fwd_kernel, {
             **ints, "q": io, "k": io, "v": io, "beta": io, "o": io, "h": store, "p": store}, {
-            **common, **flags, "BK": chunk._width(K), "BV": BV, "USE_H0": True,
-            "LOAD_P": flags["WRITE_O"] and chunk._store_p(False, K)}
+            **common, **flags, "BK": chunk._width(K), "BV": BV, "USE_H0": True}
     half = {name: chunk._half_operands(name, torch.bfloat16 if dtype == "bf16" else torch.float32, K)
             for name in chunk.HALF_OPERANDS}  # fmt: skip
     yield "dv_local", kernels.dv_local_kernel, {**ints, "q": io, "k": io, "do": io}, {
