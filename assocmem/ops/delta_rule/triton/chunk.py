@@ -444,9 +444,11 @@ def _forward_tile(q, v, chunks: _Chunks, keeps: bool = True) -> int:
 # benchmarks/results/ab_v16e.json): at K = 128, 2 stages instead of 3 took the forward from 0.606 to 0.547 ms at
 # T = 2048 (512 programs for 132 SMs) and from 0.619 to 0.544 at T = 4096 (256), but from 0.617 to 0.731 at
 # T = 8192 (128) and 0.915 to 1.110 at 16384 (64); at K = 64 it was slower at every T, and in the forward that
-# keeps the states slower too (ab_v16d.json). Why is not established: sm_90 builds (scripts/smem_check.py) take
-# 81,920 / 65,536 bytes of shared memory with 3 / 2 stages and 255 registers a thread with either, so registers
-# hold both to two blocks per SM; the 2-stage build spills less (264 against 368 bytes of stack a thread).
+# keeps the states slower too (ab_v16d.json). Why, as scripts/smem_check.py gives it since it compiles with a
+# launch's hints (version 19): with 3 stages the pass takes 163,840 bytes of shared memory, one block per SM;
+# with 2 stages 114,688, two blocks (255 registers a thread either way). Two blocks pay where programs are
+# many, the deeper prefetch where they are few. (Version 16's figures, 81,920 / 65,536, came from builds
+# without those hints, in which no load was pipelined.)
 # A launch setting of state_fwd for that K in LAUNCH_BY_K (a sweep's choice, load_tuned) comes before the rule.
 INFER_STAGES: dict[int, int] = {128: 2}
 INFER_MANY_PROGRAMS = 1.5
