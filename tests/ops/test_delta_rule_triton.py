@@ -200,6 +200,38 @@ def test_fused_backward_is_the_default_for_bf16_at_k64_only():
     assert tchunk._launch("dqkw_wy", 64, torch.bfloat16) == {"num_warps": 4, "num_stages": 1}
 
 
+def test_training_forward_with_q_in_one_buffer_changes_nothing(monkeypatch):
+    """chunk.TRAIN_STATE_FWD (version 19's candidate, off by default): the keeping forward's state pass with its
+    own stages and Q's tile through an identity select (Q_ONE_BUFFER, one shared-memory buffer instead of one
+    per stage) gives the same output, final state and gradients, bit for bit, in bf16; the setting reaches
+    only that pass (bf16, keeping and writing the output), and a NaN in q still reaches the output."""
+    from assocmem.ops.delta_rule.triton import chunk as tchunk
+
+    setting = {"num_stages": 2, "q_one_buffer": True}
+    monkeypatch.setattr(tchunk, "TRAIN_STATE_FWD", {64: setting})
+    launch = lambda inference, training, dtype=torch.bfloat16: tchunk._state_fwd_launch(  # noqa: E731
+        64, dtype, 1, DEVICE, inference, training)
+    assert launch(False, True) == {"num_warps": 4, "num_stages": 2, "Q_ONE_BUFFER": True}
+    assert not launch(True, False)["Q_ONE_BUFFER"] and not launch(False, False)["Q_ONE_BUFFER"]
+    assert not launch(False, True, torch.float32)["Q_ONE_BUFFER"]
+    monkeypatch.setattr(tchunk, "KEEP_STATES", True)
+    inputs = on_device(make_inputs(1, 150, 2, 64, 48, torch.bfloat16))
+    do, dstate = torch.randn(1, 150, 2, 48, device=DEVICE), torch.randn(1, 2, 64, 48, device=DEVICE)
+    results = []
+    for table in ({}, {64: setting}):
+        monkeypatch.setattr(tchunk, "TRAIN_STATE_FWD", table)
+        results.append(grads(run("triton"), leaves(*inputs), do, dstate))
+    (o0, s0, g0), (o1, s1, g1) = results
+    assert torch.equal(o0, o1) and torch.equal(s0, s1)
+    for name, a, b in zip(NAMES, g0, g1):
+        assert torch.equal(a, b), name
+    q = inputs[0].clone()
+    q[0, 70, 1, 5] = float("nan")
+    with torch.enable_grad():
+        o = run("triton")(*leaves(q, *inputs[1:]))[0]
+    assert torch.isnan(o[0, 70, 1]).all() and not torch.isnan(o[0, :64]).any()
+
+
 @pytest.mark.parametrize("keep, backward", [(True, False), (False, False), (True, True)])
 def test_pipelined_forward_in_segments_matches_naive(keep, backward, monkeypatch):
     """chunk.PIPELINE (the WY forward and the state pass launched per segment of chunks, each segment from the

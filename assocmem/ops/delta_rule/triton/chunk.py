@@ -454,12 +454,25 @@ INFER_STAGES: dict[int, int] = {128: 2}
 INFER_MANY_PROGRAMS = 1.5
 
 
-def _state_fwd_launch(K: int, dtype, programs: int, device, inference: bool) -> dict:
+# The training forward's state pass (it keeps the states and writes the output) per padded K, where set:
+# {"num_stages": n, "q_one_buffer": bool} (kernels.state_fwd_kernel's Q_ONE_BUFFER). Version 19's candidate,
+# not yet timed, so off: at K = 128 in bf16 the pass takes 188,416 bytes of shared memory with its 3 stages, one
+# block per SM on the H200 (benchmarks/results/ncu_v18_d128.txt); with 2 stages and Q in one buffer 114,688
+# and 252 registers (scripts/smem_check.py), two blocks per SM, as the inference forward's 2 stages give where
+# they won (INFER_STAGES). As an ab_triton.py variant: {"TRAIN_STATE_FWD": {"128": {"num_stages": 2,
+# "q_one_buffer": true}}}.
+TRAIN_STATE_FWD: dict[int, dict] = {}
+
+
+def _state_fwd_launch(K: int, dtype, programs: int, device, inference: bool, training: bool = False) -> dict:
     options = _launch("state_fwd", K, dtype)
     rule = inference and _width(K) in INFER_STAGES and ("state_fwd", _width(K)) not in LAUNCH_BY_K
     if rule and programs >= INFER_MANY_PROGRAMS * _sm_count(device):
         options["num_stages"] = min(options["num_stages"], INFER_STAGES[_width(K)])
-    return options
+    train = TRAIN_STATE_FWD.get(_width(K), {}) if training and dtype == torch.bfloat16 else {}
+    if "num_stages" in train:
+        options["num_stages"] = int(train["num_stages"])
+    return {**options, "Q_ONE_BUFFER": bool(train.get("q_one_buffer", False))}
 
 
 def _state_fwd(q, k, v, beta, A, scale, h0, chunks: _Chunks, *, write_o: bool, store_h: bool, final=None, BV=None,
@@ -488,7 +501,7 @@ def _state_fwd(q, k, v, beta, A, scale, h0, chunks: _Chunks, *, write_o: bool, s
         H=H, K=K, V=V, BK=_width(K), BV=BV, USE_H0=h0 is not None, STORE_FINAL=final,
         STORE_H=store_h, WRITE_O=write_o, IS_VARLEN=chunks.varlen,
         PREC=_precision(q.dtype), HALF_OPERANDS=half, LOAD_P=write_o and P is not None,
-        **_state_fwd_launch(K, q.dtype, grid[0] * grid[1], q.device, write_o and not store_h),
+        **_state_fwd_launch(K, q.dtype, grid[0] * grid[1], q.device, write_o and not store_h, write_o and store_h),
     )  # fmt: skip
     return o, ht, h, vnew
 

@@ -181,6 +181,7 @@ def state_fwd_kernel(
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     USE_H0: tl.constexpr, STORE_FINAL: tl.constexpr, STORE_H: tl.constexpr, WRITE_O: tl.constexpr,
     IS_VARLEN: tl.constexpr, PREC: tl.constexpr, HALF_OPERANDS: tl.constexpr = 0, LOAD_P: tl.constexpr = False,
+    Q_ONE_BUFFER: tl.constexpr = False,
 ):  # fmt: skip
     """The recurrence across chunks for one head and one value tile, fused with the output.
 
@@ -191,6 +192,9 @@ def state_fwd_kernel(
     their product, bit 4 rounds V' and the masked Q K^T in the products with V'. LOAD_P: the masked, scaled
     Q K^T comes from the WY forward (wy_fwd_kernel's STORE_P) instead of a product here. C0, C1: the chunks
     walked, C0 <= chunk < C1 (chunk.PIPELINE: a segment, from the state the previous one left in h0).
+    Q_ONE_BUFFER (chunk.TRAIN_STATE_FWD): Q's tile passes through an identity select that keeps Triton's software
+    pipeliner from giving it a shared-memory buffer per stage: one [64, K] buffer instead of num_stages (at
+    K = 128 in bf16, 2 stages of a keeping forward: 114,688 bytes instead of 131,072, two blocks per SM).
     """
     i_v, i_nh = tl.program_id(0), tl.program_id(1)
     i_n, i_h = i_nh // H, i_nh % H
@@ -227,6 +231,8 @@ def state_fwd_kernel(
             _put(vnew, vn, t0, T, H * V, v0, V, 64, BV)
         if WRITE_O:
             qt = _tile(q, t0, T, H * K, 0, K, 64, BK)
+            if Q_ONE_BUFFER:  # q itself: NaN stays NaN
+                qt = tl.where(qt == qt, qt, float("nan"))
             if LOAD_P:
                 ot = _dot_in(qt, S, HALF_OPERANDS & 1, PREC) * scale + _dot_in(
                     _tile(p, t0, T, H * 64, 0, 64, 64, 64), vn, HALF_OPERANDS & 4, PREC)
