@@ -9,7 +9,8 @@ forward's state pass: 188 KB with 3 stages, one block per SM); before, with no s
 pipelined and every figure was off.
 With --wy-fwd: the WY forward at K = 128 (bf16 keys, A stored in float32 or bf16) over key tiles, warps and
 stages, to see what its registers allow.
-Usage: python scripts/smem_check.py [K ... | --wy-fwd]"""
+With --train-fwd: the training forward's state pass at K = 128 over stages, Q staged or in one buffer.
+Usage: python scripts/smem_check.py [K ... | --wy-fwd | --train-fwd]"""
 
 import os
 import re
@@ -143,8 +144,28 @@ def wy_fwd_table():
                 print(f"A {a_type[1:]:4s} BK {BK:3d} warps {warps} stages {stages}  registers {regs:3d}"
                       f"  stack {stack:4d}", flush=True)
 
+def train_fwd_table(K: int = 128):
+    """The training forward's state pass (bf16) over stages, with Q staged or in one buffer (chunk.TRAIN_STATE_FWD):
+    shared memory, registers and the blocks of 4 warps that fit on an H200 SM (228 KB, 1 KB reserved per block;
+    65,536 registers)."""
+    for name, fn, types, consts in launches(K, K, "bf16"):
+        if name != "state_fwd(train)":
+            continue
+        consts = {k: v for k, v in consts.items() if k in fn.arg_names}
+        for one_buffer in (False, True):
+            for stages in (1, 2, 3):
+                c = compile_(fn, types, {**consts, "Q_ONE_BUFFER": one_buffer}, 4, stages)
+                regs, stack = registers(c)
+                blocks = min(233472 // (c.metadata.shared + 1024), 65536 // (max(regs, 1) * 128))
+                print(f"K={K} state_fwd(train) Q one buffer {one_buffer!s:5s} stages {stages}  shared "
+                      f"{c.metadata.shared:7d}  registers {regs:3d}  stack {stack:4d}  blocks per SM {blocks}",
+                      flush=True)
+
+
 if __name__ == "__main__":
     if sys.argv[1:] == ["--wy-fwd"]:
         sys.exit(wy_fwd_table())
+    if sys.argv[1:] == ["--train-fwd"]:
+        sys.exit(train_fwd_table())
     Ks = tuple(int(a) for a in sys.argv[1:]) or (64, 128)
     sys.exit(1 if main(Ks) else 0)
