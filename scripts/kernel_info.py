@@ -14,16 +14,14 @@ sys.path.insert(0, str(Path(__file__).parent))
 import ab_triton  # noqa: E402
 
 from assocmem import delta_rule  # noqa: E402
+from assocmem.bench.delta_rule_gpu import _inputs, _runner  # noqa: E402
 from assocmem.ops.delta_rule.triton import kernels  # noqa: E402
 
 
 def run(D: int, T: int = 2048) -> None:
     B, H = 32768 // T, 2048 // D
-    q, k, v = (torch.randn(B, T, H, D, device="cuda", dtype=torch.bfloat16) for _ in range(3))
-    k = torch.nn.functional.normalize(k.float(), dim=-1).bfloat16()
-    beta = torch.rand(B, T, H, device="cuda").bfloat16()
-    leaves = [x.requires_grad_(True) for x in (q, k, v, beta)]
-    delta_rule(*leaves, backend="triton")[0].sum().backward()
+    do = torch.randn(B, T, H, D, device="cuda", dtype=torch.bfloat16)
+    _runner(lambda q, k, v, b: delta_rule(q, k, v, b, backend="triton")[0], _inputs(B, T, H, D, "cuda"), do, True)()
     torch.cuda.synchronize()
 
 

@@ -9,17 +9,14 @@ H = 16, bf16), for Nsight Compute to read the kernels of the last one on the H20
 import torch
 
 from assocmem import delta_rule
+from assocmem.bench.delta_rule_gpu import _inputs, _runner
 
-D, T, B = 128, 2048, 16
-H = 2048 // D
-g = torch.Generator(device="cuda").manual_seed(0)
-q = torch.randn(B, T, H, D, device="cuda", dtype=torch.bfloat16, generator=g)
-k = torch.nn.functional.normalize(torch.randn(B, T, H, D, device="cuda", generator=g), dim=-1).to(torch.bfloat16)
-v = torch.randn(B, T, H, D, device="cuda", dtype=torch.bfloat16, generator=g)
-beta = torch.rand(B, T, H, device="cuda", generator=g).to(torch.bfloat16)
-do = torch.randn(B, T, H, D, device="cuda", dtype=torch.bfloat16, generator=g)
+D, T = 128, 2048
+H, B = 2048 // D, 32768 // T
+torch.manual_seed(0)
+call = _runner(lambda q, k, v, b: delta_rule(q, k, v, b, backend="triton")[0], _inputs(B, T, H, D, "cuda"),
+               torch.randn(B, T, H, D, device="cuda", dtype=torch.bfloat16), True)
 for _ in range(3):
-    xs = [x.clone().requires_grad_(True) for x in (q, k, v, beta)]
-    delta_rule(*xs, backend="triton")[0].backward(do)
+    call()
 torch.cuda.synchronize()
 print("done")

@@ -26,6 +26,7 @@ from triton.compiler import ASTSource
 from assocmem.ops.delta_rule.triton import chunk, kernels
 
 LIMIT = 232448
+SM_SHARED, BLOCK_RESERVED = 233472, 1024  # an H200 SM's shared memory, and what each resident block costs on top
 
 
 def compile_(fn, types: dict, consts: dict, num_warps: int, num_stages: int):
@@ -156,7 +157,7 @@ def train_fwd_table(K: int = 128):
             for stages in (1, 2, 3):
                 c = compile_(fn, types, {**consts, "Q_ONE_BUFFER": one_buffer}, 4, stages)
                 regs, stack = registers(c)
-                blocks = min(233472 // (c.metadata.shared + 1024), 65536 // (max(regs, 1) * 128))
+                blocks = min(SM_SHARED // (c.metadata.shared + BLOCK_RESERVED), 65536 // (max(regs, 1) * 128))
                 print(f"K={K} state_fwd(train) Q one buffer {one_buffer!s:5s} stages {stages}  shared "
                       f"{c.metadata.shared:7d}  registers {regs:3d}  stack {stack:4d}  blocks per SM {blocks}",
                       flush=True)
