@@ -64,6 +64,7 @@ def _bench_models(args):
         device=args.device,
         with_fla=not args.no_fla,
         out=None if args.no_save else (args.out or default_out),
+        compile=args.compile,
     )
 
 
@@ -305,6 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
     md.add_argument("--prompt-len", type=int, default=64)
     md.add_argument("--new-tokens", type=int, default=64)
     md.add_argument("--no-fla", action="store_true", help="leave out flash-linear-attention's DeltaNet (GPU)")
+    md.add_argument("--compile", action="store_true",
+                    help="our models' forward and forward+backward under torch.compile (trainer: compile = true)")
     md.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/models_DEVICE.json)")
     md.add_argument("--no-save", action="store_true", help="print the table only")
     md.set_defaults(func=_bench_models)

@@ -131,14 +131,16 @@ def test_triton_fused_wy_backward_on_cuda(dtype, shape, monkeypatch):
 
 @pytest.mark.parametrize("shape", [(2, 2048, 4, 128, 128), (1, 300, 2, 64, 100)])
 def test_triton_training_forward_with_q_in_one_buffer_on_cuda(shape, monkeypatch):
-    """chunk.TRAIN_STATE_FWD's candidate (2 stages, Q in one shared-memory buffer: two blocks per SM at K = 128)
-    on the GPU: the training forward's output equals the default's bit for bit (the same products in the same
-    order), and the gradients keep the bf16 bounds."""
+    """chunk.TRAIN_STATE_FWD (2 stages, Q in one shared-memory buffer: two blocks per SM at K = 128; the default
+    where programs are many, forced here at small shapes) on the GPU: the training forward's output equals the
+    3-stage pass's bit for bit (the same products in the same order), and the gradients keep the bf16 bounds."""
     from assocmem.ops.delta_rule.triton import chunk as tchunk
 
     q, k, v, beta, h0 = (x.cuda().requires_grad_() for x in make_inputs(*shape, torch.bfloat16))
+    monkeypatch.setattr(tchunk, "TRAIN_STATE_FWD", {})
     base = delta_rule(q, k, v, beta, initial_state=h0, backend="triton")[0]
     monkeypatch.setattr(tchunk, "TRAIN_STATE_FWD", {tchunk._width(shape[3]): {"num_stages": 2, "q_one_buffer": True}})
+    monkeypatch.setattr(tchunk, "TRAIN_MANY_PROGRAMS", 0)
     assert tchunk._state_fwd_launch(shape[3], torch.bfloat16, 1, q.device, False, True)["Q_ONE_BUFFER"]
     one_buffer = delta_rule(q, k, v, beta, initial_state=h0, backend="triton")[0]
     assert torch.equal(base, one_buffer)

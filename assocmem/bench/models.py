@@ -5,6 +5,9 @@ random tokens, and decoding (one token per step from the cache, after a prompt),
 of forward+backward on a GPU. Before timing, each model's cached decoding is checked against its full
 forward. Transformer++ of the same size is the in-house baseline (ratios are against it); on a GPU,
 flash-linear-attention's DeltaNet model of the same shape joins when it is importable.
+With `compile`, our models' forward and forward+backward run under torch.compile (the way the trainer runs
+them with `compile = true`; decoding and the cache check stay eager); fla's model runs as it ships (eager, its
+own Triton kernels for every layer part), and each row's note says which.
 """
 
 import copy
@@ -97,9 +100,11 @@ def _fla_deltanet(config, device, dtype):
     return DeltaNetForCausalLM(fla_config).to(device=device, dtype=dtype), None
 
 
-def _measure(model, tokens, prompt, new_tokens, device) -> dict:
-    """Forward, forward+backward (and its peak memory on a GPU) and, given a prompt, decoding."""
+def _measure(model, tokens, prompt, new_tokens, device, compiled=None) -> dict:
+    """Forward, forward+backward (and its peak memory on a GPU) and, given a prompt, decoding. `compiled`: the
+    model under torch.compile, which then runs the forward and forward+backward (the first calls compile)."""
     row = {}
+    run = model if compiled is None else compiled
     batch, seq_len = tokens.shape
     model.eval()
     if prompt is not None:
@@ -107,14 +112,14 @@ def _measure(model, tokens, prompt, new_tokens, device) -> dict:
 
     def forward():
         with torch.no_grad():
-            return model(tokens, use_cache=False).logits
+            return run(tokens, use_cache=False).logits
 
     row["forward_tok_s"] = batch * seq_len / time_call(forward, device)
     model.train()
 
     def train_step():
         model.zero_grad(set_to_none=True)
-        loss = model(tokens, labels=tokens, use_cache=False).loss
+        loss = run(tokens, labels=tokens, use_cache=False).loss
         loss.backward()
         return loss
 
@@ -145,6 +150,7 @@ def run(
     device: str = "cpu",
     with_fla: bool = True,
     out: Path | None = RESULTS_DIR / "models_cpu.json",
+    compile: bool = False,
 ) -> dict:
     device = torch.device(device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -178,7 +184,12 @@ def run(
             except Exception as error:  # noqa: BLE001 - the peer failing is recorded, ours failing is not
                 row["note"] = f"fla failed: {type(error).__name__}: {str(error)[:200]}"
         else:
-            row.update(_measure(model, tokens, prompt, new_tokens, device))
+            compiled = torch.compile(model) if compile else None
+            row.update(_measure(model, tokens, prompt, new_tokens, device, compiled))
+            if compile:
+                row["note"] = "compiled"
+        if fla_of and "note" not in row:
+            row["note"] = "eager (fla's kernels)"
         rows.append(row)
         print(format_table([row], COLUMNS), flush=True)
         del model
@@ -206,6 +217,7 @@ def run(
             "dtype": str(dtype).replace("torch.", ""),
             "timing": "median; CUDA events on a GPU, wall time on the CPU",
             "decode": "greedy, one token per forward from the cache (its copy is part of the timed call)",
+            "compile": "ours under torch.compile (forward, forward+backward)" if compile else "eager",
         },
         "rows": rows,
     }

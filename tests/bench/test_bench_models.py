@@ -45,3 +45,33 @@ def test_cli_prints_the_table(capsys):
     main(["bench", "models", "--arch", "deltanet-swa", "--batch", "1", "--seq-len", "32", "--prompt-len", "8",
           "--new-tokens", "2", "--no-save"])
     assert "deltanet-swa-tiny" in capsys.readouterr().out
+
+
+def test_compile_times_the_compiled_model(monkeypatch, tmp_path):
+    """--compile: our models' forward and forward+backward run through torch.compile's module (here with the
+    eager backend, to keep the test fast), and each row and the setup say so."""
+    import torch
+
+    compiled_calls = []
+    real_compile = torch.compile
+
+    def compile_and_count(model, **kwargs):
+        wrapped = real_compile(model, backend="eager", **kwargs)
+        real_forward = wrapped.forward
+
+        def counted(*args, **kw):
+            compiled_calls.append(kw.get("labels") is not None)
+            return real_forward(*args, **kw)
+
+        wrapped.forward = counted
+        return wrapped
+
+    monkeypatch.setattr(torch, "compile", compile_and_count)
+    result = bench.run(architectures=("deltanet",), batch=1, seq_len=32, prompt_len=8, new_tokens=2,
+                       out=tmp_path / "c.json", compile=True)
+    (row,) = result["rows"]
+    assert row["note"] == "compiled" and row["train_tok_s"] > 0 and row["decode_tok_s"] > 0
+    assert True in compiled_calls and False in compiled_calls  # both the training step and the forward
+    assert result["setup"]["compile"].startswith("ours under torch.compile")
+    assert bench.run(architectures=("deltanet",), batch=1, seq_len=16, prompt_len=8, new_tokens=1,
+                     out=None)["setup"]["compile"] == "eager"

@@ -200,15 +200,36 @@ def test_fused_backward_is_the_default_for_bf16_at_k64_only():
     assert tchunk._launch("dqkw_wy", 64, torch.bfloat16) == {"num_warps": 4, "num_stages": 1}
 
 
+def test_training_forward_stages_follow_programs_per_sm(monkeypatch):
+    """The default TRAIN_STATE_FWD rule (version 20): at K = 64 and 128 in bf16 the training forward's state pass
+    takes 2 stages and Q in one buffer (two blocks per SM) where its programs reach 1.5 per SM, and keeps its
+    own launch (3 stages) where they are fewer; K = 256, other dtypes and the other passes are untouched."""
+    from assocmem.ops.delta_rule.triton import chunk as tchunk
+
+    monkeypatch.setattr(tchunk, "_sm_count", lambda device: 132)
+    bf16 = torch.bfloat16
+    for K in (64, 128):
+        many = tchunk._state_fwd_launch(K, bf16, 512, DEVICE, False, True)
+        assert many["num_stages"] == 2 and many["Q_ONE_BUFFER"], K
+        assert tchunk._state_fwd_launch(K, bf16, 256, DEVICE, False, True)["Q_ONE_BUFFER"], K
+        few = tchunk._state_fwd_launch(K, bf16, 128, DEVICE, False, True)
+        assert few == {**tchunk._launch("state_fwd", K, bf16), "Q_ONE_BUFFER": False}, K
+        assert few["num_stages"] == 3, K
+        assert not tchunk._state_fwd_launch(K, torch.float32, 512, DEVICE, False, True)["Q_ONE_BUFFER"]
+        assert not tchunk._state_fwd_launch(K, bf16, 512, DEVICE, False, False)["Q_ONE_BUFFER"]
+    assert not tchunk._state_fwd_launch(256, bf16, 512, DEVICE, False, True)["Q_ONE_BUFFER"]
+
+
 def test_training_forward_with_q_in_one_buffer_changes_nothing(monkeypatch):
-    """chunk.TRAIN_STATE_FWD (version 19's candidate, off by default): the keeping forward's state pass with its
-    own stages and Q's tile through an identity select (Q_ONE_BUFFER, one shared-memory buffer instead of one
-    per stage) gives the same output, final state and gradients, bit for bit, in bf16; the setting reaches
-    only that pass (bf16, keeping and writing the output), and a NaN in q still reaches the output."""
+    """chunk.TRAIN_STATE_FWD: the keeping forward's state pass with its own stages and Q's tile through an identity
+    select (Q_ONE_BUFFER, one shared-memory buffer instead of one per stage) gives the same output, final state
+    and gradients, bit for bit, in bf16; the setting reaches only that pass (bf16, keeping and writing the
+    output), and a NaN in q still reaches the output."""
     from assocmem.ops.delta_rule.triton import chunk as tchunk
 
     setting = {"num_stages": 2, "q_one_buffer": True}
     monkeypatch.setattr(tchunk, "TRAIN_STATE_FWD", {64: setting})
+    monkeypatch.setattr(tchunk, "TRAIN_MANY_PROGRAMS", 0)
     launch = lambda inference, training, dtype=torch.bfloat16: tchunk._state_fwd_launch(  # noqa: E731
         64, dtype, 1, DEVICE, inference, training)
     assert launch(False, True) == {"num_warps": 4, "num_stages": 2, "Q_ONE_BUFFER": True}

@@ -454,14 +454,20 @@ INFER_STAGES: dict[int, int] = {128: 2}
 INFER_MANY_PROGRAMS = 1.5
 
 
-# The training forward's state pass (it keeps the states and writes the output) per padded K, where set:
-# {"num_stages": n, "q_one_buffer": bool} (kernels.state_fwd_kernel's Q_ONE_BUFFER). Version 19's candidate,
-# not yet timed, so off: at K = 128 in bf16 the pass takes 188,416 bytes of shared memory with its 3 stages, one
-# block per SM on the H200 (benchmarks/results/ncu_v18_d128.txt); with 2 stages and Q in one buffer 114,688
-# and 252 registers (scripts/smem_check.py), two blocks per SM, as the inference forward's 2 stages give where
-# they won (INFER_STAGES). As an ab_triton.py variant: {"TRAIN_STATE_FWD": {"128": {"num_stages": 2,
-# "q_one_buffer": true}}}.
-TRAIN_STATE_FWD: dict[int, dict] = {}
+# The training forward's state pass (it keeps the states and writes the output) per padded K in bf16, where its
+# programs reach TRAIN_MANY_PROGRAMS per SM: {"num_stages": n, "q_one_buffer": bool} (kernels.state_fwd_kernel's
+# Q_ONE_BUFFER). At K = 128 the pass takes 188,416 bytes of shared memory with its 3 stages, one block per SM on
+# the H200 (benchmarks/results/ncu_v18_d128.txt); with 2 stages still 131,072, as Q's tile takes a buffer per
+# stage; with 2 stages and Q in one buffer 114,688 and 252 registers (scripts/smem_check.py --train-fwd), two
+# blocks per SM. At K = 64 two blocks fit with 2 stages either way (90,112 / 81,920 bytes; 3 stages: one).
+# Measured on the H200 (NOTES.md, version 20; benchmarks/results/ab_v20a.json, ab_v20b.json), forward+backward
+# in ms with / without: D = 128, T = 2048 (512 programs for 132 SMs) 1.821 / 1.915, 4096 (256) 1.824 / 1.919,
+# but 8192 (128) 2.004 / 1.939 and 16384 2.422 / 2.338; D = 64, T = 2048 (512) 1.680 / 1.789, 8192 (128)
+# 1.966 / 1.913. As for the inference forward: two blocks pay where programs are many, the deeper prefetch
+# where they are few. Untimed at K = 256 (no stage count below 3 fits two blocks there but 1, which was slower).
+TRAIN_STATE_FWD: dict[int, dict] = {64: {"num_stages": 2, "q_one_buffer": True},
+                                    128: {"num_stages": 2, "q_one_buffer": True}}  # fmt: skip
+TRAIN_MANY_PROGRAMS = 1.5
 
 
 def _state_fwd_launch(K: int, dtype, programs: int, device, inference: bool, training: bool = False) -> dict:
@@ -469,7 +475,8 @@ def _state_fwd_launch(K: int, dtype, programs: int, device, inference: bool, tra
     rule = inference and _width(K) in INFER_STAGES and ("state_fwd", _width(K)) not in LAUNCH_BY_K
     if rule and programs >= INFER_MANY_PROGRAMS * _sm_count(device):
         options["num_stages"] = min(options["num_stages"], INFER_STAGES[_width(K)])
-    train = TRAIN_STATE_FWD.get(_width(K), {}) if training and dtype == torch.bfloat16 else {}
+    many = programs >= TRAIN_MANY_PROGRAMS * _sm_count(device)
+    train = TRAIN_STATE_FWD.get(_width(K), {}) if training and dtype == torch.bfloat16 and many else {}
     if "num_stages" in train:
         options["num_stages"] = int(train["num_stages"])
     return {**options, "Q_ONE_BUFFER": bool(train.get("q_one_buffer", False))}
