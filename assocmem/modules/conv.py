@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..ops.short_conv import BACKENDS, short_conv
+
 
 def positions_in_sequence(cu_seqlens: torch.Tensor, total: int) -> torch.Tensor:
     """[total] int64: for packed sequences, the index of each token within its own sequence."""
@@ -17,21 +19,25 @@ def positions_in_sequence(cu_seqlens: torch.Tensor, total: int) -> torch.Tensor:
 
 
 class ShortConvolution(nn.Module):
-    """y_t = act(sum_j w_j * x_{t-j}), j < W, per channel; no bias.
+    """y_t = act(sum_j w_j * x_{t-j}), j < W, per channel; no bias (the op: `assocmem.ops.short_conv`).
 
     forward(x [B, T, C], state=None, cu_seqlens=None, mask=None) -> (y [B, T, C], new_state [B, C, W-1]).
     `state` holds the inputs before x (zeros when None). With `cu_seqlens` (B = 1), taps never reach
     across a sequence boundary. `mask` [B, T] (1 = token, 0 = padding) zeroes padded inputs, so left
-    padding acts like an empty history and right padding cannot reach earlier tokens.
+    padding acts like an empty history and right padding cannot reach earlier tokens. `backend`: the op's
+    ("auto", "triton" or "torch"; see assocmem.ops.short_conv).
     """
 
-    def __init__(self, channels: int, kernel_size: int = 4, activation: str | None = "silu"):
+    def __init__(self, channels: int, kernel_size: int = 4, activation: str | None = "silu", backend: str = "auto"):
         super().__init__()
         if kernel_size < 1:
             raise ValueError(f"ShortConvolution: kernel_size must be >= 1, got {kernel_size}")
         if activation not in (None, "silu"):
             raise ValueError(f"ShortConvolution: activation must be None or 'silu', got {activation!r}")
+        if backend not in BACKENDS:
+            raise ValueError(f"ShortConvolution: backend must be one of {BACKENDS}, got {backend!r}")
         self.channels, self.kernel_size, self.activation = channels, kernel_size, activation
+        self.backend = backend
         self.weight = nn.Parameter(torch.empty(channels, kernel_size))
         nn.init.uniform_(self.weight, -kernel_size**-0.5, kernel_size**-0.5)
 
@@ -49,26 +55,21 @@ class ShortConvolution(nn.Module):
         W = self.kernel_size
         if mask_BT is not None:
             x_BTC = x_BTC * mask_BT[..., None].to(x_BTC.dtype)
-        if state_BCW is None:
-            history = x_BTC.new_zeros(B, W - 1, C)
-        else:
-            history = state_BCW.transpose(1, 2).to(x_BTC.dtype)
-        full = torch.cat([history, x_BTC], dim=1)  # [B, W - 1 + T, C]
+        history = None if state_BCW is None else state_BCW.transpose(1, 2).to(x_BTC.dtype)  # [B, W - 1, C]
         if T == 1 and cu_seqlens is None:
-            # Decoding: one dot product per channel; cheaper than a conv1d call.
+            # Decoding: one dot product per channel; cheaper than a kernel launch per tap.
+            full = torch.cat([x_BTC.new_zeros(B, W - 1, C) if history is None else history, x_BTC], dim=1)
             y = torch.einsum("bwc,cw->bc", full, self.weight.to(x_BTC.dtype))[:, None]
+            y = F.silu(y) if self.activation == "silu" else y
         else:
-            # A sum of W shifted copies: elementwise work that torch.compile fuses into one kernel for the
-            # forward and one for the backward (a grouped conv1d ran as depthwise-conv2d kernels, ~9 % of
-            # a DeltaNet training step on an H200, eager). Tap j reads x_{t-j}; with cu_seqlens it is cut where
-            # t - j falls before the start of t's sequence.
-            pos = positions_in_sequence(cu_seqlens, T)[None, :, None] if cu_seqlens is not None else None
-            weight = self.weight.to(x_BTC.dtype)
-            y = full[:, W - 1 :] * weight[:, W - 1]
-            for j in range(1, W):
-                tap = full[:, W - 1 - j : W - 1 - j + T] * weight[:, W - 1 - j]
-                y = y + (tap if pos is None else tap * (pos >= j).to(x_BTC.dtype))
-        if self.activation == "silu":
-            y = F.silu(y)
-        new_state = full[:, full.shape[1] - (W - 1) :].transpose(1, 2)
+            # ops.short_conv: the shifted-sum form (torch.compile fuses it) or two Triton kernels. With cu_seqlens
+            # no tap reaches across a sequence boundary.
+            pos = positions_in_sequence(cu_seqlens, T) if cu_seqlens is not None else None
+            y = short_conv(x_BTC, self.weight, history, pos, self.activation, self.backend)
+        # The last W - 1 inputs (oldest first), from x alone where it is long enough.
+        if T >= W - 1:
+            new_state = x_BTC[:, T - (W - 1) :].transpose(1, 2)
+        else:
+            before = x_BTC.new_zeros(B, W - 1, C) if history is None else history
+            new_state = torch.cat([before, x_BTC], dim=1)[:, T:].transpose(1, 2)
         return y, new_state
