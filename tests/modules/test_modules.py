@@ -30,6 +30,37 @@ def test_rmsnorm_formula_and_gate():
     assert norm(x.bfloat16()).dtype == torch.bfloat16
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rmsnorm_fused_path_gives_the_formulas_numbers(dtype):
+    """Where x and the weight share a dtype (outside autocast) RMSNorm runs PyTorch's fused rms_norm; its output
+    and gradients equal the float32 formula's rounded to the dtype (within one rounding in bf16), and under
+    autocast or with mixed dtypes the formula runs and keeps x's dtype."""
+    norm = RMSNorm(64, eps=1e-6).to(dtype)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+    x = torch.randn(4, 7, 64).to(dtype)
+    dy = torch.randn(4, 7, 64).to(dtype)
+
+    def formula(x, w):
+        x32 = x.float()
+        return (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + 1e-6) * w.float()).to(x.dtype)
+
+    results = []
+    for fn in (norm, lambda x: formula(x, norm.weight)):
+        xi = x.clone().requires_grad_()
+        norm.weight.grad = None
+        y = fn(xi)
+        y.backward(dy)
+        results.append((y.detach(), xi.grad, norm.weight.grad.clone()))
+    limit = 1e-6 if dtype == torch.float32 else 1e-2
+    for name, a, b in zip(("y", "dx", "dw"), *results):
+        assert a.dtype == dtype and rel_err(a.float(), b.float()) < limit, name
+    mixed = RMSNorm(64)
+    assert mixed(x.bfloat16()).dtype == torch.bfloat16
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert RMSNorm(64)(torch.randn(2, 64)).dtype == torch.float32
+
+
 def _conv_reference(x_BTC, weight_CW):
     """Causal depthwise conv written as a loop over time: y_t = sum_j w[W-1-j] x_{t-j}."""
     B, T, C = x_BTC.shape

@@ -196,7 +196,11 @@ def test_property_chunk_equals_naive(T, H, K, V, chunk_size, seed):
     q, k, v, beta, h0 = make_inputs(1, T, H, K, V)
     o_ref, s_ref = naive(q, k, v, beta, h0)
     o, s = chunk(q, k, v, beta, h0, chunk_size=chunk_size)
-    assert rel_err(o, o_ref) < 1e-5 and rel_err(s, s_ref) < 1e-5
+    assert rel_err(o, o_ref) < 1e-5
+    # The state's entries are sums of O(1) terms (unit-norm k, v and h0 of unit scale); where they cancel (a
+    # 1 x 1 state of -0.048 after 118 steps, T=118 K=V=1 seed=9057: 6e-7 off, 1.3e-5 relative) float32's
+    # rounding of those terms is the bound, not the small result's own size.
+    assert rel_err(s, s_ref) < 1e-5 or (s - s_ref).abs().max() < 1e-5
 
 
 def test_torch_compile_fullgraph():
