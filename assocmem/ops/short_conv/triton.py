@@ -3,7 +3,8 @@ backward (the pre-activation recomputed, dx and per-tile partial sums of dweight
 (naive.py) runs 2W + 1 elementwise kernels forward and about three times as many backward, each a full pass
 over [B, T, C]; these read x (and dy) once from memory and write y (dx) once.
 
-Legend as in naive.py; BT x BC: a program's tile of tokens and channels.
+Legend as in naive.py; BT x BC: a program's tile of tokens and channels. Offsets into [B, T, C] are int64, so
+tensors past 2^31 elements are addressed correctly.
 """
 
 import torch
@@ -21,10 +22,10 @@ def _tap(x, h, pos, b, rows, cols, j, T, C, W: tl.constexpr, HAS_H: tl.constexpr
     src = rows - j
     inside = (rows < T) & (rows >= 0)
     col_ok = cols < C
-    value = tl.load(x + (b * T + src)[:, None] * C + cols[None, :],
+    value = tl.load(x + (b * T + src).to(tl.int64)[:, None] * C + cols[None, :],
                     mask=(inside & (src >= 0))[:, None] & col_ok[None, :], other=0.0).to(tl.float32)
     if HAS_H:
-        value += tl.load(h + (b * (W - 1) + (W - 1) + src)[:, None] * C + cols[None, :],
+        value += tl.load(h + (b * (W - 1) + (W - 1) + src).to(tl.int64)[:, None] * C + cols[None, :],
                          mask=(inside & (src < 0))[:, None] & col_ok[None, :], other=0.0).to(tl.float32)
     if HAS_POS:
         p = tl.load(pos + rows, mask=inside, other=0)
@@ -52,7 +53,7 @@ def short_conv_fwd_kernel(x, w, h, pos, y, T, C, W: tl.constexpr, BT: tl.constex
     if SILU:
         acc = acc * tl.sigmoid(acc)
     mask = (rows < T)[:, None] & (cols < C)[None, :]
-    tl.store(y + (b * T + rows)[:, None] * C + cols[None, :], acc.to(y.dtype.element_ty), mask=mask)
+    tl.store(y + (b * T + rows).to(tl.int64)[:, None] * C + cols[None, :], acc.to(y.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -68,7 +69,8 @@ def short_conv_bwd_kernel(x, w, h, pos, dy, dx, dw, T, C, W: tl.constexpr, BT: t
     for j in tl.static_range(W):
         out_rows = rows + j  # the rows whose tap j reads x_t
         live = (out_rows < T)[:, None] & col_ok[None, :]
-        g = tl.load(dy + (b * T + out_rows)[:, None] * C + cols[None, :], mask=live, other=0.0).to(tl.float32)
+        g = tl.load(dy + (b * T + out_rows).to(tl.int64)[:, None] * C + cols[None, :], mask=live, other=0.0)
+        g = g.to(tl.float32)
         if SILU:
             pre = _pre(x, w, h, pos, b, out_rows, cols, T, C, W, HAS_H, HAS_POS)
             sig = tl.sigmoid(pre)
@@ -76,7 +78,7 @@ def short_conv_bwd_kernel(x, w, h, pos, dy, dx, dw, T, C, W: tl.constexpr, BT: t
         if j == 0:  # this tile's own rows: the weight's partial sums
             for i in tl.static_range(W):
                 part = tl.sum(g * _tap(x, h, pos, b, rows, cols, i, T, C, W, HAS_H, HAS_POS), axis=0)
-                tile = b * tl.num_programs(0) + it
+                tile = (b * tl.num_programs(0) + it).to(tl.int64)
                 tl.store(dw + (tile * C + cols) * W + (W - 1 - i), part, mask=col_ok)
         if HAS_POS:
             p = tl.load(pos + out_rows, mask=out_rows < T, other=0)
@@ -84,7 +86,8 @@ def short_conv_bwd_kernel(x, w, h, pos, dy, dx, dw, T, C, W: tl.constexpr, BT: t
         wj = tl.load(w + cols * W + (W - 1 - j), mask=col_ok, other=0.0).to(tl.float32)
         dx_acc += g * wj[None, :]
     mask = (rows < T)[:, None] & col_ok[None, :]
-    tl.store(dx + (b * T + rows)[:, None] * C + cols[None, :], dx_acc.to(dx.dtype.element_ty), mask=mask)
+    tl.store(dx + (b * T + rows).to(tl.int64)[:, None] * C + cols[None, :], dx_acc.to(dx.dtype.element_ty),
+             mask=mask)
 
 
 def _grid(B, T, C):
