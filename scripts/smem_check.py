@@ -10,7 +10,9 @@ pipelined and every figure was off.
 With --wy-fwd: the WY forward at K = 128 (bf16 keys, A stored in float32 or bf16) over key tiles, warps and
 stages, to see what its registers allow.
 With --train-fwd: the training forward's state pass at K = 128 over stages, Q staged or in one buffer.
-Usage: python scripts/smem_check.py [K ... | --wy-fwd | --train-fwd]"""
+With --short-conv: ops.short_conv's two kernels (W = 4) in bf16 and float32, with and without a history,
+positions and the SiLU: that each builds for sm_90, and its resources.
+Usage: python scripts/smem_check.py [K ... | --wy-fwd | --train-fwd | --short-conv]"""
 
 import os
 import re
@@ -163,7 +165,27 @@ def train_fwd_table(K: int = 128):
                       flush=True)
 
 
+def short_conv_table():
+    from assocmem.ops.short_conv import triton as conv
+
+    ints = {"T": "i32", "C": "i32"}
+    for dtype in ("bf16", "fp32"):
+        for name, fn in (("forward", conv.short_conv_fwd_kernel), ("backward", conv.short_conv_bwd_kernel)):
+            for has_h, has_pos, silu in ((False, False, True), (True, False, True), (False, True, True),
+                                         (False, False, False)):  # fmt: skip
+                types = {**ints, "x": f"*{dtype}", "w": "*fp32", "h": f"*{dtype}", "pos": "*i32", "y": f"*{dtype}",
+                         "dy": f"*{dtype}", "dx": f"*{dtype}", "dw": "*fp32"}  # fmt: skip
+                consts = {"W": 4, "BT": conv.BLOCK_T, "BC": conv.BLOCK_C, "HAS_H": has_h, "HAS_POS": has_pos,
+                          "SILU": silu}  # fmt: skip
+                c = compile_(fn, types, consts, conv.WARPS, 1)
+                regs, stack = registers(c)
+                print(f"short_conv {name:8s} {dtype} history {has_h!s:5s} positions {has_pos!s:5s} silu {silu!s:5s}"
+                      f"  shared {c.metadata.shared:6d}  registers {regs:3d}  stack {stack:4d}", flush=True)
+
+
 if __name__ == "__main__":
+    if sys.argv[1:] == ["--short-conv"]:
+        sys.exit(short_conv_table())
     if sys.argv[1:] == ["--wy-fwd"]:
         sys.exit(wy_fwd_table())
     if sys.argv[1:] == ["--train-fwd"]:
