@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One call on the GPU machine for the Triton kernels: the GPU tests, then (STEPS) the per-kernel profile,
 # a training-step profile of two comparison models, the launch-settings sweep and the benchmark against fla
-# and SDPA (and long_tile32: the long shape with narrower state tiles). Results land in $OUT. Carry .whl
+# and SDPA (and long_tile32: the long shape with narrower state tiles; models_conv: the 340M model with the
+# short convolution's kernels off and on). Results land in $OUT. Carry .whl
 # (fla's two pure-Python wheels).
 set -uo pipefail
 OUT="${OUT:-benchmarks/results}"
@@ -28,6 +29,15 @@ for step in $STEPS; do
     bench) [ -f "$OUT/triton_sweep.json" ] && export ASSOCMEM_TRITON_TUNED="$OUT/triton_sweep.json"  # this call's sweep
            timeout "${BENCH_TIMEOUT:-420}" python3 -m assocmem bench delta-rule --device cuda ${BENCH_ARGS:-} --out "$OUT/delta_rule_cuda.json" 2>&1 \
              | tee "$OUT/delta_rule_cuda.log" ;;
+    # The 340M DeltaNet model eager, with the short convolution's Triton kernels off (fla's model in the same
+    # run) and on (ASSOCMEM_TRITON_SHORT_CONV=1), after their GPU test; then ours compiled.
+    models_conv) timeout 200 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py -k short_conv 2>&1 | tail -5 \
+             | tee "$OUT/short_conv_tests.log"
+           for conv in 0 1; do
+             ASSOCMEM_TRITON_SHORT_CONV=$conv timeout "${MODELS_TIMEOUT:-300}" python3 -m assocmem bench models --device cuda \
+               --size 340m --arch deltanet --batch 8 --seq-len 2048 --decode-batch 16 --prompt-len 512 --new-tokens 16 \
+               $([ $conv = 1 ] && echo --no-fla) --out "$OUT/models_cuda_conv$conv.json" 2>&1 | tee "$OUT/models_cuda_conv$conv.log"
+           done ;;
     # The forward's state pass with value tiles of 32 (twice the programs) at the long shape, where the default
     # tile of 64 leaves half the SMs idle (B x H x V / 64 = 64 programs at D = 64 and 128, T = 16384, B = 2).
     long_tile32) echo '{"64": {"chosen": {"state_fwd": {"num_warps": 4, "num_stages": 3, "tile_v": 32}}},
