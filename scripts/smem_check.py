@@ -9,7 +9,8 @@ forward's state pass: 188 KB with 3 stages, one block per SM); before, with no s
 pipelined and every figure was off.
 With --wy-fwd: the WY forward at K = 128 (bf16 keys, A stored in float32 or bf16) over key tiles, warps and
 stages, to see what its registers allow.
-With --train-fwd: the training forward's state pass at K = 128 over stages, Q staged or in one buffer.
+With --train-fwd: the training forward's state pass at K = 128 over stages, Q staged or in one buffer, at its
+value tile (64) and at 32.
 With --short-conv: ops.short_conv's two kernels (W = 4) in bf16 and float32, with and without a history,
 positions and the SiLU: that each builds for sm_90, and its resources.
 Usage: python scripts/smem_check.py [K ... | --wy-fwd | --train-fwd | --short-conv]"""
@@ -155,14 +156,15 @@ def train_fwd_table(K: int = 128):
         if name != "state_fwd(train)":
             continue
         consts = {k: v for k, v in consts.items() if k in fn.arg_names}
-        for one_buffer in (False, True):
-            for stages in (1, 2, 3):
-                c = compile_(fn, types, {**consts, "Q_ONE_BUFFER": one_buffer}, 4, stages)
-                regs, stack = registers(c)
-                blocks = min(SM_SHARED // (c.metadata.shared + BLOCK_RESERVED), 65536 // (max(regs, 1) * 128))
-                print(f"K={K} state_fwd(train) Q one buffer {one_buffer!s:5s} stages {stages}  shared "
-                      f"{c.metadata.shared:7d}  registers {regs:3d}  stack {stack:4d}  blocks per SM {blocks}",
-                      flush=True)
+        for BV in (consts["BV"], 32) if consts["BV"] > 32 else (consts["BV"],):
+            for one_buffer in (False, True):
+                for stages in (1, 2, 3):
+                    c = compile_(fn, types, {**consts, "BV": BV, "Q_ONE_BUFFER": one_buffer}, 4, stages)
+                    regs, stack = registers(c)
+                    blocks = min(SM_SHARED // (c.metadata.shared + BLOCK_RESERVED), 65536 // (max(regs, 1) * 128))
+                    print(f"K={K} state_fwd(train) BV {BV} Q one buffer {one_buffer!s:5s} stages {stages}  shared "
+                          f"{c.metadata.shared:7d}  registers {regs:3d}  stack {stack:4d}  blocks per SM {blocks}",
+                          flush=True)
 
 
 def short_conv_table():
