@@ -30,7 +30,7 @@ for step in $STEPS; do
            timeout "${BENCH_TIMEOUT:-420}" python3 -m assocmem bench delta-rule --device cuda ${BENCH_ARGS:-} --out "$OUT/delta_rule_cuda.json" 2>&1 \
              | tee "$OUT/delta_rule_cuda.log" ;;
     # The 340M DeltaNet model eager, with the short convolution's Triton kernels off (fla's model in the same
-    # run) and on (ASSOCMEM_TRITON_SHORT_CONV=1), after their GPU test; then ours compiled.
+    # run) and on (ASSOCMEM_TRITON_SHORT_CONV=1), after their GPU test.
     models_conv) timeout 200 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py -k short_conv 2>&1 | tail -5 \
              | tee "$OUT/short_conv_tests.log"
            for conv in 0 1; do

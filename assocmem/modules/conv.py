@@ -56,9 +56,11 @@ class ShortConvolution(nn.Module):
         if mask_BT is not None:
             x_BTC = x_BTC * mask_BT[..., None].to(x_BTC.dtype)
         history = None if state_BCW is None else state_BCW.transpose(1, 2).to(x_BTC.dtype)  # [B, W - 1, C]
+        full = None  # history and x in one tensor: for the decoding step, and for the new state when T < W - 1
+        if T < W - 1 or (T == 1 and cu_seqlens is None):
+            full = torch.cat([x_BTC.new_zeros(B, W - 1, C) if history is None else history, x_BTC], dim=1)
         if T == 1 and cu_seqlens is None:
             # Decoding: one dot product per channel; cheaper than a kernel launch per tap.
-            full = torch.cat([x_BTC.new_zeros(B, W - 1, C) if history is None else history, x_BTC], dim=1)
             y = torch.einsum("bwc,cw->bc", full, self.weight.to(x_BTC.dtype))[:, None]
             y = F.silu(y) if self.activation == "silu" else y
         else:
@@ -67,9 +69,5 @@ class ShortConvolution(nn.Module):
             pos = positions_in_sequence(cu_seqlens, T) if cu_seqlens is not None else None
             y = short_conv(x_BTC, self.weight, history, pos, self.activation, self.backend)
         # The last W - 1 inputs (oldest first), from x alone where it is long enough.
-        if T >= W - 1:
-            new_state = x_BTC[:, T - (W - 1) :].transpose(1, 2)
-        else:
-            before = x_BTC.new_zeros(B, W - 1, C) if history is None else history
-            new_state = torch.cat([before, x_BTC], dim=1)[:, T:].transpose(1, 2)
-        return y, new_state
+        new_state = (x_BTC if full is None else full)[:, -(W - 1) :] if W > 1 else x_BTC[:, T:]
+        return y, new_state.transpose(1, 2)

@@ -472,10 +472,11 @@ TRAIN_MANY_PROGRAMS = 1.5
 
 def _state_fwd_launch(K: int, dtype, programs: int, device, inference: bool, training: bool = False) -> dict:
     options = _launch("state_fwd", K, dtype)
+    per_sm = programs / _sm_count(device)
     rule = inference and _width(K) in INFER_STAGES and ("state_fwd", _width(K)) not in LAUNCH_BY_K
-    if rule and programs >= INFER_MANY_PROGRAMS * _sm_count(device):
+    if rule and per_sm >= INFER_MANY_PROGRAMS:
         options["num_stages"] = min(options["num_stages"], INFER_STAGES[_width(K)])
-    many = programs >= TRAIN_MANY_PROGRAMS * _sm_count(device)
+    many = per_sm >= TRAIN_MANY_PROGRAMS
     train = TRAIN_STATE_FWD.get(_width(K), {}) if training and dtype == torch.bfloat16 and many else {}
     if "num_stages" in train:
         options["num_stages"] = int(train["num_stages"])
