@@ -14,8 +14,9 @@ import triton.language as tl
 from ..delta_rule.triton import on_input_device
 
 # 16 x 128 tiles over 8 warps (8 elements a thread per tile): the backward, which holds the recomputed
-# pre-activation of W shifted windows, builds for sm_90 without spilling (182 registers, 226 with positions);
-# 32 x 128 over 4 warps spilled 2 KB a thread (scripts/smem_check.py --short-conv).
+# pre-activation of W shifted windows, builds for sm_90 without spilling (182 registers, 226 with positions:
+# scripts/smem_check.py --short-conv, benchmarks/results/smem_short_conv_v20.txt); 32 x 128 tiles over 4 warps
+# spilled in the same check.
 BLOCK_T, BLOCK_C, WARPS = 16, 128, 8
 
 
