@@ -78,9 +78,14 @@ def launches(K, V, dtype="bf16", varlen=False):
             "dvnew": name[chunk._vprime_dtype(tdtype)], "du": name[chunk._vprime_dtype(tdtype)],
             "dw": name[chunk._dw_dtype(tdtype)], "dk_part": name[chunk._dw_dtype(tdtype)]}
     store_p = chunk._store_p(True, K)  # P as a training forward stores it (bf16 for bf16 inputs, like the states)
-    yield "wy_fwd", kernels.wy_fwd_kernel, {**ints, "q": io, "k": io, "beta": io, "p": store}, {
-        **common, "BK": min(chunk.WY_FWD_BK, chunk._width(K)), "STORE_P": store_p,
-        "A_PREC": chunk._wy_a_precision(torch.bfloat16 if dtype == "bf16" else torch.float32)}
+    for label, wu in (("", False), ("(wu)", True)):  # the second also writes W and U (chunk.PIPELINE_WU)
+        yield "wy_fwd" + label, kernels.wy_fwd_kernel, {
+            **ints, "q": io, "k": io, "v": io, "beta": io, "p": store, "w": io, "u": io}, {
+            **common, "BK": min(chunk.WY_FWD_BK, chunk._width(K)), "STORE_P": store_p, "STORE_WU": wu,
+            "HALF_WU": dtype == "bf16", "A_PREC": chunk._wy_a_precision(tdtype)}
+    yield "state_wu", kernels.state_wu_kernel, {**ints, "k": io, "w": io, "u": io, "h": store}, {
+        **common, "BK": chunk._width(K), "BV": chunk._state_tile_v(K, V, "state_fwd"), "USE_H0": True,
+        "HALF_OPERANDS": chunk._half_operands("state_recompute", tdtype, K) & 5}
     BV = chunk._state_tile_v(K, V, "state_fwd")
     fwd_half = chunk._half_operands("state_fwd", torch.bfloat16 if dtype == "bf16" else torch.float32)
     keep_half = chunk._half_operands("state_recompute", tdtype, K, BV)
@@ -95,8 +100,8 @@ def launches(K, V, dtype="bf16", varlen=False):
             **common, **flags, "BK": chunk._width(K), "BV": BV, "USE_H0": True}
     half = {name: chunk._half_operands(name, torch.bfloat16 if dtype == "bf16" else torch.float32, K)
             for name in chunk.HALF_OPERANDS}  # fmt: skip
-    yield "dv_local", kernels.dv_local_kernel, {**ints, "q": io, "k": io, "do": io}, {
-        **common, "BK": chunk._width(K), "BV": BVs}
+    yield "dv_local", kernels.dv_local_kernel, {**ints, "q": io, "k": io, "do": io, "p": store}, {
+        **common, "BK": chunk._width(K), "BV": BVs, "LOAD_P": store_p}
     bwd_types = {**ints, "q": io, "k": io, "beta": io, "do": io, "dh": store, "p": store}
     yield "state_bwd", kernels.state_bwd_kernel, bwd_types, {
         **common, "BK": chunk._width(K), "BV": chunk._state_tile_v(K, V, "state_bwd"), "USE_DHT": True,

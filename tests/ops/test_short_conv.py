@@ -131,8 +131,8 @@ def test_module_with_triton_backend_equals_the_default_module():
 
 @needs_triton
 def test_auto_takes_triton_only_where_switched_on(monkeypatch):
-    """"auto" runs the specification unless AUTO_TRITON is on (ASSOCMEM_TRITON_SHORT_CONV=1), and then only for
-    CUDA tensors: on the CPU it stays on the specification either way."""
+    """"auto" runs the specification unless AUTO_TRITON is on (the default; ASSOCMEM_TRITON_SHORT_CONV=0 turns it
+    off), and then only for CUDA tensors: on the CPU it stays on the specification either way."""
     from assocmem.ops import short_conv as op
 
     calls = []

@@ -37,7 +37,7 @@ LAUNCH_BY_K: dict[tuple[str, int], dict] = {
 # The WY forward at K = 128 with float32 inputs: 1 stage took 0.572 against 0.619 ms with 2 on the H200 (D = 128,
 # T = 2048, with P; benchmarks/results/wy_fwd_v17b_fp32.json).
 FP32_MAX_STAGES = {("state_fwd", 128): 1, ("state_bwd", 128): 1, ("state_fwd", 256): 1, ("state_bwd", 256): 1,
-                   ("wy_fwd", 128): 1}  # fmt: skip
+                   ("wy_fwd", 128): 1, ("state_wu", 128): 1, ("state_wu", 256): 1}  # fmt: skip
 LAUNCH = {
     "wy_fwd": {"num_warps": 4, "num_stages": 2},
     "state_fwd": {"num_warps": 4, "num_stages": 3},
@@ -47,6 +47,7 @@ LAUNCH = {
     "wy_bwd": {"num_warps": 4, "num_stages": 2},
     "dqkw_wy": {"num_warps": 8, "num_stages": 1},
     "output": {"num_warps": 4, "num_stages": 2},
+    "state_wu": {"num_warps": 4, "num_stages": 3},
 }
 
 
@@ -404,20 +405,43 @@ def _empty_p(q, store_p: bool):
     return q.new_empty((*q.shape[:3], BT) if store_p else (0,), dtype=_store_dtype(q.dtype))
 
 
-def _wy_fwd(q, k, beta, scale, chunks: _Chunks, half_a: bool = False, store_p: bool = False, out=None, c0=0, c1=None):
+def _wy_fwd(q, k, beta, scale, chunks: _Chunks, half_a: bool = False, store_p: bool = False, out=None, c0=0, c1=None,
+            wu=None):  # fmt: skip
     """A, and P where store_p (else None). (P by a kernel of its own was slower than formed here: NOTES.md,
-    version 14.) `out`: (A, P) to write into; c0, c1: the chunks to form, c0 <= chunk < c1 (equal lengths)."""
+    version 14.) `out`: (A, P) to write into; c0, c1: the chunks to form, c0 <= chunk < c1 (equal lengths);
+    `wu`: (v, W, U), W = A beta K and U = A beta V written into the last two (PIPELINE_WU)."""
     B, T, H, K = k.shape
     if out is None:
         out = torch.empty(B, T, H, BT, dtype=_a_dtype(half_a), device=k.device), _empty_p(q, True) if store_p else None
     A, P = out
+    v, w, u = wu or (None,) * 3
     c1 = chunks.grid_t if c1 is None else c1
     kernels.wy_fwd_kernel[(c1 - c0, B * H if not chunks.varlen else H)](
-        q, k, beta, A, P, chunks.cu_seqlens, chunks.index, scale, T, c0, H=H, K=K, BK=min(WY_FWD_BK, _width(K)),
-        IS_VARLEN=chunks.varlen, PREC=_precision(k.dtype), STORE_P=store_p, A_PREC=_wy_a_precision(k.dtype),
-        **_launch("wy_fwd", K, k.dtype),
+        q, k, v, beta, A, P, w, u, chunks.cu_seqlens, chunks.index, scale, T, c0, H=H, K=K,
+        V=1 if v is None else v.shape[-1], BK=min(WY_FWD_BK, _width(K)), IS_VARLEN=chunks.varlen,
+        PREC=_precision(k.dtype), STORE_P=store_p, A_PREC=_wy_a_precision(k.dtype), STORE_WU=wu is not None,
+        HALF_WU=k.dtype == torch.bfloat16, **_launch("wy_fwd", K, k.dtype),
     )  # fmt: skip
     return A, P
+
+
+def _state_wu(k, w, u, h0, chunks: _Chunks, out, BV: int, c0: int, c1: int):
+    """The chain alone from W and U (state_wu_kernel) over chunks c0 <= chunk < c1 from h0, into `out`:
+    (ht, h, vnew), each allocated where None. Returns them."""
+    B, T, H, K = k.shape
+    V = u.shape[-1]
+    ht, h, vnew = out
+    if h is None:
+        h = torch.empty(_max_chunks(B, T, chunks.cu_seqlens), H, K, V, dtype=_store_dtype(k.dtype), device=k.device)
+        vnew = torch.empty_like(u, dtype=_vprime_dtype(k.dtype))
+    if ht is None:
+        ht = torch.empty(chunks.N, H, K, V, dtype=torch.float32, device=k.device)
+    kernels.state_wu_kernel[(_cdiv(V, BV), chunks.N * H)](
+        k, w, u, h, vnew, h0, ht, chunks.cu_seqlens, chunks.offsets, T, c0, c1, H=H, K=K, V=V, BK=_width(K), BV=BV,
+        USE_H0=h0 is not None, IS_VARLEN=chunks.varlen, PREC=_precision(k.dtype),
+        HALF_OPERANDS=_half_operands("state_recompute", k.dtype, K, BV) & (1 | 4), **_launch("state_wu", K, k.dtype),
+    )  # fmt: skip
+    return ht, h, vnew
 
 
 # The WY forward's key tile, and the precision of its four products that form A from the diagonal blocks'
@@ -531,15 +555,18 @@ def _split_output(keep_states: bool, state_tile: int) -> bool:
     return SPLIT_OUTPUT == "1"
 
 
-def _output(q, k, v, h, vnew, scale, chunks: _Chunks, P=None):
+def _output(q, k, v, h, vnew, scale, chunks: _Chunks, P=None, o=None, c0=0, c1=None):
+    """o from the kept states and V' (and P where given) for chunks c0 <= chunk < c1 (equal lengths), into `o`
+    where given."""
     B, T, H, K = q.shape
     V = v.shape[-1]
     BV = min(64, _width(V))
-    o = torch.empty_like(v)
+    o = torch.empty_like(v) if o is None else o
+    c1 = chunks.grid_t if c1 is None else c1
     # state_fwd's bits 1 and 4 (the stored states and V' already carry the storage's rounding)
     half = _half_operands("state_fwd", q.dtype, K, BV) & (1 | 4)
-    kernels.output_kernel[(_cdiv(V, BV), chunks.grid_t, B * H if not chunks.varlen else H)](
-        q, k, P, h, vnew, o, chunks.cu_seqlens, chunks.index, scale, T, H=H, K=K, V=V, BK=_width(K), BV=BV,
+    kernels.output_kernel[(_cdiv(V, BV), c1 - c0, B * H if not chunks.varlen else H)](
+        q, k, P, h, vnew, o, chunks.cu_seqlens, chunks.index, scale, T, c0, H=H, K=K, V=V, BK=_width(K), BV=BV,
         IS_VARLEN=chunks.varlen, PREC=_precision(q.dtype), HALF_OPERANDS=half, LOAD_P=P is not None,
         **_launch("output", K, q.dtype),
     )  # fmt: skip
@@ -569,6 +596,18 @@ PIPELINE_MIN_CHUNKS = 256  # per sequence (16K tokens: where it was measured; 8K
 # K = 128: twice the forward's programs).
 PIPELINE_BWD = os.environ.get("ASSOCMEM_TRITON_PIPELINE_BWD", "1") == "1"
 PIPELINE_BWD_MAX_SHARE = 1.0
+# A forward that keeps the states (training), pipelined: the state pass carries only its chain (the states and
+# V' it keeps anyway) and each segment's output (`output_kernel`, parallel over chunks) runs on the second stream
+# while the pass walks the next segment, on the SMs that the pass's few programs leave idle.
+PIPELINE_SPLIT_OUTPUT = False
+# The same with the chain two products long, as flash-linear-attention forms it: the WY forward also writes
+# W = A beta K and U = A beta V, and the state pass forms V' = U - W S (state_wu_kernel) instead of
+# A (beta (V - K S)).
+PIPELINE_WU = False
+# The backward likewise: the local part of dV' (P^T dO, `dv_local_kernel` from the stored P) per segment on the
+# second stream ahead of the reverse pass, which then carries only the products that pass dS across chunks and
+# Q^T dO.
+PIPELINE_SPLIT_DV = False
 _SIDE_STREAMS: dict = {}
 
 
@@ -594,27 +633,42 @@ def _side_stream(device) -> torch.cuda.Stream:
 
 
 def _pipelined_fwd(q, k, v, beta, scale, h0, chunks: _Chunks, keep: bool, half_a: bool, store_p: bool, BV: int,
-                   segments: int):  # fmt: skip
+                   segments: int, split: bool = False, wu: bool = False):  # fmt: skip
     """chunk_fwd's (o, ht, h, vnew, A, P) with the chunks in `segments` segments (PIPELINE). Off CUDA the
-    segments run in order on the one stream (torch.cuda.stream(None) does nothing)."""
+    segments run in order on the one stream (torch.cuda.stream(None) does nothing). `split` (with `keep`):
+    the output of each segment but the last by output_kernel on the second stream (PIPELINE_SPLIT_OUTPUT);
+    `wu` (with `split`): the chain from W and U (PIPELINE_WU)."""
     bounds = _segment_bounds(chunks, segments)
     main = torch.cuda.current_stream(q.device) if q.device.type == "cuda" else None
     side = _side_stream(q.device) if main is not None else None
-    wy = _wy_fwd(q, k, beta, scale, chunks, half_a, store_p, c0=bounds[0], c1=bounds[1])
+    wu = (v, torch.empty_like(k), torch.empty_like(v)) if split and wu else None
+    wy = _wy_fwd(q, k, beta, scale, chunks, half_a, store_p, c0=bounds[0], c1=bounds[1], wu=wu)
     if side is not None:
         side.wait_stream(main)  # the inputs, the buffers and segment 0's WY forward, as timed (version 18)
     ready = []
     for g in range(1, segments):
         with torch.cuda.stream(side):
-            _wy_fwd(q, k, beta, scale, chunks, half_a, store_p, out=wy, c0=bounds[g], c1=bounds[g + 1])
+            _wy_fwd(q, k, beta, scale, chunks, half_a, store_p, out=wy, c0=bounds[g], c1=bounds[g + 1], wu=wu)
             if side is not None:
                 ready.append(side.record_event())
-    out = None
+    out = (torch.empty_like(v), None, None, None) if split else None
     for g in range(segments):
         if ready and g > 0:
             main.wait_event(ready[g - 1])
-        out = _state_fwd(q, k, v, beta, wy[0], scale, h0 if g == 0 else out[1], chunks, write_o=True, store_h=keep,
-                         BV=BV, P=wy[1], out=out, c0=bounds[g], c1=bounds[g + 1])  # fmt: skip
+        c0, c1 = bounds[g], bounds[g + 1]
+        if wu is not None:
+            out = (out[0], *_state_wu(k, wu[1], wu[2], h0 if g == 0 else out[1], chunks, out[1:], BV, c0, c1))
+        else:
+            out = _state_fwd(q, k, v, beta, wy[0], scale, h0 if g == 0 else out[1], chunks, write_o=not split,
+                             store_h=keep, final=True, BV=BV, P=wy[1], out=out, c0=c0, c1=c1)  # fmt: skip
+        if split:
+            last = g == segments - 1
+            if side is not None and not last:
+                side.wait_stream(main)  # this segment's states and V'
+            with torch.cuda.stream(None if last else side):
+                _output(q, k, v, out[2], out[3], scale, chunks, wy[1], o=out[0], c0=c0, c1=c1)
+    if split and side is not None:
+        main.wait_stream(side)
     return (*out, *wy)
 
 
@@ -649,7 +703,8 @@ def chunk_fwd(q, k, v, beta, scale: float, h0, cu_seqlens, keep_states: bool = F
     segments = 1 if split else _pipeline_segments(q, v, chunks, BV)
     if segments > 1:
         o, ht, h, vnew, A, P = _pipelined_fwd(q, k, v, beta, scale, h0, chunks, keep_states, half_a, store_p, BV,
-                                              segments)  # fmt: skip
+                                              segments, keep_states and (PIPELINE_SPLIT_OUTPUT or PIPELINE_WU),
+                                              PIPELINE_WU)  # fmt: skip
     else:
         A, P = _wy_fwd(q, k, beta, scale, chunks, half_a, store_p)
         if split:
@@ -683,16 +738,23 @@ def chunk_bwd(q, k, v, beta, scale: float, h0, cu_seqlens, do, dht, A, h=None, v
     dh = torch.empty_like(h)
     dvnew = torch.empty_like(v, dtype=_vprime_dtype(q.dtype))
     load_p = P is not None and P.numel() > 0
-    if not load_p:
+
+    def local(c0, c1):  # the local part of dV' on chunks c0 <= chunk < c1, from P where stored
         BV = min(64, _width(V))
-        kernels.dv_local_kernel[(_cdiv(V, BV), chunks.grid_t, heads)](
-            q, k, do, dvnew, chunks.cu_seqlens, chunks.index, scale, T,
-            H=H, K=K, V=V, BK=_width(K), BV=BV, IS_VARLEN=chunks.varlen, PREC=prec, **_launch("dv_local", K, q.dtype),
+        kernels.dv_local_kernel[(_cdiv(V, BV), c1 - c0, heads)](
+            q, k, P if load_p else None, do, dvnew, chunks.cu_seqlens, chunks.index, scale, T, c0,
+            H=H, K=K, V=V, BK=_width(K), BV=BV, IS_VARLEN=chunks.varlen, PREC=prec, LOAD_P=load_p,
+            **_launch("dv_local", K, q.dtype),
         )  # fmt: skip
+
     BV = _state_tile_v(K, V, "state_bwd")
+    segments = _pipeline_segments(q, v, chunks, BV, PIPELINE_BWD_MAX_SHARE) if load_p and PIPELINE_BWD else 1
+    split_dv = segments > 1 and PIPELINE_SPLIT_DV
+    if not load_p:
+        local(0, chunks.grid_t)
     dh0 = torch.empty(chunks.N, H, K, V, dtype=torch.float32, device=q.device)
-    state_bwd = functools.partial(_state_bwd, q, k, beta, A, P if load_p else None, do, dh, dvnew, dh0, scale,
-                                  chunks, BV)  # fmt: skip
+    state_bwd = functools.partial(_state_bwd, q, k, beta, A, P if load_p and not split_dv else None, do, dh, dvnew,
+                                  dh0, scale, chunks, BV)  # fmt: skip
 
     fused = _fused_wy_bwd(K, q.dtype)
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
@@ -723,11 +785,22 @@ def chunk_bwd(q, k, v, beta, scale: float, h0, cu_seqlens, do, dht, A, h=None, v
             **_launch("wy_bwd", K, q.dtype),
         )  # fmt: skip
 
-    segments = _pipeline_segments(q, v, chunks, BV, PIPELINE_BWD_MAX_SHARE) if load_p and PIPELINE_BWD else 1
     bounds = _segment_bounds(chunks, segments)
     main = torch.cuda.current_stream(q.device) if q.device.type == "cuda" and segments > 1 else None
     side = _side_stream(q.device) if main is not None else None  # (None: one stream, in order)
+    local_ready = {}
+    if split_dv:  # the last segment's local dV' first, the others' on the second stream
+        local(bounds[-2], bounds[-1])
+        if side is not None:
+            side.wait_stream(main)
+        for g in reversed(range(segments - 1)):
+            with torch.cuda.stream(side):
+                local(bounds[g], bounds[g + 1])
+                if side is not None:
+                    local_ready[g] = side.record_event()
     for g in reversed(range(segments)):  # the reverse pass walks the last segment first
+        if g in local_ready:
+            main.wait_event(local_ready[g])
         state_bwd(dht if g == segments - 1 else dh0, bounds[g], bounds[g + 1])
         if side is not None:  # that segment's chunk-parallel kernels beside the reverse pass's next segment
             side.wait_stream(main)

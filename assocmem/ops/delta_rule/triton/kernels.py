@@ -121,9 +121,10 @@ def _inv_unit_lower_diag16(L):
 
 @triton.jit
 def wy_fwd_kernel(
-    q, k, beta, A, p, cu_seqlens, chunk_index, scale, T, C0,
-    H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, IS_VARLEN: tl.constexpr, PREC: tl.constexpr,
-    STORE_P: tl.constexpr = False, A_PREC: tl.constexpr = "tf32",
+    q, k, v, beta, A, p, w, u, cu_seqlens, chunk_index, scale, T, C0,
+    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, IS_VARLEN: tl.constexpr,
+    PREC: tl.constexpr, STORE_P: tl.constexpr = False, A_PREC: tl.constexpr = "tf32", STORE_WU: tl.constexpr = False,
+    HALF_WU: tl.constexpr = False,
 ):  # fmt: skip
     """One chunk of one head: A = (I + strict_tril(beta K K^T))^-1, the WY representation's only stored part
     (W = A beta K and U = A beta V are never formed: the state kernels apply A). With STORE_P also the chunk's
@@ -140,6 +141,8 @@ def wy_fwd_kernel(
     count: 1.5x this kernel's time in bf16, 3x in float32 (NOTES.md, version 17).
 
     C0: the first chunk of the launch (equal-length sequences; chunk.PIPELINE launches the chunks in segments).
+    STORE_WU (chunk.PIPELINE_WU): also W = A beta K and U = A beta V, in [64, BK] tiles, for state_wu_kernel;
+    HALF_WU rounds A and beta K, beta V to bf16 in those products (bf16 inputs; float32 accumulation).
     """
     i_t, i_bh = tl.program_id(0) + C0, tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
@@ -164,7 +167,47 @@ def wy_fwd_kernel(
     Ac = Dinv
     for _ in tl.static_range(3):
         Ac = Dinv - _dot(F, Ac, A_PREC)
-    _put(A + head * 64, tl.where(r[:, None] >= r[None, :], Ac, 0.0), t0, T, H * 64, 0, 64, 64, 64)
+    Ac = tl.where(r[:, None] >= r[None, :], Ac, 0.0)
+    _put(A + head * 64, Ac, t0, T, H * 64, 0, 64, 64, 64)
+    if STORE_WU:
+        bt = _vec(beta + head, t0, T, H, 64)[:, None]
+        for i_k in range(tl.cdiv(K, BK)):
+            kt = _tile(k, t0, T, H * K, i_k * BK, K, 64, BK).to(tl.float32) * bt
+            _put(w + head * K, _dot_in(Ac, kt, HALF_WU, PREC), t0, T, H * K, i_k * BK, K, 64, BK)
+        for i_v in range(tl.cdiv(V, BK)):
+            vt = _tile(v + head * V, t0, T, H * V, i_v * BK, V, 64, BK).to(tl.float32) * bt
+            _put(u + head * V, _dot_in(Ac, vt, HALF_WU, PREC), t0, T, H * V, i_v * BK, V, 64, BK)
+
+
+@triton.jit
+def state_wu_kernel(
+    k, w, u, h, vnew, h0, ht, cu_seqlens, chunk_offsets, T, C0, C1,
+    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    USE_H0: tl.constexpr, IS_VARLEN: tl.constexpr, PREC: tl.constexpr, HALF_OPERANDS: tl.constexpr = 0,
+):  # fmt: skip
+    """The recurrence across chunks from the WY forward's W and U (STORE_WU), its chain two products long:
+    per chunk the chunk-start state S is stored, V' = U - W S (stored), S += K^T V'; the final state to ht.
+    The output follows from the stored states and V' (output_kernel). HALF_OPERANDS as state_fwd's bits 1
+    (S in W S) and 4 (V' in K^T V'). C0, C1 as state_fwd's."""
+    i_v, i_nh = tl.program_id(0), tl.program_id(1)
+    i_n, i_h = i_nh // H, i_nh % H
+    bos, T, boh = _sequence(cu_seqlens, chunk_offsets, i_n, T, IS_VARLEN)
+    v0 = i_v * BV
+    k += (bos * H + i_h).to(tl.int64) * K
+    w += (bos * H + i_h).to(tl.int64) * K
+    u += (bos * H + i_h).to(tl.int64) * V
+    vnew += (bos * H + i_h).to(tl.int64) * V
+    S = tl.zeros([BK, BV], tl.float32)
+    if USE_H0:
+        S += _tile(h0 + i_nh * K * V, 0, K, V, v0, V, BK, BV)
+    for i_t in range(C0, tl.minimum(tl.cdiv(T, 64), C1)):
+        t0 = i_t * 64
+        _put(h + ((boh + i_t) * H + i_h).to(tl.int64) * K * V, S, 0, K, V, v0, V, BK, BV)
+        wt = _tile(w, t0, T, H * K, 0, K, 64, BK)
+        vn = _tile(u, t0, T, H * V, v0, V, 64, BV).to(tl.float32) - _dot_in(wt, S, HALF_OPERANDS & 1, PREC)
+        _put(vnew, vn, t0, T, H * V, v0, V, 64, BV)
+        S += _dot_in(tl.trans(_tile(k, t0, T, H * K, 0, K, 64, BK)), vn, HALF_OPERANDS & 4, PREC)
+    _put(ht + i_nh * K * V, S, 0, K, V, v0, V, BK, BV)
 
 
 @triton.jit
@@ -253,15 +296,15 @@ def _chunk_qk(q, k, tok, t0, T, H: tl.constexpr, K: tl.constexpr, BK: tl.constex
 
 @triton.jit
 def output_kernel(
-    q, k, p, h, vnew, o, cu_seqlens, chunk_index, scale, T,
+    q, k, p, h, vnew, o, cu_seqlens, chunk_index, scale, T, C0,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     IS_VARLEN: tl.constexpr, PREC: tl.constexpr, HALF_OPERANDS: tl.constexpr = 0, LOAD_P: tl.constexpr = False,
 ):  # fmt: skip
     """The output from the stored chunk-start states and V' (chunk.SPLIT_OUTPUT: the state pass then carries
     only the products on its chain), every chunk at once: O = scale (Q S + tril(Q K^T) V'). HALF_OPERANDS as
     state_fwd's bits 1 and 4 (S is stored in bf16 for bf16 inputs, so bit 1 is what the storage did already);
-    LOAD_P as state_fwd's."""
-    i_v, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    LOAD_P as state_fwd's. C0: the first chunk of the launch (equal-length sequences; chunk.PIPELINE)."""
+    i_v, i_t, i_bh = tl.program_id(0), tl.program_id(1) + C0, tl.program_id(2)
     bos, T, i_c, i_g, i_h = _chunk_of(cu_seqlens, chunk_index, i_t, i_bh, T, H, IS_VARLEN)
     t0, v0 = i_c * 64, i_v * BV
     tok = (bos * H + i_h).to(tl.int64)
@@ -281,23 +324,30 @@ def output_kernel(
 
 @triton.jit
 def dv_local_kernel(
-    q, k, do, dvnew, cu_seqlens, chunk_index, scale, T,
+    q, k, p, do, dvnew, cu_seqlens, chunk_index, scale, T, C0,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    IS_VARLEN: tl.constexpr, PREC: tl.constexpr,
+    IS_VARLEN: tl.constexpr, PREC: tl.constexpr, LOAD_P: tl.constexpr = False,
 ):  # fmt: skip
     """The part of dV' that stays inside its chunk, tril(Q K^T)^T dO (scaled), for every chunk at once:
-    it leaves the reverse state pass (`state_bwd`) with only the products that carry dS across chunks."""
-    i_v, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    it leaves the reverse state pass (`state_bwd`) with only the products that carry dS across chunks.
+    LOAD_P: from the stored P (the WY forward's scale tril(Q K^T)) as P^T dO. C0: the first chunk of the
+    launch (equal-length sequences; chunk.PIPELINE)."""
+    i_v, i_t, i_bh = tl.program_id(0), tl.program_id(1) + C0, tl.program_id(2)
     i_b, i_h = i_bh // H, i_bh % H
     bos, T, i_c, i_n = _span(cu_seqlens, chunk_index, i_b, i_t, T, IS_VARLEN)
     t0, v0 = i_c * 64, i_v * BV
     tok = (bos * H + i_h).to(tl.int64)
-    qt, kt = _chunk_qk(q, k, tok, t0, T, H, K, BK)
-    r = tl.arange(0, 64)
-    # Transposed causal mask: entry (j, i) is kept when token i sees token j.
-    sT = tl.where(r[:, None] <= r[None, :], _dot(kt, tl.trans(qt), PREC), 0.0) * scale
     dot_ = _tile(do + tok * V, t0, T, H * V, v0, V, 64, BV)
-    _put(dvnew + tok * V, _dot(sT, dot_.to(tl.float32), PREC), t0, T, H * V, v0, V, 64, BV)
+    if LOAD_P:
+        pt = _tile(p + tok * 64, t0, T, H * 64, 0, 64, 64, 64)
+        dvl = _dot(tl.trans(pt), dot_.to(pt.dtype), PREC)
+    else:
+        qt, kt = _chunk_qk(q, k, tok, t0, T, H, K, BK)
+        r = tl.arange(0, 64)
+        # Transposed causal mask: entry (j, i) is kept when token i sees token j.
+        sT = tl.where(r[:, None] <= r[None, :], _dot(kt, tl.trans(qt), PREC), 0.0) * scale
+        dvl = _dot(sT, dot_.to(tl.float32), PREC)
+    _put(dvnew + tok * V, dvl, t0, T, H * V, v0, V, 64, BV)
 
 
 @triton.jit
