@@ -596,17 +596,17 @@ PIPELINE_MIN_CHUNKS = 256  # per sequence (16K tokens: where it was measured; 8K
 # K = 128: twice the forward's programs).
 PIPELINE_BWD = os.environ.get("ASSOCMEM_TRITON_PIPELINE_BWD", "1") == "1"
 PIPELINE_BWD_MAX_SHARE = 1.0
-# A forward that keeps the states (training), pipelined: the state pass carries only its chain (the states and
-# V' it keeps anyway) and each segment's output (`output_kernel`, parallel over chunks) runs on the second stream
-# while the pass walks the next segment, on the SMs that the pass's few programs leave idle.
+# Three options of the pipelines, off: each measured level or slower on the H200 (NOTES.md, version 21;
+# forward+backward at D = 128, T = 16384 against 2.35 ms). PIPELINE_SPLIT_OUTPUT: a forward that keeps the states
+# (training) walks only the chain in its state pass (the states and V' it keeps anyway) and each segment's output
+# (`output_kernel`) runs on the second stream while the pass walks the next segment (2.39 ms;
+# benchmarks/results/ab_v21b.json). PIPELINE_WU: that chain two products long, as flash-linear-attention forms
+# it: the WY forward also writes W = A beta K and U = A beta V and the pass forms V' = U - W S (state_wu_kernel):
+# the pass took 0.44 against 0.79 ms, but the WY forward 0.50 against 0.21 (2.39 ms; ab_v21d.json,
+# triton_profile_v21_16k_wu.txt). PIPELINE_SPLIT_DV: the local part of dV' (P^T dO, `dv_local_kernel` from the
+# stored P) per segment on the second stream ahead of the reverse pass, which then reads it (2.57 ms).
 PIPELINE_SPLIT_OUTPUT = False
-# The same with the chain two products long, as flash-linear-attention forms it: the WY forward also writes
-# W = A beta K and U = A beta V, and the state pass forms V' = U - W S (state_wu_kernel) instead of
-# A (beta (V - K S)).
 PIPELINE_WU = False
-# The backward likewise: the local part of dV' (P^T dO, `dv_local_kernel` from the stored P) per segment on the
-# second stream ahead of the reverse pass, which then carries only the products that pass dS across chunks and
-# Q^T dO.
 PIPELINE_SPLIT_DV = False
 _SIDE_STREAMS: dict = {}
 
