@@ -83,9 +83,11 @@ def launches(K, V, dtype="bf16", varlen=False):
             **ints, "q": io, "k": io, "v": io, "beta": io, "p": store, "w": io, "u": io}, {
             **common, "BK": min(chunk.WY_FWD_BK, chunk._width(K)), "STORE_P": store_p, "STORE_WU": wu,
             "HALF_WU": dtype == "bf16", "A_PREC": chunk._wy_a_precision(tdtype)}
-    yield "state_wu", kernels.state_wu_kernel, {**ints, "k": io, "w": io, "u": io, "h": store}, {
-        **common, "BK": chunk._width(K), "BV": chunk._state_tile_v(K, V, "state_fwd"), "USE_H0": True,
-        "HALF_OPERANDS": chunk._half_operands("state_recompute", tdtype, K) & 5}
+    for label, write_o in (("", False), ("(o)", True)):  # the pass from W and U, the output in it or not
+        yield "state_wu" + label, kernels.state_wu_kernel, {
+            **ints, "q": io, "k": io, "w": io, "u": io, "p": store, "o": io, "h": store}, {
+            **common, "BK": chunk._width(K), "BV": chunk._state_tile_v(K, V, "state_fwd"), "USE_H0": True,
+            "HALF_OPERANDS": chunk._half_operands("state_recompute", tdtype, K) & 5, "WRITE_O": write_o}
     BV = chunk._state_tile_v(K, V, "state_fwd")
     fwd_half = chunk._half_operands("state_fwd", torch.bfloat16 if dtype == "bf16" else torch.float32)
     keep_half = chunk._half_operands("state_recompute", tdtype, K, BV)
@@ -124,7 +126,7 @@ def main(Ks=(64, 128), dtypes=("bf16", "fp32")):
     for K in Ks:
         for dtype in dtypes:
             for name, fn, types, consts in launches(K, K, dtype):
-                base = name.split("(")[0]
+                base = {"wy_fwd(wu)": "wy_fwd_wu", "state_wu(o)": "state_wu_o"}.get(name, name.split("(")[0])
                 cfg = chunk._launch(base, K, torch.float32 if dtype == "fp32" else torch.bfloat16)
                 try:
                     c = compile_(fn, types, {k: v for k, v in consts.items() if k in fn.arg_names}, **cfg)

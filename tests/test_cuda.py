@@ -151,18 +151,18 @@ PIPELINE_CASES = [(torch.bfloat16, (2, 2048, 4, 128, 128)), (torch.float32, (1, 
                   (torch.bfloat16, (1, 1000, 2, 256, 256)), (torch.bfloat16, (2, 1500, 4, 64, 64))]
 
 
-@pytest.mark.parametrize("split", ["fused", "split", "wu"])
+@pytest.mark.parametrize("split", ["fused", "split", "wu_split", "wu"])
 @pytest.mark.parametrize("dtype, shape", PIPELINE_CASES)
 def test_triton_pipelined_forward_on_cuda(dtype, shape, split, monkeypatch):
     """chunk.PIPELINE and PIPELINE_BWD (WY forward segments on a second stream while the state pass walks the
     segments before them; each segment's dqkw and WY backward there while the reverse pass walks the one before)
     on the GPU, with or without PIPELINE_SPLIT_OUTPUT (each segment's output on the second stream while the
-    state pass walks the next) and PIPELINE_WU (that pass from W and U): output, final state and gradients
-    within the unsegmented kernels' bounds."""
+    state pass walks the next) and PIPELINE_WU (the pass from W and U, the output by output_kernel or in the
+    pass): output, final state and gradients within the unsegmented kernels' bounds."""
     from assocmem.ops.delta_rule.triton import chunk as tchunk
 
-    monkeypatch.setattr(tchunk, "PIPELINE_SPLIT_OUTPUT", split != "fused")
-    monkeypatch.setattr(tchunk, "PIPELINE_WU", split == "wu")
+    monkeypatch.setattr(tchunk, "PIPELINE_SPLIT_OUTPUT", split in ("split", "wu_split"))
+    monkeypatch.setattr(tchunk, "PIPELINE_WU", split.startswith("wu"))
     monkeypatch.setattr(tchunk, "PIPELINE", "1")
     monkeypatch.setattr(tchunk, "PIPELINE_BWD", True)
     monkeypatch.setattr(tchunk, "PIPELINE_SEGMENTS", 4)

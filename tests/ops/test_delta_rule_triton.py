@@ -289,23 +289,25 @@ def test_pipelined_forward_in_segments_matches_naive(keep, backward, monkeypatch
     assert tchunk._pipeline_segments(torch.empty(2, 600, 2, 32), torch.empty(2, 600, 2, 16), chunks, 16) == 1
 
 
-@pytest.mark.parametrize("wu", [False, True])
-def test_pipelined_split_output_and_local_dv_match_naive(wu, monkeypatch):
+@pytest.mark.parametrize("mode", ["split", "wu_split", "wu"])
+def test_pipelined_split_output_and_local_dv_match_naive(mode, monkeypatch):
     """chunk.PIPELINE_SPLIT_OUTPUT: a pipelined forward that keeps the states walks the chain per segment and
-    forms each segment's output with output_kernel (its chunk range); PIPELINE_WU: that chain from the WY
-    forward's W and U; PIPELINE_SPLIT_DV: the pipelined backward forms each segment's local dV' from P with
-    dv_local_kernel, last segment first, and the reverse pass reads it. Float32 at 1e-5 with an initial state,
-    bf16 within the low-precision bounds; a forward that keeps nothing stays fused."""
+    forms each segment's output with output_kernel (its chunk range); PIPELINE_WU: that pass from the WY
+    forward's W and U (the output by output_kernel with PIPELINE_SPLIT_OUTPUT, else in the pass from P);
+    PIPELINE_SPLIT_DV: the pipelined backward forms each segment's local dV' from P with dv_local_kernel, last
+    segment first, and the reverse pass reads it. Float32 at 1e-5 with an initial state, bf16 within the
+    low-precision bounds; a forward that keeps nothing stays fused."""
     from assocmem.ops.delta_rule.triton import chunk as tchunk
 
+    wu, split = mode.startswith("wu"), mode != "wu"
     monkeypatch.setattr(tchunk, "PIPELINE_WU", wu)
     chains = []
     real_wu = tchunk._state_wu
-    monkeypatch.setattr(tchunk, "_state_wu", lambda *a: chains.append(a[-2:]) or real_wu(*a))
+    monkeypatch.setattr(tchunk, "_state_wu", lambda *a, **kw: chains.append(a[-2:]) or real_wu(*a, **kw))
     monkeypatch.setattr(tchunk, "PIPELINE", "1")
     monkeypatch.setattr(tchunk, "PIPELINE_BWD", True)
     monkeypatch.setattr(tchunk, "PIPELINE_SEGMENTS", 4)
-    monkeypatch.setattr(tchunk, "PIPELINE_SPLIT_OUTPUT", True)
+    monkeypatch.setattr(tchunk, "PIPELINE_SPLIT_OUTPUT", split)
     monkeypatch.setattr(tchunk, "PIPELINE_SPLIT_DV", True)
     monkeypatch.setattr(tchunk, "KEEP_FEW_PROGRAMS", False)
     ranges = []
@@ -316,13 +318,13 @@ def test_pipelined_split_output_and_local_dv_match_naive(wu, monkeypatch):
     monkeypatch.setattr(tchunk.kernels, "dv_local_kernel", type("Counted", (), {"__getitem__": lambda self, grid: (
         lambda *args, **kw: local.append((args[9], kw["LOAD_P"])) or kernel[grid](*args, **kw))})())  # fmt: skip
     check_fp32("triton", 2, 600, 2, 32, 16)  # 10 chunks: segments at chunks 0, 2, 5, 8
-    assert ranges == [(0, 2), (2, 5), (5, 8), (8, 10)]
+    assert ranges == ([(0, 2), (2, 5), (5, 8), (8, 10)] if split else [])
     assert chains == ([(0, 2), (2, 5), (5, 8), (8, 10)] if wu else [])
     assert local == [(8, True), (5, True), (2, True), (0, True)]
     ranges.clear()
     local.clear()
     check_low_precision(torch.bfloat16, 1, 256, 2, 64, 32)
-    assert ranges == [(0, 2), (2, 4)] and local == [(2, True), (0, True)]
+    assert ranges == ([(0, 2), (2, 4)] if split else []) and local == [(2, True), (0, True)]
     ranges.clear()
     monkeypatch.setattr(tchunk, "KEEP_STATES", False)
     check_fp32("triton", 1, 200, 1, 64, 100)

@@ -37,7 +37,8 @@ LAUNCH_BY_K: dict[tuple[str, int], dict] = {
 # The WY forward at K = 128 with float32 inputs: 1 stage took 0.572 against 0.619 ms with 2 on the H200 (D = 128,
 # T = 2048, with P; benchmarks/results/wy_fwd_v17b_fp32.json).
 FP32_MAX_STAGES = {("state_fwd", 128): 1, ("state_bwd", 128): 1, ("state_fwd", 256): 1, ("state_bwd", 256): 1,
-                   ("wy_fwd", 128): 1, ("state_wu", 128): 1, ("state_wu", 256): 1}  # fmt: skip
+                   ("wy_fwd", 128): 1, ("state_wu", 128): 1, ("state_wu", 256): 1, ("state_wu_o", 128): 1,
+                   ("state_wu_o", 256): 1}  # fmt: skip
 LAUNCH = {
     "wy_fwd": {"num_warps": 4, "num_stages": 2},
     "state_fwd": {"num_warps": 4, "num_stages": 3},
@@ -47,7 +48,12 @@ LAUNCH = {
     "wy_bwd": {"num_warps": 4, "num_stages": 2},
     "dqkw_wy": {"num_warps": 8, "num_stages": 1},
     "output": {"num_warps": 4, "num_stages": 2},
+    # The WY forward that also writes W and U (PIPELINE_WU): with 2 stages its sm_90 build takes 204 registers a
+    # thread (two blocks per SM), with 1 stage 166 (three, as the plain WY forward); forward+backward at D = 128,
+    # T = 16384 2.388 / 2.309 ms (benchmarks/results/ab_v21f.json, one run).
+    "wy_fwd_wu": {"num_warps": 4, "num_stages": 1},
     "state_wu": {"num_warps": 4, "num_stages": 3},
+    "state_wu_o": {"num_warps": 4, "num_stages": 3},
 }
 
 
@@ -161,11 +167,19 @@ def _width(n: int) -> int:
     return _pow2(n, MIN_TILE)
 
 
+# Launches over an H200 SM's shared memory (232,448 bytes a block) at more stages, in any dtype
+# (scripts/smem_check.py): the pass from W and U with its output at K = 256 takes 352,256 bytes with 3 stages
+# and 241,664 with 2.
+MAX_STAGES = {("state_wu_o", 256): 1}
+
+
 def _launch(name: str, K: int, dtype: torch.dtype = torch.bfloat16) -> dict:
     key = (name, _width(K))
     options = dict(LAUNCH_BY_K.get(key, LAUNCH[name]))
     if dtype == torch.float32 and key in FP32_MAX_STAGES:
         options["num_stages"] = min(options["num_stages"], FP32_MAX_STAGES[key])
+    if key in MAX_STAGES:
+        options["num_stages"] = min(options["num_stages"], MAX_STAGES[key])
     return options
 
 
@@ -420,28 +434,29 @@ def _wy_fwd(q, k, beta, scale, chunks: _Chunks, half_a: bool = False, store_p: b
         q, k, v, beta, A, P, w, u, chunks.cu_seqlens, chunks.index, scale, T, c0, H=H, K=K,
         V=1 if v is None else v.shape[-1], BK=min(WY_FWD_BK, _width(K)), IS_VARLEN=chunks.varlen,
         PREC=_precision(k.dtype), STORE_P=store_p, A_PREC=_wy_a_precision(k.dtype), STORE_WU=wu is not None,
-        HALF_WU=k.dtype == torch.bfloat16, **_launch("wy_fwd", K, k.dtype),
+        HALF_WU=k.dtype == torch.bfloat16, **_launch("wy_fwd" if wu is None else "wy_fwd_wu", K, k.dtype),
     )  # fmt: skip
     return A, P
 
 
-def _state_wu(k, w, u, h0, chunks: _Chunks, out, BV: int, c0: int, c1: int):
-    """The chain alone from W and U (state_wu_kernel) over chunks c0 <= chunk < c1 from h0, into `out`:
-    (ht, h, vnew), each allocated where None. Returns them."""
+def _state_wu(q, k, w, u, P, scale, h0, chunks: _Chunks, out, BV: int, c0: int, c1: int, write_o: bool = False):
+    """The pass from W and U (state_wu_kernel) over chunks c0 <= chunk < c1 from h0, into `out`: (o, ht, h,
+    vnew), each but o allocated where None; o written where write_o (from the stored P). Returns them."""
     B, T, H, K = k.shape
     V = u.shape[-1]
-    ht, h, vnew = out
+    o, ht, h, vnew = out
     if h is None:
         h = torch.empty(_max_chunks(B, T, chunks.cu_seqlens), H, K, V, dtype=_store_dtype(k.dtype), device=k.device)
         vnew = torch.empty_like(u, dtype=_vprime_dtype(k.dtype))
     if ht is None:
         ht = torch.empty(chunks.N, H, K, V, dtype=torch.float32, device=k.device)
     kernels.state_wu_kernel[(_cdiv(V, BV), chunks.N * H)](
-        k, w, u, h, vnew, h0, ht, chunks.cu_seqlens, chunks.offsets, T, c0, c1, H=H, K=K, V=V, BK=_width(K), BV=BV,
-        USE_H0=h0 is not None, IS_VARLEN=chunks.varlen, PREC=_precision(k.dtype),
-        HALF_OPERANDS=_half_operands("state_recompute", k.dtype, K, BV) & (1 | 4), **_launch("state_wu", K, k.dtype),
+        q, k, w, u, P, o, h, vnew, h0, ht, chunks.cu_seqlens, chunks.offsets, scale, T, c0, c1, H=H, K=K, V=V,
+        BK=_width(K), BV=BV, USE_H0=h0 is not None, IS_VARLEN=chunks.varlen, PREC=_precision(k.dtype),
+        HALF_OPERANDS=_half_operands("state_recompute", k.dtype, K, BV) & (1 | 4), WRITE_O=write_o,
+        **_launch("state_wu_o" if write_o else "state_wu", K, k.dtype),
     )  # fmt: skip
-    return ht, h, vnew
+    return o, ht, h, vnew
 
 
 # The WY forward's key tile, and the precision of its four products that form A from the diagonal blocks'
@@ -596,15 +611,17 @@ PIPELINE_MIN_CHUNKS = 256  # per sequence (16K tokens: where it was measured; 8K
 # K = 128: twice the forward's programs).
 PIPELINE_BWD = os.environ.get("ASSOCMEM_TRITON_PIPELINE_BWD", "1") == "1"
 PIPELINE_BWD_MAX_SHARE = 1.0
-# Three options of the pipelines, off: each measured level or slower on the H200 (NOTES.md, version 21;
-# forward+backward at D = 128, T = 16384 against 2.35 ms). PIPELINE_SPLIT_OUTPUT: a forward that keeps the states
+# Three options of the pipelines, off until measured faster in repeated runs (NOTES.md, version 21; forward+backward
+# at D = 128, T = 16384 against 2.35-2.37 ms in the same runs). PIPELINE_SPLIT_OUTPUT: a forward that keeps the states
 # (training) walks only the chain in its state pass (the states and V' it keeps anyway) and each segment's output
 # (`output_kernel`) runs on the second stream while the pass walks the next segment (2.39 ms;
 # benchmarks/results/ab_v21b.json). PIPELINE_WU: that chain two products long, as flash-linear-attention forms
-# it: the WY forward also writes W = A beta K and U = A beta V and the pass forms V' = U - W S (state_wu_kernel):
-# the pass took 0.44 against 0.79 ms, but the WY forward 0.50 against 0.21 (2.39 ms; ab_v21d.json,
-# triton_profile_v21_16k_wu.txt). PIPELINE_SPLIT_DV: the local part of dV' (P^T dO, `dv_local_kernel` from the
-# stored P) per segment on the second stream ahead of the reverse pass, which then reads it (2.57 ms).
+# it: the WY forward also writes W = A beta K and U = A beta V and the pass forms V' = U - W S (state_wu_kernel);
+# with PIPELINE_SPLIT_OUTPUT the pass took 0.44 against 0.79 ms, but the WY forward 0.50 against 0.21 (2.39 ms;
+# ab_v21d.json, triton_profile_v21_16k_wu.txt); with that WY forward at 1 stage 2.31 against 2.37 (ab_v21f.json,
+# one run). PIPELINE_WU alone writes the output in the pass, off its chain, from the stored P (untimed).
+# PIPELINE_SPLIT_DV: the local part of dV' (P^T dO, `dv_local_kernel` from the stored P) per segment on the second
+# stream ahead of the reverse pass, which then reads it (2.57 ms).
 PIPELINE_SPLIT_OUTPUT = False
 PIPELINE_WU = False
 PIPELINE_SPLIT_DV = False
@@ -637,11 +654,12 @@ def _pipelined_fwd(q, k, v, beta, scale, h0, chunks: _Chunks, keep: bool, half_a
     """chunk_fwd's (o, ht, h, vnew, A, P) with the chunks in `segments` segments (PIPELINE). Off CUDA the
     segments run in order on the one stream (torch.cuda.stream(None) does nothing). `split` (with `keep`):
     the output of each segment but the last by output_kernel on the second stream (PIPELINE_SPLIT_OUTPUT);
-    `wu` (with `split`): the chain from W and U (PIPELINE_WU)."""
+    `wu` (with `keep`): the pass from W and U (PIPELINE_WU), with the output in it unless `split`."""
     bounds = _segment_bounds(chunks, segments)
     main = torch.cuda.current_stream(q.device) if q.device.type == "cuda" else None
     side = _side_stream(q.device) if main is not None else None
-    wu = (v, torch.empty_like(k), torch.empty_like(v)) if split and wu else None
+    wu = (v, torch.empty_like(k), torch.empty_like(v)) if keep and wu else None
+    split = split or (wu is not None and not store_p)  # (the pass from W and U writes o from the stored P)
     wy = _wy_fwd(q, k, beta, scale, chunks, half_a, store_p, c0=bounds[0], c1=bounds[1], wu=wu)
     if side is not None:
         side.wait_stream(main)  # the inputs, the buffers and segment 0's WY forward, as timed (version 18)
@@ -651,13 +669,14 @@ def _pipelined_fwd(q, k, v, beta, scale, h0, chunks: _Chunks, keep: bool, half_a
             _wy_fwd(q, k, beta, scale, chunks, half_a, store_p, out=wy, c0=bounds[g], c1=bounds[g + 1], wu=wu)
             if side is not None:
                 ready.append(side.record_event())
-    out = (torch.empty_like(v), None, None, None) if split else None
+    out = (torch.empty_like(v), None, None, None) if split or wu is not None else None
     for g in range(segments):
         if ready and g > 0:
             main.wait_event(ready[g - 1])
         c0, c1 = bounds[g], bounds[g + 1]
         if wu is not None:
-            out = (out[0], *_state_wu(k, wu[1], wu[2], h0 if g == 0 else out[1], chunks, out[1:], BV, c0, c1))
+            out = _state_wu(q, k, wu[1], wu[2], wy[1], scale, h0 if g == 0 else out[1], chunks, out, BV, c0, c1,
+                            write_o=not split)  # fmt: skip
         else:
             out = _state_fwd(q, k, v, beta, wy[0], scale, h0 if g == 0 else out[1], chunks, write_o=not split,
                              store_h=keep, final=True, BV=BV, P=wy[1], out=out, c0=c0, c1=c1)  # fmt: skip
@@ -703,8 +722,8 @@ def chunk_fwd(q, k, v, beta, scale: float, h0, cu_seqlens, keep_states: bool = F
     segments = 1 if split else _pipeline_segments(q, v, chunks, BV)
     if segments > 1:
         o, ht, h, vnew, A, P = _pipelined_fwd(q, k, v, beta, scale, h0, chunks, keep_states, half_a, store_p, BV,
-                                              segments, keep_states and (PIPELINE_SPLIT_OUTPUT or PIPELINE_WU),
-                                              PIPELINE_WU)  # fmt: skip
+                                              segments, keep_states and PIPELINE_SPLIT_OUTPUT,
+                                              keep_states and PIPELINE_WU)  # fmt: skip
     else:
         A, P = _wy_fwd(q, k, beta, scale, chunks, half_a, store_p)
         if split:

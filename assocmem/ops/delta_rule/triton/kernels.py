@@ -181,14 +181,16 @@ def wy_fwd_kernel(
 
 @triton.jit
 def state_wu_kernel(
-    k, w, u, h, vnew, h0, ht, cu_seqlens, chunk_offsets, T, C0, C1,
+    q, k, w, u, p, o, h, vnew, h0, ht, cu_seqlens, chunk_offsets, scale, T, C0, C1,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     USE_H0: tl.constexpr, IS_VARLEN: tl.constexpr, PREC: tl.constexpr, HALF_OPERANDS: tl.constexpr = 0,
+    WRITE_O: tl.constexpr = False,
 ):  # fmt: skip
     """The recurrence across chunks from the WY forward's W and U (STORE_WU), its chain two products long:
     per chunk the chunk-start state S is stored, V' = U - W S (stored), S += K^T V'; the final state to ht.
-    The output follows from the stored states and V' (output_kernel). HALF_OPERANDS as state_fwd's bits 1
-    (S in W S) and 4 (V' in K^T V'). C0, C1 as state_fwd's."""
+    The output follows from the stored states and V' (output_kernel), or with WRITE_O here, off the chain:
+    O = scale Q S + P V' from the stored P. HALF_OPERANDS as state_fwd's bits 1 (S in W S and Q S) and 4 (V' in
+    K^T V' and P V'). C0, C1 as state_fwd's."""
     i_v, i_nh = tl.program_id(0), tl.program_id(1)
     i_n, i_h = i_nh // H, i_nh % H
     bos, T, boh = _sequence(cu_seqlens, chunk_offsets, i_n, T, IS_VARLEN)
@@ -197,6 +199,10 @@ def state_wu_kernel(
     w += (bos * H + i_h).to(tl.int64) * K
     u += (bos * H + i_h).to(tl.int64) * V
     vnew += (bos * H + i_h).to(tl.int64) * V
+    if WRITE_O:
+        q += (bos * H + i_h).to(tl.int64) * K
+        p += (bos * H + i_h).to(tl.int64) * 64
+        o += (bos * H + i_h).to(tl.int64) * V
     S = tl.zeros([BK, BV], tl.float32)
     if USE_H0:
         S += _tile(h0 + i_nh * K * V, 0, K, V, v0, V, BK, BV)
@@ -206,6 +212,10 @@ def state_wu_kernel(
         wt = _tile(w, t0, T, H * K, 0, K, 64, BK)
         vn = _tile(u, t0, T, H * V, v0, V, 64, BV).to(tl.float32) - _dot_in(wt, S, HALF_OPERANDS & 1, PREC)
         _put(vnew, vn, t0, T, H * V, v0, V, 64, BV)
+        if WRITE_O:
+            ot = _dot_in(_tile(q, t0, T, H * K, 0, K, 64, BK), S, HALF_OPERANDS & 1, PREC) * scale + _dot_in(
+                _tile(p, t0, T, H * 64, 0, 64, 64, 64), vn, HALF_OPERANDS & 4, PREC)
+            _put(o, ot, t0, T, H * V, v0, V, 64, BV)
         S += _dot_in(tl.trans(_tile(k, t0, T, H * K, 0, K, 64, BK)), vn, HALF_OPERANDS & 4, PREC)
     _put(ht + i_nh * K * V, S, 0, K, V, v0, V, BK, BV)
 
