@@ -2,7 +2,8 @@
 # One call on the GPU machine for the Triton kernels: the GPU tests, then (STEPS) the per-kernel profile,
 # a training-step profile of two comparison models, the launch-settings sweep and the benchmark against fla
 # and SDPA (and long_tile32: the long shape with narrower state tiles; models_conv: the 340M model with the
-# short convolution's kernels off and on). Results land in $OUT. Carry .whl
+# short convolution's kernels off and on; ab_v22: version 22's candidates, tested then timed). Results land in
+# $OUT. Carry .whl
 # (fla's two pure-Python wheels).
 set -uo pipefail
 OUT="${OUT:-benchmarks/results}"
@@ -38,6 +39,13 @@ for step in $STEPS; do
                --size 340m --arch deltanet --batch 8 --seq-len 2048 --decode-batch 16 --prompt-len 512 --new-tokens 16 \
                $([ $conv = 1 ] && echo --no-fla) --out "$OUT/models_cuda_conv$conv.json" 2>&1 | tee "$OUT/models_cuda_conv$conv.log"
            done ;;
+    # Version 22's candidates (NOTES.md "Next (version 22)"): their GPU tests, then an A/B against the default
+    # with fla in the same rounds (benchmarks/results/ab_v22a_variants.json).
+    ab_v22) timeout "${TEST_TIMEOUT:-280}" python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py \
+             -k "pipelined or reverse_pass_from_w" 2>&1 | tail -15 | tee "$OUT/gpu_tests_v22.log"
+           timeout "${AB_TIMEOUT:-300}" python3 scripts/ab_triton.py "$OUT/ab_v22a.json" \
+             --variants benchmarks/results/ab_v22a_variants.json --D 128 64 --T 2048 8192 16384 --rounds 3 \
+             --passes fwd+bwd 2>&1 | tee "$OUT/ab_v22a.log" | grep "D=" ;;
     # The forward's state pass with value tiles of 32 (twice the programs) at the long shape, where the default
     # tile of 64 leaves half the SMs idle (B x H x V / 64 = 64 programs at D = 64 and 128, T = 16384, B = 2).
     long_tile32) echo '{"64": {"chosen": {"state_fwd": {"num_warps": 4, "num_stages": 3, "tile_v": 32}}},

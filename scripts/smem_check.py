@@ -105,9 +105,12 @@ def launches(K, V, dtype="bf16", varlen=False):
     yield "dv_local", kernels.dv_local_kernel, {**ints, "q": io, "k": io, "do": io, "p": store}, {
         **common, "BK": chunk._width(K), "BV": BVs, "LOAD_P": store_p}
     bwd_types = {**ints, "q": io, "k": io, "beta": io, "do": io, "dh": store, "p": store}
-    yield "state_bwd", kernels.state_bwd_kernel, bwd_types, {
-        **common, "BK": chunk._width(K), "BV": chunk._state_tile_v(K, V, "state_bwd"), "USE_DHT": True,
-        "STORE_DH0": True, "HALF_OPERANDS": half["state_bwd"], "LOAD_P": store_p}
+    for label, load_w in (("", False), ("(w)", True)):  # the second from W (chunk.REVERSE_FROM_W)
+        yield "state_bwd" + label, kernels.state_bwd_kernel, {**bwd_types, "w": io}, {
+            **common, "BK": chunk._width(K), "BV": chunk._state_tile_v(K, V, "state_bwd"), "USE_DHT": True,
+            "STORE_DH0": True, "HALF_OPERANDS": half["state_bwd"], "LOAD_P": store_p, "LOAD_W": load_w}
+    yield "w", kernels.w_kernel, {**ints, "k": io, "beta": io, "w": io}, {
+        **common, "BK": min(64, chunk._width(K)), "HALF": dtype == "bf16"}
     yield "dqkw", kernels.dqkw_kernel, {**ints, "q": io, "k": io, "do": io, "dq": io, "h": store, "dh": store}, {
         **common, "BK": chunk._dqkw_tile_k(K), "BV": chunk._dqkw_tile_v(K, V), "HALF_OPERANDS": half["dqkw"]}
     BK, BV = chunk._wy_bwd_tiles(K, V)

@@ -173,6 +173,23 @@ def test_triton_pipelined_forward_on_cuda(dtype, shape, split, monkeypatch):
     check_gradients_on_cuda(dtype, shape)
 
 
+REVERSE_W_CASES = [(torch.bfloat16, (2, 2048, 4, 128, 128)), (torch.float32, (1, 700, 2, 64, 64)),
+                   (torch.bfloat16, (1, 300, 2, 64, 128)), (torch.float16, (2, 130, 2, 32, 100))]
+
+
+@pytest.mark.parametrize("pipelined", [False, True])
+@pytest.mark.parametrize("dtype, shape", REVERSE_W_CASES)
+def test_triton_reverse_pass_from_w_on_cuda(dtype, shape, pipelined, monkeypatch):
+    """chunk.REVERSE_FROM_W (W = A beta K by w_kernel, the reverse pass's W^T dV' from it), with and without the
+    backward's pipeline (four segments forced): gradients within the bounds on the GPU."""
+    from assocmem.ops.delta_rule.triton import chunk as tchunk
+
+    monkeypatch.setattr(tchunk, "REVERSE_FROM_W", True)
+    monkeypatch.setattr(tchunk, "PIPELINE", "1" if pipelined else "0")
+    monkeypatch.setattr(tchunk, "PIPELINE_SEGMENTS", 4)
+    check_gradients_on_cuda(dtype, shape)
+
+
 @pytest.mark.parametrize("fused", [False, True])
 @pytest.mark.parametrize("shape", [(1, 512, 2, 128, 128), (1, 300, 2, 64, 128)])
 def test_triton_backward_bf16_options_on_cuda(shape, fused, monkeypatch):

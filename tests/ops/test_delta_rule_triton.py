@@ -331,6 +331,35 @@ def test_pipelined_split_output_and_local_dv_match_naive(mode, monkeypatch):
     assert ranges == []
 
 
+@pytest.mark.parametrize("pipelined", [False, True])
+def test_reverse_pass_from_w_matches_naive(pipelined, monkeypatch):
+    """chunk.REVERSE_FROM_W: W = A beta K by w_kernel (per segment, last first, where the backward is pipelined)
+    and the reverse pass's W^T dV' from it: float32 gradients at 1e-5 against naive.py with an initial state, on
+    equal and packed sequences; bf16 within the low-precision bounds; heads over REVERSE_FROM_W_MAX_K keep A."""
+    from assocmem.ops.delta_rule.triton import chunk as tchunk
+
+    monkeypatch.setattr(tchunk, "REVERSE_FROM_W", True)
+    monkeypatch.setattr(tchunk, "PIPELINE", "1" if pipelined else "0")
+    monkeypatch.setattr(tchunk, "PIPELINE_BWD", True)
+    monkeypatch.setattr(tchunk, "PIPELINE_SEGMENTS", 4)
+    launches = []  # C0 of each w_kernel launch
+    kernel = tchunk.kernels.w_kernel
+    monkeypatch.setattr(tchunk.kernels, "w_kernel", type("Counted", (), {"__getitem__": lambda self, grid: (
+        lambda *args, **kw: launches.append(args[7]) or kernel[grid](*args, **kw))})())  # fmt: skip
+    check_fp32("triton", 2, 600, 2, 32, 16)  # 10 chunks: segments at chunks 0, 2, 5, 8
+    assert launches == ([8, 5, 2, 0] if pipelined else [0])
+    launches.clear()
+    check_low_precision(torch.bfloat16, 1, 256, 2, 64, 32)
+    assert launches == ([2, 0] if pipelined else [0])
+    launches.clear()
+    check_fp32("triton", 1, 300, 2, 32, 16, cu_seqlens=torch.tensor([0, 70, 300]))  # packed: never pipelined
+    assert launches == [0]
+    launches.clear()
+    monkeypatch.setattr(tchunk, "REVERSE_FROM_W_MAX_K", 16)
+    check_fp32("triton", 1, 100, 1, 32, 16)
+    assert launches == []
+
+
 def test_wide_state_tile_at_k256_within_twice_the_reference_error():
     """K = 256 in bf16 takes the forward's 64-wide state tile where the programs fill the device (here the
     interpreter's one 'SM') and, in a forward that keeps nothing for a backward, always: output and gradients

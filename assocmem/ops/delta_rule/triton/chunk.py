@@ -54,6 +54,7 @@ LAUNCH = {
     "wy_fwd_wu": {"num_warps": 4, "num_stages": 1},
     "state_wu": {"num_warps": 4, "num_stages": 3},
     "state_wu_o": {"num_warps": 4, "num_stages": 3},
+    "w": {"num_warps": 4, "num_stages": 2},
 }
 
 
@@ -625,6 +626,13 @@ PIPELINE_BWD_MAX_SHARE = 1.0
 PIPELINE_SPLIT_OUTPUT = False
 PIPELINE_WU = False
 PIPELINE_SPLIT_DV = False
+# The reverse pass from W = A beta K (`w_kernel`, parallel over chunks, before the pass; per segment on the second
+# stream where the backward is pipelined): W^T dV' in one product instead of K^T (beta A^T dV'), so the pass's
+# chain is two products long, as flash-linear-attention's. Off, untimed on the GPU (NOTES.md, version 21). Up to
+# K = 128: at 256 the pass with W's tile takes 241,664 bytes of shared memory with its 2 stages in bf16 (over an
+# H200 SM's 232,448; scripts/smem_check.py), and 1 stage gave wrong gradients there (version 19).
+REVERSE_FROM_W = False
+REVERSE_FROM_W_MAX_K = 128
 _SIDE_STREAMS: dict = {}
 
 
@@ -766,14 +774,27 @@ def chunk_bwd(q, k, v, beta, scale: float, h0, cu_seqlens, do, dht, A, h=None, v
             **_launch("dv_local", K, q.dtype),
         )  # fmt: skip
 
+    W = torch.empty_like(k) if REVERSE_FROM_W and _width(K) <= REVERSE_FROM_W_MAX_K else None
+
+    def form_w(c0, c1):  # W = A beta K on chunks c0 <= chunk < c1
+        BK = min(64, _width(K))
+        kernels.w_kernel[(_cdiv(K, BK), c1 - c0, heads)](
+            k, beta, A, W, chunks.cu_seqlens, chunks.index, T, c0, H=H, K=K, BK=BK, IS_VARLEN=chunks.varlen,
+            PREC=prec, HALF=q.dtype == torch.bfloat16, **_launch("w", K, q.dtype),
+        )  # fmt: skip
+
     BV = _state_tile_v(K, V, "state_bwd")
     segments = _pipeline_segments(q, v, chunks, BV, PIPELINE_BWD_MAX_SHARE) if load_p and PIPELINE_BWD else 1
     split_dv = segments > 1 and PIPELINE_SPLIT_DV
+    ahead = [f for f, on in ((local, split_dv), (form_w, W is not None)) if on]  # before each segment's pass
     if not load_p:
         local(0, chunks.grid_t)
+    if W is not None and segments == 1:
+        form_w(0, chunks.grid_t)
+        ahead = []
     dh0 = torch.empty(chunks.N, H, K, V, dtype=torch.float32, device=q.device)
-    state_bwd = functools.partial(_state_bwd, q, k, beta, A, P if load_p and not split_dv else None, do, dh, dvnew,
-                                  dh0, scale, chunks, BV)  # fmt: skip
+    state_bwd = functools.partial(_state_bwd, q, k, beta, A, P if load_p and not split_dv else None, W, do, dh,
+                                  dvnew, dh0, scale, chunks, BV)  # fmt: skip
 
     fused = _fused_wy_bwd(K, q.dtype)
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
@@ -807,19 +828,21 @@ def chunk_bwd(q, k, v, beta, scale: float, h0, cu_seqlens, do, dht, A, h=None, v
     bounds = _segment_bounds(chunks, segments)
     main = torch.cuda.current_stream(q.device) if q.device.type == "cuda" and segments > 1 else None
     side = _side_stream(q.device) if main is not None else None  # (None: one stream, in order)
-    local_ready = {}
-    if split_dv:  # the last segment's local dV' first, the others' on the second stream
-        local(bounds[-2], bounds[-1])
+    ready = {}
+    if ahead:  # what each segment's pass reads: the last segment's first, the others' on the second stream
+        for form in ahead:
+            form(bounds[-2], bounds[-1])
         if side is not None:
             side.wait_stream(main)
         for g in reversed(range(segments - 1)):
             with torch.cuda.stream(side):
-                local(bounds[g], bounds[g + 1])
+                for form in ahead:
+                    form(bounds[g], bounds[g + 1])
                 if side is not None:
-                    local_ready[g] = side.record_event()
+                    ready[g] = side.record_event()
     for g in reversed(range(segments)):  # the reverse pass walks the last segment first
-        if g in local_ready:
-            main.wait_event(local_ready[g])
+        if g in ready:
+            main.wait_event(ready[g])
         state_bwd(dht if g == segments - 1 else dh0, bounds[g], bounds[g + 1])
         if side is not None:  # that segment's chunk-parallel kernels beside the reverse pass's next segment
             side.wait_stream(main)
@@ -830,16 +853,17 @@ def chunk_bwd(q, k, v, beta, scale: float, h0, cu_seqlens, do, dht, A, h=None, v
     return dq, dk, dv, dbeta.to(beta.dtype), dh0
 
 
-def _state_bwd(q, k, beta, A, P, do, dh, dvnew, dh0, scale, chunks: _Chunks, BV: int, dht, c0=0, c1=2**31 - 1):
+def _state_bwd(q, k, beta, A, P, W, do, dh, dvnew, dh0, scale, chunks: _Chunks, BV: int, dht, c0=0, c1=2**31 - 1):
     """The reverse pass over chunks c0 <= chunk < c1 (last first), from dht (None: zero); dS before chunk c0 to
-    dh0, the chunk-end gradients to dh, dV' to dvnew (its local part from P where given, else already there)."""
+    dh0, the chunk-end gradients to dh, dV' to dvnew (its local part from P where given, else already there);
+    W^T dV' from W where given (REVERSE_FROM_W), else from A."""
     B, T, H, K = q.shape
     V = do.shape[-1]
     kernels.state_bwd_kernel[(_cdiv(V, BV), chunks.N * H)](
-        q, k, beta, A, P, do, dh, dvnew, dht, dh0, chunks.cu_seqlens, chunks.offsets, scale, T, c0, c1,
+        q, k, beta, A, P, W, do, dh, dvnew, dht, dh0, chunks.cu_seqlens, chunks.offsets, scale, T, c0, c1,
         H=H, K=K, V=V, BK=_width(K), BV=BV, USE_DHT=dht is not None, STORE_DH0=True,
         IS_VARLEN=chunks.varlen, PREC=_precision(q.dtype), HALF_OPERANDS=_half_operands("state_bwd", q.dtype),
-        LOAD_P=P is not None, **_launch("state_bwd", K, q.dtype),
+        LOAD_P=P is not None, LOAD_W=W is not None, **_launch("state_bwd", K, q.dtype),
     )  # fmt: skip
 
 

@@ -361,11 +361,30 @@ def dv_local_kernel(
 
 
 @triton.jit
+def w_kernel(
+    k, beta, A, w, cu_seqlens, chunk_index, T, C0,
+    H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, IS_VARLEN: tl.constexpr, PREC: tl.constexpr,
+    HALF: tl.constexpr = False,
+):  # fmt: skip
+    """W = A beta K from the stored A, every chunk at once, in key tiles of BK (chunk.REVERSE_FROM_W: the reverse
+    pass then forms W^T dV' in one product). HALF rounds A and beta K to bf16 in the product (bf16 inputs).
+    C0: the first chunk of the launch (equal-length sequences; chunk.PIPELINE)."""
+    i_k, i_t, i_bh = tl.program_id(0), tl.program_id(1) + C0, tl.program_id(2)
+    i_b, i_h = i_bh // H, i_bh % H
+    bos, T, i_c, i_n = _span(cu_seqlens, chunk_index, i_b, i_t, T, IS_VARLEN)
+    t0 = i_c * 64
+    head = (bos * H + i_h).to(tl.int64)
+    kt = _tile(k + head * K, t0, T, H * K, i_k * BK, K, 64, BK).to(tl.float32)
+    wt = _dot_in(_chunk_a(A + head * 64, t0, T, H), kt * _vec(beta + head, t0, T, H, 64)[:, None], HALF, PREC)
+    _put(w + head * K, wt, t0, T, H * K, i_k * BK, K, 64, BK)
+
+
+@triton.jit
 def state_bwd_kernel(
-    q, k, beta, A, p, do, dh, dvnew, dht, dh0, cu_seqlens, chunk_offsets, scale, T, C0, C1,
+    q, k, beta, A, p, w, do, dh, dvnew, dht, dh0, cu_seqlens, chunk_offsets, scale, T, C0, C1,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     USE_DHT: tl.constexpr, STORE_DH0: tl.constexpr, IS_VARLEN: tl.constexpr, PREC: tl.constexpr,
-    HALF_OPERANDS: tl.constexpr, LOAD_P: tl.constexpr = False,
+    HALF_OPERANDS: tl.constexpr, LOAD_P: tl.constexpr = False, LOAD_W: tl.constexpr = False,
 ):  # fmt: skip
     """The reverse recurrence: dS is the gradient of the state after chunk n (stored per chunk);
     dV' = (dV' local) + K dS, then dS += Q^T dO - W^T dV' with W^T dV' = K^T (beta A^T dV'). The local part
@@ -373,7 +392,8 @@ def state_bwd_kernel(
     (one [64, 64] tile and a product off the chain; dv_local_kernel is then not run). HALF_OPERANDS (bf16
     inputs; float32 accumulation): bit 1 rounds dS and beta A^T dV' to bf16 in the two products with K, bit 2
     rounds A and dV' in A^T dV'. C0, C1: the chunks walked (from C1 - 1 down to C0; chunk.PIPELINE: a segment,
-    from the dS the later one left in dht)."""
+    from the dS the later one left in dht). LOAD_W: W = A beta K from w_kernel, so that W^T dV' is one product
+    (dV' rounded to bf16 there under bit 1) and the chain two products long."""
     i_v, i_nh = tl.program_id(0), tl.program_id(1)
     i_n, i_h = i_nh // H, i_nh % H
     bos, T, boh = _sequence(cu_seqlens, chunk_offsets, i_n, T, IS_VARLEN)
@@ -386,6 +406,8 @@ def state_bwd_kernel(
     dvnew += (bos * H + i_h).to(tl.int64) * V
     if LOAD_P:
         p += (bos * H + i_h).to(tl.int64) * 64
+    if LOAD_W:
+        w += (bos * H + i_h).to(tl.int64) * K
 
     dS = tl.zeros([BK, BV], tl.float32)
     if USE_DHT:
@@ -404,9 +426,13 @@ def state_bwd_kernel(
         else:
             dvn = _tile(dvnew, t0, T, H * V, v0, V, 64, BV).to(tl.float32) + _dot_in(kt, dS, HALF_OPERANDS & 1, PREC)
         _put(dvnew, dvn, t0, T, H * V, v0, V, 64, BV)
-        dx = _dot_in(tl.trans(_chunk_a(A, t0, T, H)), dvn, HALF_OPERANDS & 2, PREC)
-        dx = dx * _vec(beta, t0, T, H, 64)[:, None]
-        dS += _dot(tl.trans(qt), dot_, PREC) * scale - _dot_in(tl.trans(kt), dx, HALF_OPERANDS & 1, PREC)
+        if LOAD_W:
+            wt = _tile(w, t0, T, H * K, 0, K, 64, BK)
+            dS += _dot(tl.trans(qt), dot_, PREC) * scale - _dot_in(tl.trans(wt), dvn, HALF_OPERANDS & 1, PREC)
+        else:
+            dx = _dot_in(tl.trans(_chunk_a(A, t0, T, H)), dvn, HALF_OPERANDS & 2, PREC)
+            dx = dx * _vec(beta, t0, T, H, 64)[:, None]
+            dS += _dot(tl.trans(qt), dot_, PREC) * scale - _dot_in(tl.trans(kt), dx, HALF_OPERANDS & 1, PREC)
     if STORE_DH0:
         _put(dh0 + i_nh * K * V, dS, 0, K, V, v0, V, BK, BV)
 
