@@ -11,6 +11,28 @@ def swiglu_hidden_size(hidden_size: int, mlp_ratio: float, multiple_of: int) -> 
     return multiple_of * ((size + multiple_of - 1) // multiple_of)
 
 
+class _SiLUMul(torch.autograd.Function):
+    """SiLU(g) * u, keeping g and u for the backward and forming SiLU(g) again there: autograd's form keeps
+    SiLU(g) as well (one more [tokens, intermediate] tensor per block; the down projection keeps the product)."""
+
+    @staticmethod
+    def forward(ctx, g: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(g, u)
+        return F.silu(g) * u
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        g, u = ctx.saved_tensors
+        return torch.ops.aten.silu_backward(grad * u, g), grad * F.silu(g)
+
+
+def silu_mul(g: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """F.silu(g) * u, with one tensor less kept for the backward (same shapes and dtypes required)."""
+    if g.shape != u.shape or g.dtype != u.dtype:
+        raise ValueError(f"silu_mul: g and u must match, got {tuple(g.shape)} {g.dtype} and {tuple(u.shape)} {u.dtype}")
+    return _SiLUMul.apply(g, u)
+
+
 class SwiGLU(nn.Module):
     def __init__(self, hidden_size: int, intermediate_size: int):
         super().__init__()
@@ -19,4 +41,4 @@ class SwiGLU(nn.Module):
         self.down_proj = nn.Linear(intermediate_size, hidden_size, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        return self.down_proj(silu_mul(self.gate_proj(x), self.up_proj(x)))

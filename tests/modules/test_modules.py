@@ -120,6 +120,31 @@ def test_swiglu_formula_and_width():
     assert swiglu_hidden_size(64, 4.0, 32) == 192
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_silu_mul_gradients_equal_autograd_and_it_keeps_one_tensor_less(dtype):
+    """silu_mul (SwiGLU's SiLU(g) * u): float64 gradcheck; the same output and gradients, bit for bit, as
+    autograd's F.silu(g) * u (the same SiLU backward, SiLU(g) formed again); it keeps g and u for the backward,
+    not SiLU(g) too."""
+    from assocmem.modules.mlp import silu_mul
+
+    torch.manual_seed(0)
+    g, u = (torch.randn(3, 7, 24, dtype=dtype, requires_grad=True) for _ in range(2))
+    if dtype == torch.float64:
+        assert torch.autograd.gradcheck(silu_mul, (g, u))
+    grad = torch.randn(3, 7, 24, dtype=dtype)
+    kept = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: kept.append(t) or t, lambda t: t):
+        y = silu_mul(g, u)
+    y.backward(grad)
+    g2, u2 = (x.detach().clone().requires_grad_() for x in (g, u))
+    y2 = F.silu(g2) * u2
+    y2.backward(grad)
+    assert torch.equal(y, y2) and torch.equal(g.grad, g2.grad) and torch.equal(u.grad, u2.grad)
+    assert len(kept) == 2 and kept[0] is g and kept[1] is u
+    with pytest.raises(ValueError, match="g and u must match"):
+        silu_mul(g, u[..., :3])
+
+
 def test_rotary_is_relative_and_norm_preserving():
     rope = RotaryEmbedding(16)
     q, k = torch.randn(1, 1, 1, 16), torch.randn(1, 1, 1, 16)

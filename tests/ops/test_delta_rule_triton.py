@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from assocmem import delta_rule
-from assocmem.ops.delta_rule import delta_rule_step, naive_delta_rule
+from assocmem.ops.delta_rule import delta_rule_step, l2_normalize, naive_delta_rule
 
 from .helpers import grads, leaves, make_inputs, rel_err
 
@@ -639,6 +639,43 @@ def test_l2norm_inside_the_op_keeps_one_dtype_for_the_kernels():
     ref, _ = delta_rule(*(x.float() for x in (q, k, v, beta)), qk_l2norm=True, backend="naive")
     assert rel_err(o.float().cpu(), ref) < 1e-2
     assert all(x.grad is not None and x.grad.dtype == torch.bfloat16 for x in leaves)
+
+
+def test_l2_normalize_keeping_output_matches_the_specification():
+    """The L2 norm the Triton path applies (l2norm.py): float64 gradients pass gradcheck; in bf16 the output
+    equals the specification's rounded to bf16, and dx (from the rounded output) is within 2x the specification's
+    own bf16 error of float64, under 1e-2."""
+    from assocmem.ops.delta_rule.l2norm import l2_normalize_keeping_output
+
+    torch.manual_seed(0)
+    x = torch.randn(3, 5, 16, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(l2_normalize_keeping_output, (x,))
+    x = torch.randn(2, 70, 4, 64) * 3
+    g = torch.randn(2, 70, 4, 64)
+    x64 = x.double().requires_grad_()
+    l2_normalize(x64).backward(g.double())
+    xb = x.bfloat16().requires_grad_()
+    y = l2_normalize_keeping_output(xb)
+    assert y.dtype == torch.bfloat16 and torch.equal(y, l2_normalize(xb.float()).bfloat16())
+    y.backward(g.bfloat16())
+    xs = x.bfloat16().requires_grad_()  # the specification's path: float32 through autograd, then bf16
+    l2_normalize(xs.float()).bfloat16().backward(g.bfloat16())
+    assert rel_err(xb.grad.double(), x64.grad) <= 2 * rel_err(xs.grad.double(), x64.grad)
+    assert rel_err(xb.grad.double(), x64.grad) < 1e-2
+
+
+def test_l2norm_inside_the_op_keeps_no_float32_copy_for_the_backward():
+    """With qk_l2norm on the Triton path, autograd keeps no float32 tensor of q's shape: the normalised q and k
+    it keeps are the ones the kernels receive (scripts/saved_bytes.py counts the same for a whole model)."""
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(1, 70, 2, 16, dtype=torch.bfloat16, device=DEVICE, requires_grad=True) for _ in range(3))
+    beta = torch.rand(1, 70, 2, dtype=torch.bfloat16, device=DEVICE, requires_grad=True)
+    kept = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: kept.append(t) or t, lambda t: t):
+        o, _ = delta_rule(q, k, v, beta, qk_l2norm=True, backend="triton")
+    assert kept and not any(t.dtype == torch.float32 and t.shape == q.shape for t in kept)
+    o.float().sum().backward()
+    assert q.grad is not None and torch.isfinite(q.grad.float()).all()
 
 
 def test_deltanet_layer_gradients_with_triton_equal_the_pytorch_path_under_autocast():

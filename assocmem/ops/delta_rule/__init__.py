@@ -6,6 +6,7 @@ import torch
 
 from . import triton as _triton
 from .chunk import CHUNK_SIZES, chunk_delta_rule
+from .l2norm import l2_normalize_keeping_output
 from .naive import l2_normalize, naive_delta_rule
 from .recurrent import delta_rule_step
 from .validate import TRITON_MAX_HEAD_SIZE, check_inputs, check_triton
@@ -88,13 +89,16 @@ def delta_rule(
     check_inputs(q, k, v, beta, scale, initial_state, cu_seqlens, backend, chunk_size, CHUNK_SIZES)
     if scale is None:
         scale = q.shape[-1] ** -0.5
-    if qk_l2norm:
-        math_dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
-        q, k = l2_normalize(q.to(math_dtype)), l2_normalize(k.to(math_dtype))
-
     backend = _pick_backend(backend, q, v)
     if backend.startswith("triton"):
         check_triton(q, v, backend, chunk_size, _triton.available(q.device))
+    if qk_l2norm and backend.startswith("triton") and q.dtype == v.dtype and k.dtype == v.dtype:
+        # The kernels take q and k in v's dtype: normalised in float32 and rounded back, keeping for the
+        # backward only the result, which the kernels keep anyway (l2norm.py).
+        q, k = l2_normalize_keeping_output(q), l2_normalize_keeping_output(k)
+    elif qk_l2norm:
+        math_dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
+        q, k = l2_normalize(q.to(math_dtype)), l2_normalize(k.to(math_dtype))
     # The op chooses its own precisions (state math in float32); an enclosing autocast must not recast them.
     with torch.autocast(q.device.type, enabled=False):
         return _run(q, k, v, beta, scale, initial_state, output_final_state, cu_seqlens, backend, chunk_size)
