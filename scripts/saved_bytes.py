@@ -46,8 +46,9 @@ def main():
         key = storage.data_ptr()
         if key not in parameters and key not in seen:
             seen.add(key)
-            frames = [f for f in traceback.extract_stack() if f"{os.sep}assocmem{os.sep}" in f.filename]
-            site = f"{frames[-1].filename.split(os.sep + 'assocmem' + os.sep)[-1]}:{frames[-1].lineno}" if frames else "?"
+            ours = f"{os.sep}assocmem{os.sep}"
+            frames = [f for f in traceback.extract_stack() if ours in f.filename]
+            site = f"{frames[-1].filename.split(ours)[-1]}:{frames[-1].lineno}" if frames else "?"
             sites[(site, tuple(t.shape), str(t.dtype).replace("torch.", ""))] += storage.nbytes()
         return t
 
@@ -57,7 +58,8 @@ def main():
     rows = [{"site": site, "shape": list(shape), "dtype": dtype, "bytes_per_token": nbytes / args.T}
             for (site, shape, dtype), nbytes in sorted(sites.items(), key=lambda item: -item[1])]  # fmt: skip
     total = sum(row["bytes_per_token"] for row in rows)
-    print(f"{args.preset}, {args.layers} layer(s), T = {args.T}, bf16, {'Triton' if args.triton else 'PyTorch'} backends")
+    backends = "Triton" if args.triton else "PyTorch"
+    print(f"{args.preset}, {args.layers} layer(s), T = {args.T}, bf16, {backends} backends")
     print(f"{'bytes/token':>12}  {'site':48s} shape, dtype")
     for row in rows:
         print(f"{row['bytes_per_token']:12.0f}  {row['site']:48s} {tuple(row['shape'])}, {row['dtype']}")
