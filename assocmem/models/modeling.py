@@ -6,7 +6,6 @@ Legend: B batch, T new tokens, C hidden size, V vocabulary size.
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
@@ -15,6 +14,7 @@ from transformers.utils import ModelOutput
 from ..layers import Attention, DeltaNet
 from ..modules import RMSNorm, ShortConvolution, SwiGLU
 from ..modules.conv import positions_in_sequence
+from ..modules.loss import next_token_loss
 from .cache import AssocMemCache
 from .config import AssocMemConfig
 
@@ -274,9 +274,7 @@ class AssocMemForCausalLM(AssocMemPreTrainedModel, GenerationMixin):
         if labels is not None:
             if logits_to_keep:
                 raise ValueError("AssocMemForCausalLM: labels need logits for every position (logits_to_keep=0)")
-            loss = F.cross_entropy(
-                logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten().to(logits.device), ignore_index=-100
-            )
+            loss = next_token_loss(logits, labels)
         result = AssocMemCausalLMOutput(
             loss=loss, logits=logits, cache=out.cache, hidden_states=out.hidden_states
         )

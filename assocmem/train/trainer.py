@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..bench.common import machine_info
 from ..data.corpus import load_corpus, split_documents
@@ -20,6 +19,7 @@ from ..data.tokenizer import get_tokenizer
 from ..data.tokens import PackedSequences, build_token_cache
 from ..models import AssocMemForCausalLM, preset_config
 from ..models.modeling import AssocMemBlock
+from ..modules.loss import next_token_loss
 from .checkpoint import list_checkpoints, load_trainer_state, resolve_checkpoint, save_checkpoint, write_atomically
 from .config import TrainConfig
 from .logs import RunLog, plot_loss_curve
@@ -135,8 +135,7 @@ def loss_sum(model, batch: dict, device: torch.device, autocast: bool) -> torch.
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
         logits = model(input_ids=ids, use_cache=False, **extra).logits
     labels = batch["labels"].to(device)
-    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100,
-                           reduction="sum")
+    return next_token_loss(logits, labels, reduction="sum")
 
 
 @torch.no_grad()
