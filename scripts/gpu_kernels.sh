@@ -41,8 +41,9 @@ for step in $STEPS; do
            done ;;
     # Version 22's candidates (NOTES.md "Next (version 22)"): their GPU tests, then an A/B against the default
     # with fla in the same rounds (benchmarks/results/ab_v22a_variants.json).
-    ab_v22) timeout "${TEST_TIMEOUT:-280}" python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py \
-             -k "pipelined or reverse_pass_from_w" 2>&1 | tail -15 | tee "$OUT/gpu_tests_v22.log"
+    ab_v22) workers=$(python3 -c "import xdist" 2>/dev/null && echo "-n ${TEST_WORKERS:-4}")
+           timeout "${TEST_TIMEOUT:-280}" python3 -m pytest -q -p no:cacheprovider $workers tests/test_cuda.py \
+             -k "(pipelined and wu) or reverse_pass_from_w" 2>&1 | tail -15 | tee "$OUT/gpu_tests_v22.log"
            timeout "${AB_TIMEOUT:-300}" python3 scripts/ab_triton.py "$OUT/ab_v22a.json" \
              --variants benchmarks/results/ab_v22a_variants.json --D 128 64 --T 2048 8192 16384 --rounds 3 \
              --passes fwd+bwd 2>&1 | tee "$OUT/ab_v22a.log" | grep "D=" ;;
