@@ -37,8 +37,7 @@ LAUNCH_BY_K: dict[tuple[str, int], dict] = {
 # The WY forward at K = 128 with float32 inputs: 1 stage took 0.572 against 0.619 ms with 2 on the H200 (D = 128,
 # T = 2048, with P; benchmarks/results/wy_fwd_v17b_fp32.json).
 FP32_MAX_STAGES = {("state_fwd", 128): 1, ("state_bwd", 128): 1, ("state_fwd", 256): 1, ("state_bwd", 256): 1,
-                   ("wy_fwd", 128): 1, ("state_wu", 128): 1, ("state_wu", 256): 1, ("state_wu_o", 128): 1,
-                   ("state_wu_o", 256): 1}  # fmt: skip
+                   ("wy_fwd", 128): 1, ("state_wu", 128): 1, ("state_wu", 256): 1, ("state_wu_o", 128): 1}  # fmt: skip
 LAUNCH = {
     "wy_fwd": {"num_warps": 4, "num_stages": 2},
     "state_fwd": {"num_warps": 4, "num_stages": 3},
@@ -447,8 +446,7 @@ def _state_wu(q, k, w, u, P, scale, h0, chunks: _Chunks, out, BV: int, c0: int, 
     V = u.shape[-1]
     o, ht, h, vnew = out
     if h is None:
-        h = torch.empty(_max_chunks(B, T, chunks.cu_seqlens), H, K, V, dtype=_store_dtype(k.dtype), device=k.device)
-        vnew = torch.empty_like(u, dtype=_vprime_dtype(k.dtype))
+        h, vnew = _kept(k, u, chunks.cu_seqlens, True)
     if ht is None:
         ht = torch.empty(chunks.N, H, K, V, dtype=torch.float32, device=k.device)
     kernels.state_wu_kernel[(_cdiv(V, BV), chunks.N * H)](
@@ -534,8 +532,7 @@ def _state_fwd(q, k, v, beta, A, scale, h0, chunks: _Chunks, *, write_o: bool, s
     BV = BV or _forward_tile(q, v, chunks)
     o, ht, h, vnew = out or (None,) * 4
     if store_h and h is None:
-        h = torch.empty(_max_chunks(B, T, chunks.cu_seqlens), H, K, V, dtype=_store_dtype(q.dtype), device=q.device)
-        vnew = torch.empty_like(v, dtype=_vprime_dtype(q.dtype))
+        h, vnew = _kept(q, v, chunks.cu_seqlens, True)
     if write_o and o is None:
         o = torch.empty_like(v)
     if final and ht is None:
@@ -666,24 +663,24 @@ def _pipelined_fwd(q, k, v, beta, scale, h0, chunks: _Chunks, keep: bool, half_a
     bounds = _segment_bounds(chunks, segments)
     main = torch.cuda.current_stream(q.device) if q.device.type == "cuda" else None
     side = _side_stream(q.device) if main is not None else None
-    wu = (v, torch.empty_like(k), torch.empty_like(v)) if keep and wu else None
-    split = split or (wu is not None and not store_p)  # (the pass from W and U writes o from the stored P)
-    wy = _wy_fwd(q, k, beta, scale, chunks, half_a, store_p, c0=bounds[0], c1=bounds[1], wu=wu)
+    wu_out = (v, torch.empty_like(k), torch.empty_like(v)) if keep and wu else None  # (v, W, U)
+    split = split or (wu_out is not None and not store_p)  # (the pass from W and U writes o from the stored P)
+    wy = _wy_fwd(q, k, beta, scale, chunks, half_a, store_p, c0=bounds[0], c1=bounds[1], wu=wu_out)
     if side is not None:
         side.wait_stream(main)  # the inputs, the buffers and segment 0's WY forward, as timed (version 18)
     ready = []
     for g in range(1, segments):
         with torch.cuda.stream(side):
-            _wy_fwd(q, k, beta, scale, chunks, half_a, store_p, out=wy, c0=bounds[g], c1=bounds[g + 1], wu=wu)
+            _wy_fwd(q, k, beta, scale, chunks, half_a, store_p, out=wy, c0=bounds[g], c1=bounds[g + 1], wu=wu_out)
             if side is not None:
                 ready.append(side.record_event())
-    out = (torch.empty_like(v), None, None, None) if split or wu is not None else None
+    out = (torch.empty_like(v), None, None, None) if split or wu_out is not None else None
     for g in range(segments):
         if ready and g > 0:
             main.wait_event(ready[g - 1])
         c0, c1 = bounds[g], bounds[g + 1]
-        if wu is not None:
-            out = _state_wu(q, k, wu[1], wu[2], wy[1], scale, h0 if g == 0 else out[1], chunks, out, BV, c0, c1,
+        if wu_out is not None:
+            out = _state_wu(q, k, *wu_out[1:], wy[1], scale, h0 if g == 0 else out[1], chunks, out, BV, c0, c1,
                             write_o=not split)  # fmt: skip
         else:
             out = _state_fwd(q, k, v, beta, wy[0], scale, h0 if g == 0 else out[1], chunks, write_o=not split,
@@ -767,10 +764,10 @@ def chunk_bwd(q, k, v, beta, scale: float, h0, cu_seqlens, do, dht, A, h=None, v
     load_p = P is not None and P.numel() > 0
 
     def local(c0, c1):  # the local part of dV' on chunks c0 <= chunk < c1, from P where stored
-        BV = min(64, _width(V))
-        kernels.dv_local_kernel[(_cdiv(V, BV), c1 - c0, heads)](
+        tile = min(64, _width(V))
+        kernels.dv_local_kernel[(_cdiv(V, tile), c1 - c0, heads)](
             q, k, P if load_p else None, do, dvnew, chunks.cu_seqlens, chunks.index, scale, T, c0,
-            H=H, K=K, V=V, BK=_width(K), BV=BV, IS_VARLEN=chunks.varlen, PREC=prec, LOAD_P=load_p,
+            H=H, K=K, V=V, BK=_width(K), BV=tile, IS_VARLEN=chunks.varlen, PREC=prec, LOAD_P=load_p,
             **_launch("dv_local", K, q.dtype),
         )  # fmt: skip
 
@@ -786,12 +783,12 @@ def chunk_bwd(q, k, v, beta, scale: float, h0, cu_seqlens, do, dht, A, h=None, v
     BV = _state_tile_v(K, V, "state_bwd")
     segments = _pipeline_segments(q, v, chunks, BV, PIPELINE_BWD_MAX_SHARE) if load_p and PIPELINE_BWD else 1
     split_dv = segments > 1 and PIPELINE_SPLIT_DV
-    ahead = [f for f, on in ((local, split_dv), (form_w, W is not None)) if on]  # before each segment's pass
     if not load_p:
         local(0, chunks.grid_t)
     if W is not None and segments == 1:
         form_w(0, chunks.grid_t)
-        ahead = []
+    # formed per segment ahead of its pass (the last segment's first, the others' on the second stream)
+    ahead = [f for f, on in ((local, split_dv), (form_w, W is not None and segments > 1)) if on]
     dh0 = torch.empty(chunks.N, H, K, V, dtype=torch.float32, device=q.device)
     state_bwd = functools.partial(_state_bwd, q, k, beta, A, P if load_p and not split_dv else None, W, do, dh,
                                   dvnew, dh0, scale, chunks, BV)  # fmt: skip
@@ -829,7 +826,7 @@ def chunk_bwd(q, k, v, beta, scale: float, h0, cu_seqlens, do, dht, A, h=None, v
     main = torch.cuda.current_stream(q.device) if q.device.type == "cuda" and segments > 1 else None
     side = _side_stream(q.device) if main is not None else None  # (None: one stream, in order)
     ready = {}
-    if ahead:  # what each segment's pass reads: the last segment's first, the others' on the second stream
+    if ahead:
         for form in ahead:
             form(bounds[-2], bounds[-1])
         if side is not None:

@@ -127,8 +127,8 @@ def wy_fwd_kernel(
     HALF_WU: tl.constexpr = False,
 ):  # fmt: skip
     """One chunk of one head: A = (I + strict_tril(beta K K^T))^-1, the WY representation's only stored part
-    (W = A beta K and U = A beta V are never formed: the state kernels apply A). With STORE_P also the chunk's
-    P = scale tril(Q K^T) (chunk.STORE_P), so that the state passes, which run one program per value tile,
+    (W = A beta K and U = A beta V are formed only with STORE_WU: the state kernels apply A). With STORE_P also
+    the chunk's P = scale tril(Q K^T) (chunk.STORE_P), so that the state passes, which run one program per value tile,
     neither form it on their chains nor each form it again.
 
     On whole [64, 64] tiles: L = beta K K^T in one product per key tile (sharing K's tile with P's product;
@@ -170,13 +170,20 @@ def wy_fwd_kernel(
     Ac = tl.where(r[:, None] >= r[None, :], Ac, 0.0)
     _put(A + head * 64, Ac, t0, T, H * 64, 0, 64, 64, 64)
     if STORE_WU:
-        bt = _vec(beta + head, t0, T, H, 64)[:, None]
+        bt = _vec(beta + head, t0, T, H, 64)
         for i_k in range(tl.cdiv(K, BK)):
-            kt = _tile(k, t0, T, H * K, i_k * BK, K, 64, BK).to(tl.float32) * bt
-            _put(w + head * K, _dot_in(Ac, kt, HALF_WU, PREC), t0, T, H * K, i_k * BK, K, 64, BK)
+            kt = _tile(k, t0, T, H * K, i_k * BK, K, 64, BK)
+            _put(w + head * K, _a_beta(Ac, bt, kt, HALF_WU, PREC), t0, T, H * K, i_k * BK, K, 64, BK)
         for i_v in range(tl.cdiv(V, BK)):
-            vt = _tile(v + head * V, t0, T, H * V, i_v * BK, V, 64, BK).to(tl.float32) * bt
-            _put(u + head * V, _dot_in(Ac, vt, HALF_WU, PREC), t0, T, H * V, i_v * BK, V, 64, BK)
+            vt = _tile(v + head * V, t0, T, H * V, i_v * BK, V, 64, BK)
+            _put(u + head * V, _a_beta(Ac, bt, vt, HALF_WU, PREC), t0, T, H * V, i_v * BK, V, 64, BK)
+
+
+@triton.jit
+def _a_beta(A, bt, x, HALF: tl.constexpr, PREC: tl.constexpr):
+    """A (beta x) for a chunk's [64, 64] A, its [64] beta and a [64, n] tile x: W's or U's tile (HALF: both
+    operands rounded to bf16, float32 accumulation)."""
+    return _dot_in(A, x.to(tl.float32) * bt[:, None], HALF, PREC)
 
 
 @triton.jit
@@ -374,8 +381,8 @@ def w_kernel(
     bos, T, i_c, i_n = _span(cu_seqlens, chunk_index, i_b, i_t, T, IS_VARLEN)
     t0 = i_c * 64
     head = (bos * H + i_h).to(tl.int64)
-    kt = _tile(k + head * K, t0, T, H * K, i_k * BK, K, 64, BK).to(tl.float32)
-    wt = _dot_in(_chunk_a(A + head * 64, t0, T, H), kt * _vec(beta + head, t0, T, H, 64)[:, None], HALF, PREC)
+    kt = _tile(k + head * K, t0, T, H * K, i_k * BK, K, 64, BK)
+    wt = _a_beta(_chunk_a(A + head * 64, t0, T, H), _vec(beta + head, t0, T, H, 64), kt, HALF, PREC)
     _put(w + head * K, wt, t0, T, H * K, i_k * BK, K, 64, BK)
 
 
@@ -426,6 +433,7 @@ def state_bwd_kernel(
         else:
             dvn = _tile(dvnew, t0, T, H * V, v0, V, 64, BV).to(tl.float32) + _dot_in(kt, dS, HALF_OPERANDS & 1, PREC)
         _put(dvnew, dvn, t0, T, H * V, v0, V, 64, BV)
+        # Both forms keep the timed build's order (Q^T dO before W^T dV'); a shared update changed its registers.
         if LOAD_W:
             wt = _tile(w, t0, T, H * K, 0, K, 64, BK)
             dS += _dot(tl.trans(qt), dot_, PREC) * scale - _dot_in(tl.trans(wt), dvn, HALF_OPERANDS & 1, PREC)
