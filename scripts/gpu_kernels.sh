@@ -2,7 +2,7 @@
 # One call on the GPU machine for the Triton kernels: the GPU tests, then (STEPS) the per-kernel profile,
 # a training-step profile of two comparison models, the launch-settings sweep and the benchmark against fla
 # and SDPA (and long_tile32: the long shape with narrower state tiles; models_conv: the 340M model with the
-# short convolution's kernels off and on; ab_v22: version 22's candidates, tested then timed). Results land in
+# short convolution's kernels off and on; ab_v22 / ab_v22b: version 22's candidates; models: the 340M models). Results land in
 # $OUT. Carry .whl
 # (fla's two pure-Python wheels).
 set -uo pipefail
@@ -47,6 +47,18 @@ for step in $STEPS; do
            timeout "${AB_TIMEOUT:-300}" python3 scripts/ab_triton.py "$OUT/ab_v22a.json" \
              --variants benchmarks/results/ab_v22a_variants.json --D 128 64 --T 2048 8192 16384 --rounds 3 \
              --passes fwd+bwd 2>&1 | tee "$OUT/ab_v22a.log" | grep "D=" ;;
+    # Version 22, second round: the W/U forward with the reverse pass from W where the backward is pipelined, and
+    # the pipelines' segments cut unevenly (PIPELINE_FWD_CUTS / PIPELINE_BWD_CUTS; ab_v22b_variants.json).
+    ab_v22b) timeout "${AB_TIMEOUT:-300}" python3 scripts/ab_triton.py "$OUT/ab_v22b.json" \
+             --variants benchmarks/results/ab_v22b_variants.json --D 128 64 --T 8192 16384 --rounds 3 \
+             --passes fwd+bwd 2>&1 | tee "$OUT/ab_v22b.log" | grep "D=" ;;
+    # The 340M models eager (every preset and fla's DeltaNet), then our DeltaNet compiled: speed and peak memory.
+    models) timeout "${MODELS_TIMEOUT:-300}" python3 -m assocmem bench models --device cuda --size 340m --batch 8 \
+              --seq-len 2048 --decode-batch 16 --prompt-len 512 --new-tokens 32 --out "$OUT/models_cuda.json" 2>&1 \
+              | tee "$OUT/models_cuda.log" | tail -8
+            timeout "${MODELS_TIMEOUT:-300}" python3 -m assocmem bench models --device cuda --size 340m --arch deltanet \
+              --compile --batch 8 --seq-len 2048 --decode-batch 16 --prompt-len 512 --new-tokens 32 \
+              --out "$OUT/models_cuda_compiled.json" 2>&1 | tee "$OUT/models_cuda_compiled.log" | tail -4 ;;
     # The forward's state pass with value tiles of 32 (twice the programs) at the long shape, where the default
     # tile of 64 leaves half the SMs idle (B x H x V / 64 = 64 programs at D = 64 and 128, T = 16384, B = 2).
     long_tile32) echo '{"64": {"chosen": {"state_fwd": {"num_warps": 4, "num_stages": 3, "tile_v": 32}}},

@@ -331,14 +331,40 @@ def test_pipelined_split_output_and_local_dv_match_naive(mode, monkeypatch):
     assert ranges == []
 
 
-@pytest.mark.parametrize("pipelined", [False, True])
-def test_reverse_pass_from_w_matches_naive(pipelined, monkeypatch):
-    """chunk.REVERSE_FROM_W: W = A beta K by w_kernel (per segment, last first, where the backward is pipelined)
-    and the reverse pass's W^T dV' from it: float32 gradients at 1e-5 against naive.py with an initial state, on
-    equal and packed sequences; bf16 within the low-precision bounds; heads over REVERSE_FROM_W_MAX_K keep A."""
+def test_pipeline_cuts_place_the_segments(monkeypatch):
+    """chunk.PIPELINE_FWD_CUTS / PIPELINE_BWD_CUTS: the segments at the given fractions of the chunks (their
+    number one more than the cuts'), each pass from the state the one before left: float32 at 1e-5 against
+    naive.py with an initial state; a sequence with fewer chunks than the cuts need falls back to even
+    segments."""
     from assocmem.ops.delta_rule.triton import chunk as tchunk
 
-    monkeypatch.setattr(tchunk, "REVERSE_FROM_W", True)
+    monkeypatch.setattr(tchunk, "PIPELINE", "1")
+    monkeypatch.setattr(tchunk, "PIPELINE_BWD", True)
+    monkeypatch.setattr(tchunk, "PIPELINE_FWD_CUTS", [0.3])
+    monkeypatch.setattr(tchunk, "PIPELINE_BWD_CUTS", [0.25, 0.6])
+    monkeypatch.setattr(tchunk, "KEEP_FEW_PROGRAMS", False)
+    launches, reverse = [], []
+    real, real_bwd = tchunk._state_fwd, tchunk._state_bwd
+    monkeypatch.setattr(tchunk, "_state_fwd", lambda *a, **kw: launches.append(kw.get("c0", 0)) or real(*a, **kw))
+    monkeypatch.setattr(tchunk, "_state_bwd", lambda *a: reverse.append(a[-2:]) or real_bwd(*a))
+    check_fp32("triton", 2, 600, 2, 32, 16)  # 10 chunks
+    assert launches[:2] == [0, 3] and reverse == [(6, 10), (2, 6), (0, 2)]
+    launches.clear()
+    reverse.clear()
+    check_fp32("triton", 1, 250, 1, 32, 16)  # 4 chunks: the forward's cut at chunk 1; the backward's 2 even
+    assert launches[:2] == [0, 1] and reverse == [(2, 4), (0, 2)]
+
+
+@pytest.mark.parametrize("mode", [False, True, "pipelined"])
+def test_reverse_pass_from_w_matches_naive(mode, monkeypatch):
+    """chunk.REVERSE_FROM_W: W = A beta K by w_kernel (per segment, last first, where the backward is pipelined;
+    with "pipelined" only there) and the reverse pass's W^T dV' from it: float32 gradients at 1e-5 against
+    naive.py with an initial state, on equal and packed sequences; bf16 within the low-precision bounds; heads
+    over REVERSE_FROM_W_MAX_K keep A."""
+    from assocmem.ops.delta_rule.triton import chunk as tchunk
+
+    pipelined = mode is not False
+    monkeypatch.setattr(tchunk, "REVERSE_FROM_W", True if mode is False else mode)
     monkeypatch.setattr(tchunk, "PIPELINE", "1" if pipelined else "0")
     monkeypatch.setattr(tchunk, "PIPELINE_BWD", True)
     monkeypatch.setattr(tchunk, "PIPELINE_SEGMENTS", 4)
@@ -353,7 +379,7 @@ def test_reverse_pass_from_w_matches_naive(pipelined, monkeypatch):
     assert launches == ([2, 0] if pipelined else [0])
     launches.clear()
     check_fp32("triton", 1, 300, 2, 32, 16, cu_seqlens=torch.tensor([0, 70, 300]))  # packed: never pipelined
-    assert launches == [0]
+    assert launches == ([] if mode == "pipelined" else [0])
     launches.clear()
     monkeypatch.setattr(tchunk, "REVERSE_FROM_W_MAX_K", 16)
     check_fp32("triton", 1, 100, 1, 32, 16)

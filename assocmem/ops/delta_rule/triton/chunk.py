@@ -628,22 +628,30 @@ PIPELINE_SPLIT_DV = False
 # chain is two products long, as flash-linear-attention's. Off, untimed on the GPU (NOTES.md, version 21). Up to
 # K = 128: at 256 the pass with W's tile takes 241,664 bytes of shared memory with its 2 stages in bf16 (over an
 # H200 SM's 232,448; scripts/smem_check.py), and 1 stage gave wrong gradients there (version 19).
-REVERSE_FROM_W = False
+REVERSE_FROM_W = False  # True: always; "pipelined": only where the backward is pipelined
 REVERSE_FROM_W_MAX_K = 128
+# Where the pipelines cut the chunks (fractions of them, ascending; None: PIPELINE_SEGMENTS even segments). The
+# segment that runs alone is the forward's first (its WY forward, before the pass can start) and the backward's
+# first (its chunk-parallel kernels, after the pass has ended).
+PIPELINE_FWD_CUTS = None
+PIPELINE_BWD_CUTS = None
 _SIDE_STREAMS: dict = {}
 
 
-def _pipeline_segments(q, v, chunks: _Chunks, BV: int, max_share: float | None = None) -> int:
+def _pipeline_segments(q, v, chunks: _Chunks, BV: int, max_share: float | None = None, cuts=None) -> int:
     share = PIPELINE_MAX_SHARE if max_share is None else max_share
     if PIPELINE == "0" or chunks.varlen or (PIPELINE == "auto" and q.device.type != "cuda"):
         return 1
     if PIPELINE == "auto" and (chunks.grid_t < PIPELINE_MIN_CHUNKS or chunks.N * q.shape[2] * _cdiv(v.shape[3], BV)
                                > share * _sm_count(q.device)):  # fmt: skip
         return 1
-    return max(1, min(PIPELINE_SEGMENTS, chunks.grid_t // 2))
+    return max(1, min(PIPELINE_SEGMENTS if cuts is None else len(cuts) + 1, chunks.grid_t // 2))
 
 
-def _segment_bounds(chunks: _Chunks, segments: int) -> list[int]:
+def _segment_bounds(chunks: _Chunks, segments: int, cuts=None) -> list[int]:
+    if cuts is not None and len(cuts) == segments - 1:
+        inner = [min(max(round(c * chunks.grid_t), 1), chunks.grid_t - 1) for c in cuts]
+        return [0, *inner, chunks.grid_t]
     return [round(g * chunks.grid_t / segments) for g in range(segments + 1)]
 
 
@@ -660,7 +668,7 @@ def _pipelined_fwd(q, k, v, beta, scale, h0, chunks: _Chunks, keep: bool, half_a
     segments run in order on the one stream (torch.cuda.stream(None) does nothing). `split` (with `keep`):
     the output of each segment but the last by output_kernel on the second stream (PIPELINE_SPLIT_OUTPUT);
     `wu` (with `keep`): the pass from W and U (PIPELINE_WU), with the output in it unless `split`."""
-    bounds = _segment_bounds(chunks, segments)
+    bounds = _segment_bounds(chunks, segments, PIPELINE_FWD_CUTS)
     main = torch.cuda.current_stream(q.device) if q.device.type == "cuda" else None
     side = _side_stream(q.device) if main is not None else None
     wu_out = (v, torch.empty_like(k), torch.empty_like(v)) if keep and wu else None  # (v, W, U)
@@ -724,7 +732,7 @@ def chunk_fwd(q, k, v, beta, scale: float, h0, cu_seqlens, keep_states: bool = F
     chunks = _Chunks(q.shape[0], q.shape[1], cu_seqlens)
     BV = _forward_tile(q, v, chunks, keep_states)
     split = _split_output(keep_states, BV)
-    segments = 1 if split else _pipeline_segments(q, v, chunks, BV)
+    segments = 1 if split else _pipeline_segments(q, v, chunks, BV, cuts=PIPELINE_FWD_CUTS)
     if segments > 1:
         o, ht, h, vnew, A, P = _pipelined_fwd(q, k, v, beta, scale, h0, chunks, keep_states, half_a, store_p, BV,
                                               segments, keep_states and PIPELINE_SPLIT_OUTPUT,
@@ -771,8 +779,6 @@ def chunk_bwd(q, k, v, beta, scale: float, h0, cu_seqlens, do, dht, A, h=None, v
             **_launch("dv_local", K, q.dtype),
         )  # fmt: skip
 
-    W = torch.empty_like(k) if REVERSE_FROM_W and _width(K) <= REVERSE_FROM_W_MAX_K else None
-
     def form_w(c0, c1):  # W = A beta K on chunks c0 <= chunk < c1
         BK = min(64, _width(K))
         kernels.w_kernel[(_cdiv(K, BK), c1 - c0, heads)](
@@ -781,7 +787,10 @@ def chunk_bwd(q, k, v, beta, scale: float, h0, cu_seqlens, do, dht, A, h=None, v
         )  # fmt: skip
 
     BV = _state_tile_v(K, V, "state_bwd")
-    segments = _pipeline_segments(q, v, chunks, BV, PIPELINE_BWD_MAX_SHARE) if load_p and PIPELINE_BWD else 1
+    segments = (_pipeline_segments(q, v, chunks, BV, PIPELINE_BWD_MAX_SHARE, PIPELINE_BWD_CUTS)
+                if load_p and PIPELINE_BWD else 1)  # fmt: skip
+    from_w = REVERSE_FROM_W is True or (REVERSE_FROM_W == "pipelined" and segments > 1)
+    W = torch.empty_like(k) if from_w and _width(K) <= REVERSE_FROM_W_MAX_K else None
     split_dv = segments > 1 and PIPELINE_SPLIT_DV
     if not load_p:
         local(0, chunks.grid_t)
@@ -822,7 +831,7 @@ def chunk_bwd(q, k, v, beta, scale: float, h0, cu_seqlens, do, dht, A, h=None, v
             **_launch("wy_bwd", K, q.dtype),
         )  # fmt: skip
 
-    bounds = _segment_bounds(chunks, segments)
+    bounds = _segment_bounds(chunks, segments, PIPELINE_BWD_CUTS)
     main = torch.cuda.current_stream(q.device) if q.device.type == "cuda" and segments > 1 else None
     side = _side_stream(q.device) if main is not None else None  # (None: one stream, in order)
     ready = {}
