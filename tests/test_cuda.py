@@ -163,6 +163,7 @@ def test_triton_pipelined_forward_on_cuda(dtype, shape, split, monkeypatch):
 
     monkeypatch.setattr(tchunk, "PIPELINE_SPLIT_OUTPUT", split in ("split", "wu_split"))
     monkeypatch.setattr(tchunk, "PIPELINE_WU", split.startswith("wu"))
+    monkeypatch.setattr(tchunk, "PIPELINE_WU_MAX_K", 256)  # (off at 256 by default, untimed there)
     monkeypatch.setattr(tchunk, "PIPELINE", "1")
     monkeypatch.setattr(tchunk, "PIPELINE_BWD", True)
     monkeypatch.setattr(tchunk, "PIPELINE_SEGMENTS", 4)
@@ -185,6 +186,7 @@ def test_triton_reverse_pass_from_w_on_cuda(dtype, shape, pipelined, monkeypatch
     from assocmem.ops.delta_rule.triton import chunk as tchunk
 
     monkeypatch.setattr(tchunk, "REVERSE_FROM_W", True)
+    monkeypatch.setattr(tchunk, "REVERSE_FROM_W_MIN_K", 16)  # (128 only by default)
     monkeypatch.setattr(tchunk, "PIPELINE", "1" if pipelined else "0")
     monkeypatch.setattr(tchunk, "PIPELINE_SEGMENTS", 4)
     check_gradients_on_cuda(dtype, shape)

@@ -264,6 +264,7 @@ def test_pipelined_forward_in_segments_matches_naive(keep, backward, monkeypatch
     monkeypatch.setattr(tchunk, "PIPELINE", "1")
     monkeypatch.setattr(tchunk, "PIPELINE_BWD", backward)
     monkeypatch.setattr(tchunk, "PIPELINE_SEGMENTS", 4)
+    monkeypatch.setattr(tchunk, "PIPELINE_WU", False)  # the pass from A (test_pipelined_split_output_...: from W, U)
     monkeypatch.setattr(tchunk, "KEEP_STATES", keep)
     monkeypatch.setattr(tchunk, "KEEP_FEW_PROGRAMS", False)
     launches = []
@@ -340,6 +341,7 @@ def test_pipeline_cuts_place_the_segments(monkeypatch):
 
     monkeypatch.setattr(tchunk, "PIPELINE", "1")
     monkeypatch.setattr(tchunk, "PIPELINE_BWD", True)
+    monkeypatch.setattr(tchunk, "PIPELINE_WU", False)
     monkeypatch.setattr(tchunk, "PIPELINE_FWD_CUTS", [0.3])
     monkeypatch.setattr(tchunk, "PIPELINE_BWD_CUTS", [0.25, 0.6])
     monkeypatch.setattr(tchunk, "KEEP_FEW_PROGRAMS", False)
@@ -365,6 +367,7 @@ def test_reverse_pass_from_w_matches_naive(mode, monkeypatch):
 
     pipelined = mode is not False
     monkeypatch.setattr(tchunk, "REVERSE_FROM_W", True if mode is False else mode)
+    monkeypatch.setattr(tchunk, "REVERSE_FROM_W_MIN_K", 16)
     monkeypatch.setattr(tchunk, "PIPELINE", "1" if pipelined else "0")
     monkeypatch.setattr(tchunk, "PIPELINE_BWD", True)
     monkeypatch.setattr(tchunk, "PIPELINE_SEGMENTS", 4)
@@ -384,6 +387,27 @@ def test_reverse_pass_from_w_matches_naive(mode, monkeypatch):
     monkeypatch.setattr(tchunk, "REVERSE_FROM_W_MAX_K", 16)
     check_fp32("triton", 1, 100, 1, 32, 16)
     assert launches == []
+
+
+@pytest.mark.parametrize("K, wu, from_w", [(64, True, False), (128, True, True), (256, False, False)])
+def test_pipeline_defaults_by_head_width(K, wu, from_w, monkeypatch):
+    """The defaults where the pipelines run (forced here: 4 chunks, 2 segments): the forward that keeps the
+    states walks the chain from W and U up to PIPELINE_WU_MAX_K (128), the reverse pass forms W^T dV' from W at
+    K = 128 only (REVERSE_FROM_W "pipelined", as measured in ab_v22a/b.json); gradients within the bf16 bounds."""
+    from assocmem.ops.delta_rule.triton import chunk as tchunk
+
+    monkeypatch.setattr(tchunk, "PIPELINE", "1")
+    monkeypatch.setattr(tchunk, "KEEP_STATES", True)
+    monkeypatch.setattr(tchunk, "KEEP_FEW_PROGRAMS", False)
+    chains, formed = [], []
+    real_wu = tchunk._state_wu
+    monkeypatch.setattr(tchunk, "_state_wu", lambda *a, **kw: chains.append(a[-2:]) or real_wu(*a, **kw))
+    kernel = tchunk.kernels.w_kernel
+    monkeypatch.setattr(tchunk.kernels, "w_kernel", type("Counted", (), {"__getitem__": lambda self, grid: (
+        lambda *args, **kw: formed.append(args[7]) or kernel[grid](*args, **kw))})())  # fmt: skip
+    check_low_precision(torch.bfloat16, 1, 256, 1, K, 32)
+    assert chains == ([(0, 2), (2, 4)] if wu else [])
+    assert formed == ([2, 0] if from_w else [])
 
 
 def test_wide_state_tile_at_k256_within_twice_the_reference_error():

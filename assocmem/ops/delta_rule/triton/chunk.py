@@ -609,30 +609,36 @@ PIPELINE_MIN_CHUNKS = 256  # per sequence (16K tokens: where it was measured; 8K
 # K = 128: twice the forward's programs).
 PIPELINE_BWD = os.environ.get("ASSOCMEM_TRITON_PIPELINE_BWD", "1") == "1"
 PIPELINE_BWD_MAX_SHARE = 1.0
-# Three options of the pipelines, off until measured faster in repeated runs (NOTES.md, version 21; forward+backward
-# at D = 128, T = 16384 against 2.35-2.37 ms in the same runs). PIPELINE_SPLIT_OUTPUT: a forward that keeps the states
-# (training) walks only the chain in its state pass (the states and V' it keeps anyway) and each segment's output
-# (`output_kernel`) runs on the second stream while the pass walks the next segment (2.39 ms;
-# benchmarks/results/ab_v21b.json). PIPELINE_WU: that chain two products long, as flash-linear-attention forms
-# it: the WY forward also writes W = A beta K and U = A beta V and the pass forms V' = U - W S (state_wu_kernel);
-# with PIPELINE_SPLIT_OUTPUT the pass took 0.44 against 0.79 ms, but the WY forward 0.50 against 0.21 (2.39 ms;
-# ab_v21d.json, triton_profile_v21_16k_wu.txt); with that WY forward at 1 stage 2.31 against 2.37 (ab_v21f.json,
-# one run). PIPELINE_WU alone writes the output in the pass, off its chain, from the stored P (untimed).
-# PIPELINE_SPLIT_DV: the local part of dV' (P^T dO, `dv_local_kernel` from the stored P) per segment on the second
-# stream ahead of the reverse pass, which then reads it (2.57 ms).
+# Options of the pipelines (NOTES.md, versions 21 and 22; forward+backward at T = 16384, the only length that is
+# pipelined in the benchmark). PIPELINE_WU (on, up to PIPELINE_WU_MAX_K): the state pass's chain two products long,
+# as flash-linear-attention forms it: the WY forward of a forward that keeps the states also writes W = A beta K
+# and U = A beta V (its launch "wy_fwd_wu" at 1 stage), and the pass forms V' = U - W S (state_wu_kernel), writing
+# the output off its chain from the stored P. With REVERSE_FROM_W below, D = 128: 2.219 against 2.347 ms (1.52x
+# fla against 1.44x), D = 64: 2.081 against 2.168 (benchmarks/results/ab_v22b.json; ab_v22a.json: 2.264 / 2.307
+# against 2.373 at D = 128). Untimed at K = 256, so off there. PIPELINE_SPLIT_OUTPUT (off): each segment's output
+# by `output_kernel` on the second stream while the pass walks the next (2.39 ms plain, ab_v21b.json; 2.53 with
+# PIPELINE_WU, ab_v22a.json). PIPELINE_SPLIT_DV (off): the local part of dV' (P^T dO, `dv_local_kernel` from the
+# stored P) per segment on the second stream ahead of the reverse pass, which then reads it (2.57 ms).
 PIPELINE_SPLIT_OUTPUT = False
-PIPELINE_WU = False
+PIPELINE_WU = True
+PIPELINE_WU_MAX_K = 128
 PIPELINE_SPLIT_DV = False
 # The reverse pass from W = A beta K (`w_kernel`, parallel over chunks, before the pass; per segment on the second
 # stream where the backward is pipelined): W^T dV' in one product instead of K^T (beta A^T dV'), so the pass's
-# chain is two products long, as flash-linear-attention's. Off, untimed on the GPU (NOTES.md, version 21). Up to
-# K = 128: at 256 the pass with W's tile takes 241,664 bytes of shared memory with its 2 stages in bf16 (over an
-# H200 SM's 232,448; scripts/smem_check.py), and 1 stage gave wrong gradients there (version 19).
-REVERSE_FROM_W = False  # True: always; "pipelined": only where the backward is pipelined
+# chain is two products long, as flash-linear-attention's. True: always; "pipelined" (the default): only where
+# the backward is pipelined, and for K from REVERSE_FROM_W_MIN_K to REVERSE_FROM_W_MAX_K. Measured (ab_v22a.json,
+# forward+backward): unpipelined it costs 0.22 ms at D = 128, T = 2048 / 8192 (the extra kernel on the pass's
+# stream, the pass no shorter where its programs fill the card); pipelined at T = 16384 it gains 0.015-0.04 ms at
+# D = 128 and loses 0.07-0.1 at D = 64 (where the pass's products are half as long). At 256 the pass with W's tile
+# takes 241,664 bytes of shared memory with its 2 stages in bf16 (over an H200 SM's 232,448;
+# scripts/smem_check.py), and 1 stage gave wrong gradients there (version 19).
+REVERSE_FROM_W = "pipelined"
+REVERSE_FROM_W_MIN_K = 128
 REVERSE_FROM_W_MAX_K = 128
 # Where the pipelines cut the chunks (fractions of them, ascending; None: PIPELINE_SEGMENTS even segments). The
 # segment that runs alone is the forward's first (its WY forward, before the pass can start) and the backward's
-# first (its chunk-parallel kernels, after the pass has ended).
+# first (its chunk-parallel kernels, after the pass has ended). Uneven cuts (0.33 / 0.4 / 0.6, three backward
+# segments) were within the runs' noise of even ones or slower (ab_v22b.json), so None.
 PIPELINE_FWD_CUTS = None
 PIPELINE_BWD_CUTS = None
 _SIDE_STREAMS: dict = {}
@@ -734,9 +740,9 @@ def chunk_fwd(q, k, v, beta, scale: float, h0, cu_seqlens, keep_states: bool = F
     split = _split_output(keep_states, BV)
     segments = 1 if split else _pipeline_segments(q, v, chunks, BV, cuts=PIPELINE_FWD_CUTS)
     if segments > 1:
+        wu = keep_states and PIPELINE_WU and _width(q.shape[3]) <= PIPELINE_WU_MAX_K
         o, ht, h, vnew, A, P = _pipelined_fwd(q, k, v, beta, scale, h0, chunks, keep_states, half_a, store_p, BV,
-                                              segments, keep_states and PIPELINE_SPLIT_OUTPUT,
-                                              keep_states and PIPELINE_WU)  # fmt: skip
+                                              segments, keep_states and PIPELINE_SPLIT_OUTPUT, wu)  # fmt: skip
     else:
         A, P = _wy_fwd(q, k, beta, scale, chunks, half_a, store_p)
         if split:
@@ -790,7 +796,7 @@ def chunk_bwd(q, k, v, beta, scale: float, h0, cu_seqlens, do, dht, A, h=None, v
     segments = (_pipeline_segments(q, v, chunks, BV, PIPELINE_BWD_MAX_SHARE, PIPELINE_BWD_CUTS)
                 if load_p and PIPELINE_BWD else 1)  # fmt: skip
     from_w = REVERSE_FROM_W is True or (REVERSE_FROM_W == "pipelined" and segments > 1)
-    W = torch.empty_like(k) if from_w and _width(K) <= REVERSE_FROM_W_MAX_K else None
+    W = torch.empty_like(k) if from_w and REVERSE_FROM_W_MIN_K <= _width(K) <= REVERSE_FROM_W_MAX_K else None
     split_dv = segments > 1 and PIPELINE_SPLIT_DV
     if not load_p:
         local(0, chunks.grid_t)
