@@ -967,6 +967,10 @@ class TritonChunkFunction(torch.autograd.Function):
 
 def triton_chunk_delta_rule(q, k, v, beta, scale, initial_state, cu_seqlens):
     """The Triton chunk backend on validated inputs; see `assocmem.delta_rule` for the contract."""
+    if torch.compiler.is_compiling() and k is q:
+        # One tensor as both q and k: torch 2.11's compiled graph gave a gradient unlike eager mode's there on
+        # the GPU (benchmarks/results/l2norm_compile_h200.log, "public+triton"); a copy makes them two inputs.
+        k = k.clone()
     return TritonChunkFunction.apply(q, k, v, beta, scale, initial_state, cu_seqlens)
 
 
