@@ -2,9 +2,9 @@
 # One call on the GPU machine for the Triton kernels: the GPU tests, then (STEPS) the per-kernel profile,
 # a training-step profile of two comparison models, the launch-settings sweep and the benchmark against fla
 # and SDPA (and long_tile32: the long shape with narrower state tiles; models_conv: the 340M model with the
-# short convolution's kernels off and on; ab_v22 / ab_v22b: version 22's candidates; models: the 340M models). Results land in
-# $OUT. Carry .whl
-# (fla's two pure-Python wheels).
+# short convolution's kernels off and on; ab_v22 / ab_v22b: version 22's candidates; models: the 340M models;
+# compile_check: the compile tests and the compiled model). Results land in $OUT. Carry .whl (fla's two
+# pure-Python wheels).
 set -uo pipefail
 OUT="${OUT:-benchmarks/results}"
 STEPS="${STEPS:-tests sweep bench}"
@@ -19,7 +19,7 @@ for step in $STEPS; do
     # tests with CPU references (version 15).
     tests) workers=$(python3 -c "import xdist" 2>/dev/null && echo "-n ${TEST_WORKERS:-4}")
            [ -n "$workers" ] && export OMP_NUM_THREADS=$(( $(nproc) / ${TEST_WORKERS:-4} > 0 ? $(nproc) / ${TEST_WORKERS:-4} : 1 ))
-           timeout "${TEST_TIMEOUT:-280}" python3 -m pytest -v -p no:cacheprovider --durations=15 --tb=short $workers \
+           timeout "${TEST_TIMEOUT:-330}" python3 -m pytest -v -p no:cacheprovider --durations=15 --tb=short $workers \
              --timeout="${TEST_EACH_TIMEOUT:-120}" tests/ops/test_delta_rule_triton.py tests/test_cuda.py \
              tests/data/test_mqar.py -k "${TEST_FILTER:-triton or deltanet or fla or layout}" 2>&1 | grep -v "^$" > "$OUT/gpu_kernels_tests.log"
            grep -E "PASSED|FAILED|ERROR|passed|failed|Error|assert" "$OUT/gpu_kernels_tests.log" | tail -60 ;;
@@ -59,6 +59,14 @@ for step in $STEPS; do
             timeout "${MODELS_TIMEOUT:-300}" python3 -m assocmem bench models --device cuda --size 340m --arch deltanet \
               --compile --batch 8 --seq-len 2048 --decode-batch 16 --prompt-len 512 --new-tokens 32 \
               --out "$OUT/models_cuda_compiled.json" 2>&1 | tee "$OUT/models_cuda_compiled.log" | tail -4 ;;
+    # NOTES.md "Next (version 23)", item 1: the compile tests (the L2 norm, one tensor as q and k, the layer) and
+    # the compile diagnosis on this card's torch, then our DeltaNet model compiled with fla's in the same run.
+    compile_check) timeout 200 python3 -m pytest -q -p no:cacheprovider tests/ops/test_delta_rule_triton.py \
+             -k "torch_compile" 2>&1 | tail -5 | tee "$OUT/gpu_compile_tests.log"
+           python3 scripts/diag_l2_compile.py 2>&1 | grep -v -i warn | tee "$OUT/l2norm_compile_h200.log"
+           timeout "${MODELS_TIMEOUT:-300}" python3 -m assocmem bench models --device cuda --size 340m --arch deltanet \
+             --compile --batch 8 --seq-len 2048 --decode-batch 16 --prompt-len 512 --new-tokens 32 \
+             --out "$OUT/models_cuda_compiled.json" 2>&1 | tee "$OUT/models_cuda_compiled.log" | tail -4 ;;
     # The forward's state pass with value tiles of 32 (twice the programs) at the long shape, where the default
     # tile of 64 leaves half the SMs idle (B x H x V / 64 = 64 programs at D = 64 and 128, T = 16384, B = 2).
     long_tile32) echo '{"64": {"chosen": {"state_fwd": {"num_warps": 4, "num_stages": 3, "tile_v": 32}}},
