@@ -73,6 +73,29 @@ def test_models_on_cuda_match_cpu_and_decode_from_cache(name):
         assert rel_err(bf16.cpu(), ref) <= 2 * rel_err(cpu_bf16, ref)
 
 
+@pytest.mark.parametrize("name", ["deltanet-tiny", "transformer++-tiny"])
+def test_models_on_cuda_under_torch_compile_train_as_eager(name):
+    """A training step compiled (the trainer's compile = true) gives the eager loss and every parameter's
+    gradient, float32: torch 2.11 compiled one of our memory-saving autograd functions to a zero gradient here,
+    so under compile they give way to their plain forms."""
+    from assocmem.models import AssocMemForCausalLM, preset_config
+
+    torch.manual_seed(0)
+    model = AssocMemForCausalLM(preset_config(name)).cuda()
+    ids = torch.randint(0, 512, (2, 70), device="cuda")
+    results = []
+    for run in (model, torch.compile(model)):
+        model.zero_grad(set_to_none=True)
+        loss = run(ids, labels=ids, use_cache=False).loss
+        loss.backward()
+        results.append((loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}))
+    (loss_eager, eager), (loss_compiled, compiled) = results
+    assert rel_err(loss_compiled, loss_eager) < 1e-5
+    for n, g in eager.items():
+        assert g.norm() > 0, n
+        assert rel_err(compiled[n], g) < 1e-3, n
+
+
 # The Triton kernels at full shapes (the interpreter runs them on the CPU at small ones).
 
 FWD_CASES = [

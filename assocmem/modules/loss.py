@@ -10,6 +10,7 @@ in the logits' dtype.
 """
 
 import torch
+import torch.nn.functional as F
 
 CHUNK_ROWS = 4096  # rows of float32 work at a time: 0.5 GB at a 32,000-token vocabulary
 
@@ -47,13 +48,18 @@ class _NextTokenCrossEntropy(torch.autograd.Function):
 def next_token_loss(logits_BTV: torch.Tensor, labels_BT: torch.Tensor, *, ignore_index: int = -100,
                     reduction: str = "mean") -> torch.Tensor:  # fmt: skip
     """Cross-entropy of logits[:, t] against labels[:, t + 1] (labels equal to ignore_index are skipped), in
-    float32; reduction "mean" (over the counted targets: NaN when there are none, as F.cross_entropy) or "sum"."""
+    float32; reduction "mean" (over the counted targets: NaN when there are none, as F.cross_entropy) or "sum".
+    Under torch.compile it is the specification, whose saved tensors the compiler plans itself (as
+    ops/delta_rule/l2norm.py's function: torch 2.11 compiled one of ours wrongly on the GPU)."""
     if reduction not in ("mean", "sum"):
         raise ValueError(f"next_token_loss: reduction must be 'mean' or 'sum', got {reduction!r}")
     if logits_BTV.dim() != 3 or labels_BT.shape != logits_BTV.shape[:2]:
         raise ValueError(f"next_token_loss: expected logits [B, T, V] and labels [B, T], got "
                          f"{tuple(logits_BTV.shape)} and {tuple(labels_BT.shape)}")  # fmt: skip
     labels_BT = labels_BT.to(logits_BTV.device)
+    if torch.compiler.is_compiling():
+        return F.cross_entropy(logits_BTV[:, :-1].flatten(0, 1).float(), labels_BT[:, 1:].flatten(),
+                               ignore_index=ignore_index, reduction=reduction)  # fmt: skip
     targets_BT = torch.cat([labels_BT[:, 1:], labels_BT.new_full((labels_BT.shape[0], 1), ignore_index)], 1)
     logits_NV = logits_BTV.reshape(-1, logits_BTV.shape[-1])
     return _NextTokenCrossEntropy.apply(logits_NV, targets_BT.reshape(-1), ignore_index, reduction == "mean")

@@ -27,9 +27,13 @@ class _SiLUMul(torch.autograd.Function):
 
 
 def silu_mul(g: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """F.silu(g) * u, with one tensor less kept for the backward (same shapes and dtypes required)."""
+    """F.silu(g) * u, with one tensor less kept for the backward (same shapes and dtypes required) in eager mode;
+    under torch.compile the plain product, whose saved tensors the compiler plans itself (as l2norm.py's
+    function: torch 2.11 compiled one of ours wrongly on the GPU)."""
     if g.shape != u.shape or g.dtype != u.dtype:
         raise ValueError(f"silu_mul: g and u must match, got {tuple(g.shape)} {g.dtype} and {tuple(u.shape)} {u.dtype}")
+    if torch.compiler.is_compiling():
+        return F.silu(g) * u
     return _SiLUMul.apply(g, u)
 
 

@@ -677,7 +677,7 @@ def _pipelined_fwd(q, k, v, beta, scale, h0, chunks: _Chunks, keep: bool, half_a
     bounds = _segment_bounds(chunks, segments, PIPELINE_FWD_CUTS)
     main = torch.cuda.current_stream(q.device) if q.device.type == "cuda" else None
     side = _side_stream(q.device) if main is not None else None
-    wu_out = (v, torch.empty_like(k), torch.empty_like(v)) if keep and wu else None  # (v, W, U)
+    wu_out = (v, torch.empty_like(k), torch.empty_like(v)) if wu else None  # (v, W, U)
     split = split or (wu_out is not None and not store_p)  # (the pass from W and U writes o from the stored P)
     wy = _wy_fwd(q, k, beta, scale, chunks, half_a, store_p, c0=bounds[0], c1=bounds[1], wu=wu_out)
     if side is not None:
